@@ -1,0 +1,167 @@
+"""Run configuration: what model to build and how to train it.
+
+Two frozen dataclasses, one commented line per field. Their field names never collide, so a run is
+also one flat ``dict`` (``flat_config``) that Ray Tune searches over, MLflow logs as params and a
+config file stores; ``configs_from_flat`` turns it back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from deepdiff.errors import ConfigError
+
+AUX_MODES = ("regression", "classification")
+INPUT_TRANSFORMS = ("raw", "log1p")
+CONTRASTIVE_FORMS = ("paper", "reference")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    variant: str = "raw"  # one of deepdiff.variants.VARIANTS
+    aux_mode: str = "regression"  # cell-specific auxiliary task: "regression" or "classification"
+    level1_hidden: int = 32  # Level I biLSTM hidden size per direction (paper: 32 -> bin states of 64)
+    level2_hidden: int = 16  # Level II biLSTM hidden size per direction (paper: 16 -> mark states of 32)
+    dropout: float = 0.5  # dropout on Level I embeddings and on the Level II embedding (paper: 0.5)
+    n_marks: int = 5  # histone marks per cell type (M)
+    n_bins: int = 200  # bins per gene (T)
+
+    def __post_init__(self) -> None:
+        from deepdiff.variants import VARIANTS
+
+        _check_choice("variant", self.variant, tuple(VARIANTS))
+        _check_choice("aux_mode", self.aux_mode, AUX_MODES)
+        _check_positive_int("level1_hidden", self.level1_hidden)
+        _check_positive_int("level2_hidden", self.level2_hidden)
+        _check_positive_int("n_marks", self.n_marks)
+        _check_positive_int("n_bins", self.n_bins)
+        if not 0.0 <= float(self.dropout) < 1.0:
+            raise ConfigError(f"field dropout: expected a number in [0, 1), got {self.dropout!r}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 90  # maximum number of epochs (paper: 90-120)
+    batch_size: int = 10  # training batch size (paper: 10)
+    lr: float = 1e-4  # Adam learning rate (paper: 1e-4)
+    clip: float = 1.0  # gradient-norm clipping threshold (paper: 1)
+    seed: int = 0  # seeds init, dropout and batch order; fixed seed => same run on CPU
+    input_transform: str = "raw"  # "raw" counts as the reference, or "log1p" of the counts
+    aux_weight: float = 1.0  # weight of the cell-specific auxiliary loss (aux variants)
+    gamma: float = 4.0  # weight of the contrastive loss (siamese variants; reference: 4.0)
+    margin: float = 2.0  # contrastive margin m (siamese variants; paper: 2.0)
+    contrastive_form: str = "paper"  # "paper": with the 1/2 factors; "reference": DeepDiffChrome's, without
+    patience: int = 0  # stop after this many epochs without a better valid PCC; 0 = never stop early
+    eval_batch_size: int = 256  # batch size for evaluation only (results do not depend on it)
+
+    def __post_init__(self) -> None:
+        _check_positive_int("epochs", self.epochs)
+        _check_positive_int("batch_size", self.batch_size)
+        _check_positive_int("eval_batch_size", self.eval_batch_size)
+        _check_choice("input_transform", self.input_transform, INPUT_TRANSFORMS)
+        _check_choice("contrastive_form", self.contrastive_form, CONTRASTIVE_FORMS)
+        for name in ("lr", "clip", "margin"):
+            if not float(getattr(self, name)) > 0:
+                raise ConfigError(f"field {name}: expected a number > 0, got {getattr(self, name)!r}")
+        for name in ("aux_weight", "gamma"):
+            if not float(getattr(self, name)) >= 0:
+                raise ConfigError(f"field {name}: expected a number >= 0, got {getattr(self, name)!r}")
+        if int(self.patience) < 0:
+            raise ConfigError(f"field patience: expected an integer >= 0, got {self.patience!r}")
+
+
+def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"field {name}: expected one of {', '.join(choices)}, got {value!r}")
+
+
+def _check_positive_int(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ConfigError(f"field {name}: expected an integer > 0, got {value!r}")
+
+
+MODEL_FIELDS = tuple(f.name for f in dataclasses.fields(ModelConfig))
+TRAIN_FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig))
+
+
+def flat_config(model_cfg: ModelConfig, train_cfg: TrainConfig) -> dict[str, Any]:
+    """One flat dict of every field of both configs (names do not collide)."""
+    return {**dataclasses.asdict(model_cfg), **dataclasses.asdict(train_cfg)}
+
+
+def configs_from_flat(values: dict[str, Any], *, source: str = "config") -> tuple[ModelConfig, TrainConfig]:
+    """Split a flat dict into the two configs; unknown keys are an error naming `source`."""
+    unknown = sorted(set(values) - set(MODEL_FIELDS) - set(TRAIN_FIELDS))
+    if unknown:
+        raise ConfigError(
+            f"{source}: unknown field {unknown[0]!r}; expected fields of ModelConfig "
+            f"({', '.join(MODEL_FIELDS)}) or TrainConfig ({', '.join(TRAIN_FIELDS)})"
+        )
+    try:
+        model_cfg = ModelConfig(**{k: _coerce(ModelConfig, k, v) for k, v in values.items() if k in MODEL_FIELDS})
+        train_cfg = TrainConfig(**{k: _coerce(TrainConfig, k, v) for k, v in values.items() if k in TRAIN_FIELDS})
+    except ConfigError as err:
+        raise ConfigError(f"{source}: {err}") from None
+    return model_cfg, train_cfg
+
+
+def _coerce(cls: type, name: str, value: Any) -> Any:
+    """Numbers from YAML/JSON/MLflow may arrive as int for a float field or float/str for an int field."""
+    kind = {f.name: f.type for f in dataclasses.fields(cls)}[name]
+    if kind == "float" and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if kind == "int" and isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def save_config(path: str | Path, model_cfg: ModelConfig, train_cfg: TrainConfig, data: dict[str, Any] | None = None) -> Path:
+    """Write a config file (YAML) that `load_config` and `deepdiff train --config` read back.
+
+    Layout: ``model:`` and ``train:`` sections with every field, and an optional ``data:`` section
+    (``dir``, ``cell_a``, ``cell_b``, ...) naming what the run was trained on.
+    """
+    path = Path(path)
+    doc: dict[str, Any] = {"model": dataclasses.asdict(model_cfg), "train": dataclasses.asdict(train_cfg)}
+    if data:
+        doc["data"] = dict(data)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+def load_config(path: str | Path) -> tuple[ModelConfig, TrainConfig, dict[str, Any]]:
+    """Read a config file written by `save_config` (YAML or JSON, same layout)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        text = path.read_text()
+        doc = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (yaml.YAMLError, json.JSONDecodeError) as err:
+        line = getattr(getattr(err, "problem_mark", None), "line", None)
+        line = line + 1 if line is not None else getattr(err, "lineno", "?")
+        raise ConfigError(f"{path} line {line}: not valid YAML/JSON ({type(err).__name__})") from None
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{path}: expected a mapping with sections model, train (and optional data)")
+    unknown = sorted(set(doc) - {"model", "train", "data"})
+    if unknown:
+        raise ConfigError(f"{path}: unknown section {unknown[0]!r}; expected model, train, data")
+    for section in ("model", "train", "data"):
+        if doc.get(section) is not None and not isinstance(doc[section], dict):
+            raise ConfigError(f"{path} section {section}: expected a mapping of field: value")
+    model_part = doc.get("model") or {}
+    train_part = doc.get("train") or {}
+    wrong = sorted(set(model_part) - set(MODEL_FIELDS)) or sorted(set(train_part) - set(TRAIN_FIELDS))
+    if wrong:
+        section = "model" if set(model_part) - set(MODEL_FIELDS) else "train"
+        fields = MODEL_FIELDS if section == "model" else TRAIN_FIELDS
+        raise ConfigError(f"{path} section {section}: unknown field {wrong[0]!r}; expected one of {', '.join(fields)}")
+    model_cfg, train_cfg = configs_from_flat({**model_part, **train_part}, source=str(path))
+    return model_cfg, train_cfg, dict(doc.get("data") or {})
