@@ -1,0 +1,45 @@
+"""Shared fixtures: the real sample pair (never copied into the repo) and synthetic pairs."""
+
+from pathlib import Path
+
+import pytest
+
+from deepdiff.data import load_pair
+from deepdiff.synthetic import write_synthetic_pair
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+SAMPLE_DIR = SHARED_DATA / "deepdiffchrome-sample"
+
+
+@pytest.fixture(scope="session")
+def sample_dir() -> Path:
+    if not SAMPLE_DIR.is_dir():
+        pytest.skip(f"real sample data not found at {SAMPLE_DIR}")
+    return SAMPLE_DIR
+
+
+@pytest.fixture(scope="session")
+def sample_pair(sample_dir):
+    """DeepDiffChrome's sample: Cell1 = E123 (K562), Cell2 = E003 (H1); 200 genes per split."""
+    return load_pair(sample_dir, "Cell1", "Cell2")
+
+
+@pytest.fixture(scope="session")
+def small_synthetic_dir(tmp_path_factory) -> Path:
+    """~120 synthetic genes: for fast training tests."""
+    out = tmp_path_factory.mktemp("small_synthetic")
+    write_synthetic_pair(out, genes=120, seed=1)
+    return out
+
+
+@pytest.fixture(scope="session")
+def small_synthetic_pair(small_synthetic_dir):
+    return load_pair(small_synthetic_dir, "Cell1", "Cell2")
+
+
+@pytest.fixture(scope="session")
+def synthetic_pair(tmp_path_factory):
+    """The default-sized synthetic pair (`deepdiff synth --genes 2000 --seed 0`)."""
+    out = tmp_path_factory.mktemp("synthetic")
+    write_synthetic_pair(out, genes=2000, seed=0)
+    return load_pair(out, "Cell1", "Cell2")
