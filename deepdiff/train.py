@@ -1,0 +1,261 @@
+"""The trainer: `fit()` yields one `EpochResult` per epoch. It knows nothing of Ray.
+
+It owns Adam, gradient clipping, initialisation (through the model), dropout (train/eval modes), the
+best-by-valid-PCC selection with the test PCC of that epoch, checkpoint save/restore (model,
+optimizer, RNG, epoch, best so far) and NaN detection: a non-finite training loss ends the run with
+status "nan" instead of an exception. The whole pair lives on the device as tensors; batches are index
+slices of a seeded permutation, so a fixed seed gives the same run on CPU.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from deepdiff.config import ModelConfig, TrainConfig
+from deepdiff.data import PairData, SplitData
+from deepdiff.device import pick_device
+from deepdiff.errors import ConfigError
+from deepdiff.losses import deepdiff_loss
+from deepdiff.metrics import mse, pcc
+from deepdiff.model import DeepDiff
+from deepdiff.variants import get_variant
+
+TARGET_FIELDS = ("diff", "aux_reg_a", "aux_reg_b", "aux_cls_a", "aux_cls_b", "similar")
+LAST_CHECKPOINT = "last.pt"
+BEST_CHECKPOINT = "best.pt"
+CHECKPOINT_FORMAT = 1
+# Fields of the configs that may differ between a checkpoint and the run resuming it.
+RESUMABLE_CHANGES = {"epochs", "patience", "eval_batch_size"}
+
+STATUS_RUNNING = "running"  # more epochs follow
+STATUS_COMPLETED = "completed"  # the last epoch of a run that reached `epochs`
+STATUS_EARLY_STOPPED = "early_stopped"  # `patience` epochs without a better valid PCC
+STATUS_NAN = "nan"  # the training loss became NaN/inf; the run ended here
+
+
+@dataclass(frozen=True)
+class EpochResult:
+    epoch: int  # 1-based epoch just finished
+    train_loss: float  # mean total training loss over the epoch's batches
+    train_diff_loss: float  # mean differential MSE part of it
+    train_aux_loss: float  # mean auxiliary part (0 without aux)
+    train_siamese_loss: float  # mean contrastive part (0 without siamese)
+    valid_pcc: float  # PCC of predicted vs true differential expression on valid
+    valid_mse: float
+    test_pcc: float
+    test_mse: float
+    best_epoch: int  # epoch with the best valid PCC so far
+    best_valid_pcc: float
+    best_test_pcc: float  # test PCC at best_epoch: the number the paper reports
+    best_test_mse: float
+    seconds: float  # wall time of this epoch (train + evaluation)
+    status: str  # running | completed | early_stopped | nan
+
+    def metrics(self) -> dict[str, float]:
+        """The numeric fields under stable names (used for MLflow / Tune / metrics files)."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if k != "status"}
+
+
+@dataclass
+class _Best:
+    epoch: int = 0
+    valid_pcc: float = -math.inf
+    test_pcc: float = math.nan
+    test_mse: float = math.nan
+
+
+@dataclass(frozen=True)
+class PreparedSplit:
+    """A split ready for the model: transformed inputs and the targets, all on one device."""
+
+    x_a: torch.Tensor  # (N, M, T)
+    x_b: torch.Tensor  # (N, M, T)
+    targets: dict[str, torch.Tensor]  # TARGET_FIELDS -> (N,)
+
+    def __len__(self) -> int:
+        return self.x_a.shape[0]
+
+    def batch(self, index: torch.Tensor | slice) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        return self.x_a[index], self.x_b[index], {k: v[index] for k, v in self.targets.items()}
+
+
+def prepare_split(split: SplitData, input_transform: str, device: torch.device) -> PreparedSplit:
+    """Move a split to `device` and apply the input transform once ("raw" counts or "log1p")."""
+    split = split.to(device)
+    transform = torch.log1p if input_transform == "log1p" else (lambda x: x)
+    return PreparedSplit(
+        transform(split.x_a), transform(split.x_b), {name: getattr(split, name) for name in TARGET_FIELDS}
+    )
+
+
+@torch.no_grad()
+def predict(model: DeepDiff, split: PreparedSplit, batch_size: int) -> torch.Tensor:
+    """Predicted differential expression (N,) in eval mode (no dropout), batch by batch."""
+    was_training = model.training
+    model.eval()
+    out = [model(split.x_a[i : i + batch_size], split.x_b[i : i + batch_size]).prediction for i in range(0, len(split), batch_size)]
+    model.train(was_training)
+    return torch.cat(out)
+
+
+def evaluate(model: DeepDiff, split: PreparedSplit, batch_size: int) -> tuple[float, float]:
+    """(PCC, MSE) of the differential prediction on a split."""
+    prediction = predict(model, split, batch_size)
+    return pcc(prediction, split.targets["diff"]), mse(prediction, split.targets["diff"])
+
+
+def fit(
+    model_cfg: ModelConfig,
+    train_cfg: TrainConfig,
+    data: PairData,
+    *,
+    device: torch.device | str | None = None,
+    checkpoint_dir: str | Path | None = None,
+    resume_from: str | Path | None = None,
+    on_batch: Callable[[int, int], None] | None = None,
+) -> Iterator[EpochResult]:
+    """Train one model, yielding an `EpochResult` after every epoch.
+
+    checkpoint_dir: after each epoch write `last.pt` (everything needed to resume) and, when valid
+    PCC improved, `best.pt` (the model at the best epoch), both with the configs inside.
+    resume_from: a `last.pt` file or a directory holding one; training continues after its epoch
+    and reaches the same result as an uninterrupted run.
+    on_batch: called as on_batch(batches_done, batches_per_epoch) after every training batch
+    (progress bars); evaluation follows the last batch of each epoch.
+    """
+    device = torch.device(device) if device is not None else pick_device()
+    spec = get_variant(model_cfg.variant)
+    torch.manual_seed(train_cfg.seed)
+    model = DeepDiff(spec, model_cfg).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=train_cfg.lr)
+    order_rng = torch.Generator().manual_seed(train_cfg.seed)
+    splits = {name: prepare_split(data.split(name), train_cfg.input_transform, device) for name in ("train", "valid", "test")}
+    best, start_epoch = _Best(), 0
+    if resume_from is not None:
+        start_epoch, best = _restore(Path(resume_from), model, optimizer, order_rng, model_cfg, train_cfg)
+    ckpt_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
+    if ckpt_dir is not None:
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+
+    train = splits["train"]
+    batches_per_epoch = math.ceil(len(train) / train_cfg.batch_size)
+    for epoch in range(start_epoch + 1, train_cfg.epochs + 1):
+        started = time.perf_counter()
+        model.train()
+        sums = torch.zeros(4, device=device)  # total, diff, aux, siamese
+        order = torch.randperm(len(train), generator=order_rng).to(device)
+        n_batches = 0
+        for i in range(0, len(train), train_cfg.batch_size):
+            x_a, x_b, targets = train.batch(order[i : i + train_cfg.batch_size])
+            parts = deepdiff_loss(model(x_a, x_b), targets, spec, model_cfg, train_cfg)
+            optimizer.zero_grad(set_to_none=True)
+            parts.total.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), train_cfg.clip)
+            optimizer.step()
+            sums += torch.stack([parts.total.detach(), parts.diff.detach(), parts.aux.detach(), parts.siamese.detach()])
+            n_batches += 1
+            if on_batch is not None:
+                on_batch(n_batches, batches_per_epoch)
+        means = (sums / n_batches).tolist()  # one device sync per epoch
+        if not all(math.isfinite(x) for x in means):
+            yield EpochResult(
+                epoch, *means, math.nan, math.nan, math.nan, math.nan, best.epoch, best.valid_pcc,
+                best.test_pcc, best.test_mse, time.perf_counter() - started, STATUS_NAN,
+            )
+            return
+        valid_pcc, valid_mse = evaluate(model, splits["valid"], train_cfg.eval_batch_size)
+        test_pcc, test_mse = evaluate(model, splits["test"], train_cfg.eval_batch_size)
+        improved = valid_pcc > best.valid_pcc
+        if improved:
+            best = _Best(epoch, valid_pcc, test_pcc, test_mse)
+        if epoch == train_cfg.epochs:
+            status = STATUS_COMPLETED
+        elif train_cfg.patience and epoch - best.epoch >= train_cfg.patience:
+            status = STATUS_EARLY_STOPPED
+        else:
+            status = STATUS_RUNNING
+        result = EpochResult(
+            epoch, *means, valid_pcc, valid_mse, test_pcc, test_mse, best.epoch, best.valid_pcc,
+            best.test_pcc, best.test_mse, time.perf_counter() - started, status,
+        )
+        if ckpt_dir is not None:
+            state = _checkpoint_state(model, optimizer, order_rng, model_cfg, train_cfg, epoch, best)
+            _atomic_save(state, ckpt_dir / LAST_CHECKPOINT)
+            if improved:
+                _atomic_save({k: state[k] for k in ("format", "model_config", "train_config", "epoch", "model", "best")}, ckpt_dir / BEST_CHECKPOINT)
+        yield result
+        if status != STATUS_RUNNING:
+            return
+
+
+def _checkpoint_state(model, optimizer, order_rng, model_cfg, train_cfg, epoch, best) -> dict[str, Any]:
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "model_config": dataclasses.asdict(model_cfg),
+        "train_config": dataclasses.asdict(train_cfg),
+        "epoch": epoch,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "torch_rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "order_rng": order_rng.get_state(),
+        "best": dataclasses.asdict(best),
+    }
+
+
+def _atomic_save(state: dict[str, Any], path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a checkpoint written by `fit` (a file, or a directory holding last.pt)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / LAST_CHECKPOINT
+    if not path.is_file():
+        raise ConfigError(f"{path}: checkpoint not found (expected a {LAST_CHECKPOINT} written by deepdiff train --out)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # a truncated or foreign file
+        raise ConfigError(f"{path}: not a readable deepdiff checkpoint ({type(err).__name__})") from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise ConfigError(f"{path}: not a deepdiff checkpoint of format {CHECKPOINT_FORMAT}")
+    return state
+
+
+def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[DeepDiff, ModelConfig, TrainConfig]:
+    """The model stored in a checkpoint (best.pt or last.pt), in eval mode, with its configs."""
+    state = load_checkpoint(path)
+    model_cfg = ModelConfig(**state["model_config"])
+    train_cfg = TrainConfig(**state["train_config"])
+    model = DeepDiff.from_config(model_cfg)
+    model.load_state_dict(state["model"])
+    return model.to(device).eval(), model_cfg, train_cfg
+
+
+def _restore(path, model, optimizer, order_rng, model_cfg, train_cfg) -> tuple[int, _Best]:
+    state = load_checkpoint(path)
+    saved = {**state["model_config"], **state["train_config"]}
+    current = {**dataclasses.asdict(model_cfg), **dataclasses.asdict(train_cfg)}
+    changed = sorted(k for k in current if k not in RESUMABLE_CHANGES and saved.get(k) != current[k])
+    if changed:
+        k = changed[0]
+        raise ConfigError(f"{path}: cannot resume, field {k} is {saved.get(k)!r} in the checkpoint but {current[k]!r} now")
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    torch.set_rng_state(state["torch_rng"])
+    if state["cuda_rng"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
+    order_rng.set_state(state["order_rng"])
+    return state["epoch"], _Best(**state["best"])
