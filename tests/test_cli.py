@@ -97,3 +97,16 @@ def test_bad_input_is_one_line_without_traceback(tmp_path, args, message):
     lines = stderr.strip().splitlines()
     assert lines[-1].startswith("error: ") and message in lines[-1]
     assert "Traceback" not in stderr
+
+
+def test_train_on_files_named_by_epigenome(sample_dir, tmp_path):
+    # The paper's files are E123.train.csv ... ; the sample's Cell1 is E123 and Cell2 is E003.
+    data = tmp_path / "remc"
+    data.mkdir()
+    for cell, epigenome in (("Cell1", "E123"), ("Cell2", "E003")):
+        for kind in ("train", "valid", "test", "expr"):
+            (data / f"{epigenome}.{kind}.csv").symlink_to(sample_dir / f"{cell}.{kind}.csv")
+    code, stdout, stderr = _run(["train", "--data", str(data), "--pair", "E123", "E003", "--variant", "aux",
+                                 "--epochs", "1", *SMALL_FLAGS], tmp_path)
+    assert code == 0, stderr
+    assert " pair=E123-E003 " in stdout.splitlines()[-1]
