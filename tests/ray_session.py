@@ -1,0 +1,72 @@
+"""Shared by the tune/ablation tests: import paths for tune/, one local Ray per pytest session, tiny grids.
+
+tune/ is a script folder (`python tune/run_ablation.py`), so its modules import each other as
+top-level modules; the tests put it on sys.path the same way. Import the fixture into a test module
+with ``from ray_session import ray_session  # noqa: F401``; Ray starts once per session however many
+modules use it (and is shut down at the end of the session).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+TUNE_DIR = REPO_ROOT / "tune"
+TESTS_DIR = Path(__file__).resolve().parent
+for _path in (str(REPO_ROOT), str(TUNE_DIR)):
+    if _path not in sys.path:
+        sys.path.insert(0, _path)
+
+# Small enough to train a trial in a second or two on one CPU.
+TINY_GRID = """
+pairs:
+  1: [E123, E003]
+  2: [E116, E003]
+variants: [raw_d, raw_c, raw, aux, raw_aux, aux_siamese, raw_aux_siamese]
+aux_modes: [regression, classification]
+margins: [1, 2]
+published: {lr: 1.0e-3, batch_size: 32, dropout: 0.1, level1_hidden: 4, level2_hidden: 4, input_transform: raw, aux_weight: 1.0, gamma: 4.0}
+search_space:
+  lr:              {kind: log_uniform, low: 1.0e-4, high: 3.0e-2}
+  batch_size:      {kind: choice, values: [16, 32]}
+  dropout:         {kind: uniform, low: 0.0, high: 0.5}
+  level1_hidden:   {kind: choice, values: [4]}
+  level2_hidden:   {kind: choice, values: [4]}
+  input_transform: {kind: choice, values: [raw, log1p]}
+  aux_weight:      {kind: log_uniform, low: 0.1, high: 10.0, applies_to: aux}
+  gamma:           {kind: log_uniform, low: 0.5, high: 16.0, applies_to: siamese}
+presets:
+  quick: {pairs: "1", margins: [1], samples: 2, max_epochs: 2, grace_period: 1, reduction_factor: 2, synthetic_genes: 100}
+  paper: {pairs: all, margins: [1, 2], samples: 2, max_epochs: 2, grace_period: 1, reduction_factor: 2, synthetic_genes: 100}
+"""
+
+
+def write_tiny_grid(folder: Path, text: str = TINY_GRID) -> Path:
+    path = Path(folder) / "tiny.yaml"
+    path.write_text(text)
+    return path
+
+
+def worker_pythonpath() -> str:
+    """What Ray workers need to import: tune/ modules, the repo root, and test modules (test trainables)."""
+    return os.pathsep.join([str(TUNE_DIR), str(REPO_ROOT), str(TESTS_DIR), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """A local Ray with 2 CPUs, started once for the whole pytest session."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(
+            address="local", num_cpus=2, include_dashboard=False, logging_level=logging.WARNING,
+            runtime_env={"env_vars": {"PYTHONPATH": worker_pythonpath()}},
+            logging_config=ray.LoggingConfig(log_level="WARNING"),
+        )
+    yield ray
+    # Ray is shut down by its own atexit hook at the end of the session (other modules may still use it).

@@ -1,0 +1,123 @@
+"""tune/run_ablation.py and tune/export_best.py as a user meets them: dry runs and bad input (no Ray)."""
+
+import importlib.machinery
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ray_session import REPO_ROOT, TUNE_DIR, write_tiny_grid
+
+RUN = [sys.executable, str(TUNE_DIR / "run_ablation.py")]
+
+
+def run(args, cwd, timeout=120):
+    return subprocess.run([*RUN, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout)
+
+
+def call(main, args, cwd, capsys, monkeypatch):
+    """A script's main() in this process (fast); returns what a subprocess run would."""
+    monkeypatch.chdir(cwd)
+    code = main(args)
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(args, code, out, err)
+
+
+def assert_one_line_error(proc, *fragments):
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1, proc.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def test_no_script_module_shadows_stdlib_or_an_installed_package():
+    """tune/ is sys.path[0] when its scripts run, so `ray.py` there would hide Ray (same for ablations/)."""
+    site = [p for p in sys.path if Path(p).resolve() not in (REPO_ROOT, TUNE_DIR, Path(__file__).parent.resolve())]
+    for folder in (TUNE_DIR, REPO_ROOT / "ablations"):
+        for module in folder.glob("*.py"):
+            name = module.stem
+            if name == "__init__":
+                continue
+            assert name not in sys.stdlib_module_names, f"{module} shadows the standard library module {name}"
+            spec = importlib.machinery.PathFinder.find_spec(name, site)
+            assert spec is None, f"{module} shadows the installed module {name} ({spec.origin})"
+
+
+def test_dry_run_of_the_paper_grid_lists_230_cells(tmp_path):
+    proc = run(["--pairs", "all", "--dry-run"], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "230 cells x 20 trials = 4600 trials (preset paper)" in proc.stdout
+    assert "p10-raw_aux_siamese-classification-m4" in proc.stdout
+    assert not any(tmp_path.iterdir()), "a dry run writes nothing"
+
+
+def test_dry_run_of_the_quick_start_covers_every_cell_shape(tmp_path):
+    proc = run(["--dry-run"], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "15 cells x 4 trials = 60 trials (preset quick)" in proc.stdout
+    for variant in ("raw_d", "raw_c", "raw", "aux", "raw_aux", "aux_siamese", "raw_aux_siamese"):
+        assert f" {variant} " in proc.stdout
+    assert "classification" in proc.stdout and "regression" in proc.stdout
+
+
+def test_dry_run_sub_grid_and_flags_over_preset(tmp_path):
+    proc = run(["--pairs", "1,E123-E116", "--variants", "raw,aux", "--aux", "regression", "--samples", "3",
+                "--max-epochs", "9", "--dry-run"], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "4 cells x 3 trials = 12 trials (preset paper), at most 9 epochs" in proc.stdout
+
+
+@pytest.mark.parametrize("args, fragments", [
+    (["--pairs", "11"], ["--pairs '11'", "1-10"]),
+    (["--pairs", "1", "--variants", "rawish"], ["--variants 'rawish'", "raw_aux_siamese"]),
+    (["--aux", "both"], ["--aux 'both'"]),
+    (["--margins", "3"], ["--margins '3'", "0.5, 1, 2, 4"]),
+    (["--samples", "0"], ["--samples"]),
+    (["--reduction-factor", "1"], ["--reduction-factor"]),
+    (["--preset", "huge"], ["--preset 'huge'", "quick, paper"]),
+])
+def test_bad_flags_are_one_line_errors(tmp_path, args, fragments, capsys, monkeypatch):
+    import run_ablation
+
+    assert_one_line_error(call(run_ablation.main, [*args, "--dry-run"], tmp_path, capsys, monkeypatch), *fragments)
+    assert_one_line_error(call(run_ablation.main, args, tmp_path, capsys, monkeypatch), *fragments)
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_bad_flag_in_a_real_process_exits_2_without_traceback(tmp_path):
+    assert_one_line_error(run(["--pairs", "0"], tmp_path), "--pairs '0'")
+
+
+def test_bad_grid_file_names_file_and_field(tmp_path):
+    grid = write_tiny_grid(tmp_path, "pairs: {1: [E1, E2]}\nvariants: [raw, nope]\n")
+    assert_one_line_error(run(["--grid", str(grid), "--dry-run"], tmp_path), str(grid), "section 'aux_modes'")
+    grid.write_text("pairs: [\n")
+    assert_one_line_error(run(["--grid", str(grid)], tmp_path), str(grid), "not valid YAML")
+
+
+def test_missing_data_files_are_one_error_before_anything_runs(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "E123.train.csv").write_text("x\n")
+    grid = write_tiny_grid(tmp_path)
+    proc = run(["--grid", str(grid), "--pairs", "all", "--data", str(data), "--storage", str(tmp_path / "results")], tmp_path)
+    assert_one_line_error(proc, f"--data {data}", "E003.expr.csv", "pairs 1, 2")
+    assert not (tmp_path / "results" / "deepdiff-ablation").exists()
+    assert not (tmp_path / "mlruns.db").exists()
+    proc = run(["--grid", str(grid), "--data", str(tmp_path / "nowhere")], tmp_path)
+    assert_one_line_error(proc, "directory not found")
+
+
+def test_resume_without_a_study_is_an_error(tmp_path):
+    assert_one_line_error(run(["--resume", "--storage", str(tmp_path / "r")], tmp_path), "--resume: no study to resume")
+
+
+def test_export_without_a_database_is_an_error(tmp_path, capsys, monkeypatch):
+    import export_best
+
+    proc = call(export_best.main, ["--experiment", "nope", "--out", str(tmp_path / "o")], tmp_path, capsys, monkeypatch)
+    assert_one_line_error(proc, "no MLflow database")
+    assert not any(tmp_path.iterdir())

@@ -1,0 +1,263 @@
+"""Tiny real studies on local Ray (2 CPUs, started once per session): MLflow record, ASHA, failures,
+the export round trip, and resume after a SIGKILL of the driver."""
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+from ray import tune
+
+from ray_session import TUNE_DIR, ray_session, worker_pythonpath, write_tiny_grid  # noqa: F401
+from deepdiff.config import MODEL_FIELDS, TRAIN_FIELDS, load_config
+
+pytestmark = pytest.mark.slow
+
+EPOCH_METRICS = ("train_loss", "valid_pcc", "valid_mse", "test_pcc", "test_mse")
+
+
+def study_args(tmp: Path, grid: Path, *extra: str) -> list[str]:
+    return [
+        "--grid", str(grid), "--preset", "quick", "--pairs", "1", "--synthetic-genes", "100",
+        "--storage", str(tmp / "results"), "--mlflow-uri", f"sqlite:///{tmp / 'mlruns.db'}", *extra,
+    ]
+
+
+def runs_of(tmp: Path, experiment: str):
+    import tracking
+
+    client = MlflowClient(f"sqlite:///{tmp / 'mlruns.db'}")
+    exp_id = client.get_experiment_by_name(experiment).experiment_id
+    return client, tracking.study_runs(client, exp_id, "cell"), tracking.study_runs(client, exp_id, "trial")
+
+
+@pytest.fixture(scope="module")
+def tiny_study(ray_session, tmp_path_factory):
+    """3 cells (raw_d, aux regression, aux_siamese regression m=1) x 4 trials x <= 3 epochs, ~100 genes."""
+    import run_ablation
+
+    tmp = tmp_path_factory.mktemp("tiny_study")
+    grid = write_tiny_grid(tmp)
+    args = study_args(tmp, grid, "--variants", "raw_d,aux,aux_siamese", "--aux", "regression", "--margins", "1",
+                      "--samples", "4", "--max-epochs", "3", "--grace-period", "1", "--reduction-factor", "2",
+                      "--experiment", "tiny")
+    assert run_ablation.main(args) == 0
+    return tmp
+
+
+def test_one_parent_run_per_cell_and_one_child_run_per_trial(tiny_study):
+    client, parents, children = runs_of(tiny_study, "tiny")
+    assert sorted(r.data.tags["cell"] for r in parents) == ["p1-aux-regression", "p1-aux_siamese-regression-m1", "p1-raw_d"]
+    assert len(children) == 12
+    assert len({r.data.tags["trial_id"] for r in children}) == 12
+    by_id = {r.info.run_id: r for r in parents}
+    for parent in parents:
+        tags = parent.data.tags
+        assert parent.info.status == "FINISHED"
+        assert {k: tags[k] for k in ("pair", "cell_a", "cell_b")} == {"pair": "1", "cell_a": "E123", "cell_b": "E003"}
+        assert (tags["variant"], tags["aux_mode"], tags["margin"]) in {
+            ("raw_d", "-", "-"), ("aux", "regression", "-"), ("aux_siamese", "regression", "1")}
+        mine = [c for c in children if c.data.tags["mlflow.parentRunId"] == parent.info.run_id]
+        assert len(mine) == 4 and all(c.data.tags["cell"] == tags["cell"] for c in mine)
+        best = max(c.data.metrics["best_valid_pcc"] for c in mine if c.data.tags["status"] != "failed")
+        assert parent.data.metrics["best_valid_pcc"] == pytest.approx(best)
+        winner = [c for c in mine if c.info.run_id == tags["best_run_id"]][0]
+        assert parent.data.metrics["best_test_pcc"] == pytest.approx(winner.data.metrics["best_test_pcc"])
+    for child in children:
+        assert child.data.tags["mlflow.parentRunId"] in by_id
+        assert set(child.data.params) == set(MODEL_FIELDS) | set(TRAIN_FIELDS)
+        status = child.data.tags["status"]
+        assert status in ("completed", "pruned")
+        assert child.info.status == {"completed": "FINISHED", "pruned": "KILLED"}[status]
+        assert child.data.tags["status_reason"]
+
+
+def test_published_setting_is_the_first_trial_of_every_cell(tiny_study):
+    _, _, children = runs_of(tiny_study, "tiny")
+    for cell in {c.data.tags["cell"] for c in children}:
+        first = min((c for c in children if c.data.tags["cell"] == cell), key=lambda c: c.info.start_time)
+        assert (first.data.params["lr"], first.data.params["batch_size"], first.data.params["dropout"]) == ("0.001", "32", "0.1")
+
+
+def test_every_epoch_is_logged_with_its_step(tiny_study):
+    client, _, children = runs_of(tiny_study, "tiny")
+    for child in children:
+        epochs = int(child.data.metrics["epoch"])
+        expected = 3 if child.data.tags["status"] == "completed" else epochs
+        assert 1 <= epochs <= 3 and epochs == expected
+        for name in EPOCH_METRICS:
+            steps = [m.step for m in client.get_metric_history(child.info.run_id, name)]
+            assert sorted(steps) == list(range(1, epochs + 1)), (name, steps)
+
+
+def test_asha_stopped_trials_early(tiny_study):
+    _, _, children = runs_of(tiny_study, "tiny")
+    statuses = Counter(c.data.tags["status"] for c in children)
+    assert statuses["pruned"] >= 1, statuses
+    for child in children:
+        if child.data.tags["status"] == "pruned":
+            assert child.data.metrics["epoch"] < 3
+            assert "ASHA" in child.data.tags["status_reason"]
+
+
+def test_a_second_run_under_the_same_name_is_refused(tiny_study, capsys):
+    import run_ablation
+
+    args = study_args(tiny_study, write_tiny_grid(tiny_study), "--experiment", "tiny", "--samples", "1")
+    assert run_ablation.main(args) == 2
+    assert "already saved" in capsys.readouterr().err
+
+
+def test_export_round_trip_reproduces_the_valid_pcc(tiny_study, tmp_path):
+    import export
+    from deepdiff import cli
+
+    table = export.export_best(f"sqlite:///{tiny_study / 'mlruns.db'}", "tiny", tmp_path / "best")
+    assert len(table) == 3
+    for kind in ("summary.csv", "summary.parquet"):
+        assert (tmp_path / "best" / kind).is_file()
+    frame = pd.read_parquet(tmp_path / "best" / "summary.parquet")
+    assert {"variant", "pair", "aux_mode", "margin", "best_valid_pcc", "best_test_pcc", "trial_id", "run_id"} <= set(frame.columns)
+    assert frame.loc[frame["variant"] == "aux_siamese", "margin"].tolist() == [1.0]
+    assert frame.loc[frame["variant"] == "raw_d", "aux_mode"].isna().all()
+    row = frame.sort_values("best_valid_pcc").iloc[-1]
+    config = tmp_path / "best" / row["config"]
+    model_cfg, train_cfg, data = load_config(config)
+    assert train_cfg.epochs == row["epochs_trained"]
+    assert Path(data["dir"]).is_dir() and data["synthetic"] == {"genes": 100, "seed": 0}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in the trial (Ray gives a 1-CPU trial one thread): same float summation order
+    try:
+        assert cli.main(["train", "--config", str(config), "--device", "cpu", "--out", str(tmp_path / "again")]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    result = json.loads((tmp_path / "again" / "result.json").read_text())
+    assert result["valid_pcc"] == pytest.approx(row["best_valid_pcc"], abs=1e-6)
+    assert result["test_pcc"] == pytest.approx(row["best_test_pcc"], abs=1e-6)
+
+
+# ---- failures -------------------------------------------------------------------------------------
+
+def flaky_train(config, pairs, ended=None):
+    """The real trainable, except the published (first) trial of two cells: one raises, one diverges."""
+    from trainable import train_cell
+
+    first = config["lr"] == 1e-3 and config["batch_size"] == 32 and config["dropout"] == 0.1
+    if first and config["cell"] == "p1-raw_d":
+        raise ValueError("planted failure for the test")
+    if first and config["cell"] == "p1-raw_c":
+        tune.report({"epoch": 1, "train_loss": math.nan, "best_valid_pcc": -math.inf, "status": "nan"})
+        return
+    train_cell(config, pairs, ended)
+
+
+def test_failed_trials_are_recorded_with_their_reason_and_the_study_goes_on(ray_session, tmp_path):
+    import run_ablation
+
+    grid = write_tiny_grid(tmp_path)
+    args = run_ablation.build_parser().parse_args(study_args(
+        tmp_path, grid, "--variants", "raw_d,raw_c", "--samples", "2", "--max-epochs", "2", "--experiment", "flaky",
+        "--max-failures", "1"))
+    assert run_ablation.run(args, train_fn=flaky_train) == 0
+    _, parents, children = runs_of(tmp_path, "flaky")
+    assert len(parents) == 2 and len(children) == 4
+    failed = {c.data.tags["cell"]: c for c in children if c.data.tags["status"] == "failed"}
+    assert set(failed) == {"p1-raw_d", "p1-raw_c"}
+    assert all(c.info.status == "FAILED" for c in failed.values())
+    assert "ValueError: planted failure for the test" in failed["p1-raw_d"].data.tags["status_reason"]
+    assert failed["p1-raw_d"].data.tags["retries"] == "1"  # --max-failures 1: retried once, then failed
+    assert "NaN at epoch 1" in failed["p1-raw_c"].data.tags["status_reason"]
+    others = [c for c in children if c.data.tags["status"] != "failed"]
+    assert len(others) == 2 and all(c.data.tags["status"] == "completed" for c in others)
+    assert all(math.isfinite(p.data.metrics["best_valid_pcc"]) for p in parents)
+
+
+# ---- resume after SIGKILL -------------------------------------------------------------------------
+
+def test_resume_after_sigkill_finishes_the_study_without_repeating_a_trial(tmp_path):
+    """The driver runs as a subprocess (its own local Ray); killed with SIGKILL after a few trials ended."""
+    grid = write_tiny_grid(tmp_path)
+    args = study_args(tmp_path, grid, "--variants", "raw_d,aux", "--aux", "regression", "--samples", "6",
+                      "--max-epochs", "4", "--grace-period", "1", "--synthetic-genes", "200", "--experiment", "killed")
+    env = {**os.environ, "PYTHONPATH": worker_pythonpath()}
+    command = [sys.executable, str(TUNE_DIR / "run_ablation.py"), *args]
+    driver = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    ended, log = 0, []
+    deadline = time.monotonic() + 240
+    for line in driver.stdout:
+        log.append(line)
+        ended += "trials ended" in line and not line.lstrip().startswith("...")
+        if ended >= 3 or time.monotonic() > deadline:
+            break
+    driver.send_signal(signal.SIGKILL)
+    driver.wait(timeout=30)
+    assert ended >= 3, "".join(log)
+    assert not any(line.startswith("study 'killed'") for line in log), "the study finished before the kill"
+    _, _, before = runs_of(tmp_path, "killed")
+    finished_before = {r.data.tags["trial_id"]: r.info.end_time for r in before if r.info.status != "RUNNING"}
+    assert len(finished_before) >= 3
+
+    resumed = subprocess.run([*command, "--resume"], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    client, parents, children = runs_of(tmp_path, "killed")
+    ids = Counter(r.data.tags["trial_id"] for r in children)
+    assert len(children) == 12 and all(n == 1 for n in ids.values()), ids
+    assert all(r.info.status in ("FINISHED", "KILLED", "FAILED") for r in [*children, *parents])
+    for run in children:  # trials finished before the kill were kept, not run again
+        if run.data.tags["trial_id"] in finished_before:
+            assert run.info.end_time == finished_before[run.data.tags["trial_id"]]
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "valid_pcc")]
+        assert len(steps) == len(set(steps)), steps
+    state = max((tmp_path / "results" / "killed").glob("experiment_state-*.json"))
+    trials = [json.loads(t) if isinstance(t, str) else t for t, _ in json.loads(state.read_text())["trial_data"]]
+    assert {t["trial_id"] for t in trials} == set(ids)
+    assert {t["status"] for t in trials} <= {"TERMINATED", "ERROR"}
+
+
+def crash_once(config, pairs, ended=None):
+    """Crashes after epoch 2 the first time; Tune's retry (--max-failures) resumes from the checkpoint."""
+    from trainable import train_cell
+
+    if tune.get_checkpoint() is None:
+        train_cell({**config, "epochs": 2}, pairs, ended)  # `epochs` may differ when resuming a checkpoint
+        raise RuntimeError("simulated crash after epoch 2")
+    train_cell(config, pairs, ended)
+
+
+def test_a_crashed_trial_is_retried_from_its_checkpoint_and_ends_as_if_never_interrupted(ray_session, tmp_path):
+    import run_ablation
+    from deepdiff.data import load_pair
+    from deepdiff.train import fit
+    from export import typed_params
+    from deepdiff.config import configs_from_flat
+
+    grid = write_tiny_grid(tmp_path)
+    args = run_ablation.build_parser().parse_args(study_args(
+        tmp_path, grid, "--variants", "raw_d", "--samples", "1", "--max-epochs", "4", "--experiment", "crash",
+        "--max-failures", "1"))
+    assert run_ablation.run(args, train_fn=crash_once) == 0
+    client, _, children = runs_of(tmp_path, "crash")
+    (run,) = children
+    assert (run.data.tags["status"], run.data.tags["retries"]) == ("completed", "1")
+    assert "simulated crash" in run.data.tags["last_error"]
+    logged = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "valid_pcc")}
+    assert sorted(logged) == [1, 2, 3, 4]
+
+    model_cfg, train_cfg = configs_from_flat(typed_params(run.data.params))
+    data = load_pair(json.loads(run.data.tags["data"])["dir"], "E123", "E003")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        straight = {r.epoch: r.valid_pcc for r in fit(model_cfg, train_cfg, data, device="cpu")}
+    finally:
+        torch.set_num_threads(threads)
+    assert straight == pytest.approx(logged, abs=1e-6)

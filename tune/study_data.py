@@ -1,0 +1,88 @@
+"""The selected pairs' data for a study, checked before any trial starts.
+
+With ``--data DIR`` a pair's files are the paper's, named by epigenome (``E123.train.csv`` ...); every
+missing file of every selected pair is reported in one `DataError` before anything runs. Without it,
+each selected pair gets a synthetic planted-signal pair (`deepdiff.synthetic`) written once under the
+study's storage and reused by later runs and by `deepdiff train --config` of an exported trial.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from deepdiff.data import SPLITS, PairData, load_pair
+from deepdiff.errors import DataError
+from deepdiff.synthetic import write_synthetic_pair
+
+from ablations.grid import Pair
+
+FILE_KINDS = (*SPLITS, "expr")
+
+
+@dataclass(frozen=True)
+class PairSource:
+    pair: Pair
+    dir: Path  # folder holding CELL.{train,valid,test,expr}.csv of both cells
+    synthetic: dict[str, Any] | None  # write_synthetic_pair arguments when generated, else None
+
+    def files(self) -> list[Path]:
+        return [self.dir / f"{cell}.{kind}.csv" for cell in (self.pair.cell_a, self.pair.cell_b) for kind in FILE_KINDS]
+
+
+def pair_sources(pairs: list[Pair], *, data_dir: str | Path | None, synthetic_root: str | Path,
+                 genes: int, seed: int = 0) -> list[PairSource]:
+    """Where each pair's files are (`data_dir`) or will be generated (under `synthetic_root`)."""
+    if data_dir is not None:
+        return [PairSource(p, Path(data_dir).resolve(), None) for p in pairs]
+    root = Path(synthetic_root).resolve()
+    return [
+        PairSource(p, root / f"pair{p.number}-{p.name}-genes{genes}-seed{seed}", {"genes": genes, "seed": seed})
+        for p in pairs
+    ]
+
+
+def check_files(sources: list[PairSource]) -> None:
+    """One `DataError` naming every missing file of the real-data pairs (synthetic ones are generated)."""
+    missing = [(s, f) for s in sources if s.synthetic is None for f in s.files() if not f.is_file()]
+    if not missing:
+        return
+    folder = missing[0][0].dir
+    if not folder.is_dir():
+        raise DataError(f"--data {folder}: directory not found; expected CELL.{{{','.join(FILE_KINDS)}}}.csv per epigenome in it")
+    names = sorted({f.name for _, f in missing})
+    pairs = sorted({s.pair.number for s, _ in missing})
+    shown = ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "")
+    raise DataError(
+        f"--data {folder}: missing {shown} (pairs {', '.join(map(str, pairs))}); expected "
+        f"CELL.{{{','.join(FILE_KINDS)}}}.csv for both epigenomes of every selected pair, or drop --data to use synthetic data"
+    )
+
+
+def ensure_synthetic(source: PairSource) -> None:
+    """Generate a synthetic pair unless its folder is complete (written to a temp dir, then renamed)."""
+    if source.synthetic is None or all(f.is_file() for f in source.files()):
+        return
+    source.dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=source.dir.parent))
+    try:
+        write_synthetic_pair(tmp, cell_a=source.pair.cell_a, cell_b=source.pair.cell_b, **source.synthetic)
+        if source.dir.exists():
+            shutil.rmtree(source.dir)
+        os.replace(tmp, source.dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def load_sources(sources: list[PairSource], *, cache_dir: str | Path | None) -> dict[int, PairData]:
+    """Every selected pair, validated and aligned (real files are checked first, all at once)."""
+    check_files(sources)
+    pairs = {}
+    for source in sources:
+        ensure_synthetic(source)
+        pairs[source.pair.number] = load_pair(source.dir, source.pair.cell_a, source.pair.cell_b, cache_dir=cache_dir)
+    return pairs
