@@ -215,7 +215,8 @@ def load_pair(
     order is cell A's file order. `unpaired`: "drop" genes listed by only one cell's split file (counted
     in `PairData.notes`) or "error" (a `DataError` naming the file, line and gene). `cache_dir`: if given,
     the validated pair is stored there as Parquet, keyed by the sha256 of the files' contents, and served
-    from there while the files are unchanged. `progress`: optional callable receiving status lines.
+    from there while the files are unchanged. `progress`: optional callable receiving status lines
+    (notes are not sent there: they are returned in `PairData.notes`, for the caller to report once).
     `n_bins`: bins per gene (T) the split files must have (the paper's files: 200).
     Raises `DataError` (one line: file, line, field, what was expected) for any problem in the files.
     """
@@ -571,7 +572,6 @@ def _build_pair(
         idx_a, idx_b, note = _pair_rows(files[cell_a], files[cell_b], unpaired)
         if note:
             notes.append(note)
-            say(note)
         kept[name] = files[cell_a].gene_ids[idx_a]
         splits[name] = SplitData.from_arrays(
             kept[name],
@@ -585,7 +585,6 @@ def _build_pair(
     overlap = _split_overlap_note(cell_a, kept)
     if overlap:
         notes.append(overlap)
-        say(overlap)
     return PairData(cell_a, cell_b, **splits, median_a=medians[cell_a], median_b=medians[cell_b], notes=tuple(notes))
 
 
@@ -632,9 +631,7 @@ def _write_cache(path: Path, key: str, pair: PairData, say: Progress) -> PairDat
         os.replace(tmp, path)
     except OSError as err:
         tmp.unlink(missing_ok=True)
-        note = f"cache not written to {path}: {err}"
-        say(note)
-        return dataclasses.replace(pair, notes=(*pair.notes, note))
+        return dataclasses.replace(pair, notes=(*pair.notes, f"cache not written to {path}: {err}"))
     say(f"cached {pair.cell_a}/{pair.cell_b} at {path}")
     return pair
 
