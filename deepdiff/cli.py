@@ -171,12 +171,11 @@ def resolve_train_config(args: argparse.Namespace) -> tuple[ModelConfig, TrainCo
 
 def _ensure_data(data: dict[str, Any]) -> None:
     """A config exported from a synthetic study regenerates its pair when the folder is gone."""
-    synthetic = data.get("synthetic")
-    if synthetic and not (Path(data["dir"]) / f"{data['cell_a']}.train.csv").exists():
-        from deepdiff.synthetic import write_synthetic_pair
+    if data.get("synthetic"):
+        from deepdiff.synthetic import ensure_synthetic_pair
 
-        _say(f"regenerating the synthetic pair in {data['dir']}")
-        write_synthetic_pair(data["dir"], cell_a=data["cell_a"], cell_b=data["cell_b"], **synthetic)
+        if ensure_synthetic_pair(data["dir"], cell_a=data["cell_a"], cell_b=data["cell_b"], **data["synthetic"]):
+            _say(f"regenerated the synthetic pair in {data['dir']}")
 
 
 def _write_metrics(path: Path, rows: list[dict[str, Any]]) -> None:

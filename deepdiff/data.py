@@ -58,7 +58,7 @@ _ID_FIELD = "gene_bin id"
 _EXPR_FIELD = "expression"
 _HM_FIELDS = (_ID_FIELD, *MARKS)
 _EXPR_FIELDS = ("gene id", _EXPR_FIELD)
-_FILE_KINDS = (*SPLITS, "expr")
+FILE_KINDS = (*SPLITS, "expr")  # the four files of a cell: CELL.KIND.csv
 _GENE_BIN_RE = r"^(?P<gene>[^_]+)_(?:.*_)?(?P<bin>[0-9]{1,9})$"
 _NUMBER = r"\+?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?"  # a non-negative decimal
 _NUMBER_RE = re.compile(_NUMBER)
@@ -242,12 +242,17 @@ def load_pair(
     return pair
 
 
+def pair_files(data_dir: str | Path, cell_a: str, cell_b: str) -> dict[tuple[str, str], Path]:
+    """The eight input files of a pair, keyed by (cell, kind): ``data_dir/CELL.KIND.csv``."""
+    return {(cell, kind): Path(data_dir) / f"{cell}.{kind}.csv" for cell in (cell_a, cell_b) for kind in FILE_KINDS}
+
+
 def _pair_paths(data_dir: Path, cell_a: str, cell_b: str) -> dict[tuple[str, str], Path]:
     """The eight input paths keyed by (cell, kind); a missing one is a `DataError` naming what is expected."""
-    expected = f"expected CELL.{{{','.join(_FILE_KINDS)}}}.csv for cells {cell_a} and {cell_b}"
+    expected = f"expected CELL.{{{','.join(FILE_KINDS)}}}.csv for cells {cell_a} and {cell_b}"
     if not data_dir.is_dir():
         _fail(data_dir, f"directory not found; {expected} in it")
-    paths = {(cell, kind): data_dir / f"{cell}.{kind}.csv" for cell in (cell_a, cell_b) for kind in _FILE_KINDS}
+    paths = pair_files(data_dir, cell_a, cell_b)
     for path in paths.values():
         if not path.is_file():
             _fail(path, f"file not found; {expected} in {data_dir}")
@@ -596,7 +601,7 @@ def _cache_key(raw: dict, cell_a: str, cell_b: str, unpaired: str, n_bins: int) 
     """sha256 over the format version, options, cell names and the contents of all eight files."""
     digest = hashlib.sha256(json.dumps([CACHE_FORMAT_VERSION, cell_a, cell_b, unpaired, n_bins, MARKS]).encode())
     for cell in (cell_a, cell_b):
-        for kind in _FILE_KINDS:
+        for kind in FILE_KINDS:
             digest.update(f"{kind}:{len(raw[cell, kind].data)}:".encode())
             digest.update(hashlib.sha256(raw[cell, kind].data).digest())
     return digest.hexdigest()

@@ -18,14 +18,18 @@ its expression file in another order, so alignment by gene id is exercised.
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 
-from deepdiff.data import MARKS, N_BINS, SPLITS
+from deepdiff.data import MARKS, N_BINS, SPLITS, pair_files
 
 SPLIT_FRACTIONS = (0.54, 0.13)  # train, valid; test gets the rest
 EXTRA_EXPR_FRACTION = 0.10  # genes in the expression files but in no histone-mark file
@@ -79,6 +83,28 @@ def write_synthetic_pair(
         _write_table(path, {"id": pa.array(ids[order].tolist()), "expr": pa.array(expression[order].astype(np.int64))})
         written[f"{cell}.expr"] = path
     return written
+
+
+def ensure_synthetic_pair(out_dir: str | Path, *, cell_a: str, cell_b: str, **options: Any) -> bool:
+    """Write the synthetic pair into `out_dir` unless all eight files are already there.
+
+    `options` are `write_synthetic_pair`'s (genes, seed, ...). The pair is written to a temporary folder
+    beside `out_dir` and renamed into place, so a killed writer never leaves a half-written pair behind.
+    Returns True if it wrote the pair.
+    """
+    out = Path(out_dir)
+    if all(f.is_file() for f in pair_files(out, cell_a, cell_b).values()):
+        return False
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=out.parent))
+    try:
+        write_synthetic_pair(tmp, cell_a=cell_a, cell_b=cell_b, **options)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return True
 
 
 def _split_rows(genes: int) -> list[np.ndarray]:

@@ -117,3 +117,16 @@ def test_shuffled_labels_or_misaligned_genes_carry_no_signal(synthetic_pair):
     }
     pcc, r2 = least_squares_test_fit(misaligned["train"], misaligned["test"], misaligned["train"].diff)
     assert r2 < 0.05 and abs(pcc) < 0.2
+
+
+def test_ensure_synthetic_pair_writes_once_and_completes_a_partial_folder(tmp_path):
+    from deepdiff.synthetic import ensure_synthetic_pair
+
+    out = tmp_path / "pairs" / "p1"
+    assert ensure_synthetic_pair(out, cell_a="E123", cell_b="E003", genes=30, seed=2)
+    before = (out / "E003.test.csv").read_bytes()
+    assert not ensure_synthetic_pair(out, cell_a="E123", cell_b="E003", genes=30, seed=2)  # complete: untouched
+    (out / "E123.expr.csv").unlink()
+    assert ensure_synthetic_pair(out, cell_a="E123", cell_b="E003", genes=30, seed=2)
+    assert (out / "E123.expr.csv").is_file() and (out / "E003.test.csv").read_bytes() == before
+    assert sorted(p.name for p in out.parent.iterdir()) == ["p1"]  # no temporary folder left

@@ -8,20 +8,15 @@ study's storage and reused by later runs and by `deepdiff train --config` of an 
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from deepdiff.data import SPLITS, PairData, load_pair
+from deepdiff.data import FILE_KINDS, PairData, load_pair, pair_files
 from deepdiff.errors import DataError
-from deepdiff.synthetic import write_synthetic_pair
+from deepdiff.synthetic import ensure_synthetic_pair
 
 from ablations.grid import Pair
-
-FILE_KINDS = (*SPLITS, "expr")
 
 
 @dataclass(frozen=True)
@@ -31,7 +26,7 @@ class PairSource:
     synthetic: dict[str, Any] | None  # write_synthetic_pair arguments when generated, else None
 
     def files(self) -> list[Path]:
-        return [self.dir / f"{cell}.{kind}.csv" for cell in (self.pair.cell_a, self.pair.cell_b) for kind in FILE_KINDS]
+        return list(pair_files(self.dir, self.pair.cell_a, self.pair.cell_b).values())
 
 
 def pair_sources(pairs: list[Pair], *, data_dir: str | Path | None, synthetic_root: str | Path,
@@ -63,26 +58,12 @@ def check_files(sources: list[PairSource]) -> None:
     )
 
 
-def ensure_synthetic(source: PairSource) -> None:
-    """Generate a synthetic pair unless its folder is complete (written to a temp dir, then renamed)."""
-    if source.synthetic is None or all(f.is_file() for f in source.files()):
-        return
-    source.dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=source.dir.parent))
-    try:
-        write_synthetic_pair(tmp, cell_a=source.pair.cell_a, cell_b=source.pair.cell_b, **source.synthetic)
-        if source.dir.exists():
-            shutil.rmtree(source.dir)
-        os.replace(tmp, source.dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
 def load_sources(sources: list[PairSource], *, cache_dir: str | Path | None) -> dict[int, PairData]:
     """Every selected pair, validated and aligned (real files are checked first, all at once)."""
     check_files(sources)
     pairs = {}
     for source in sources:
-        ensure_synthetic(source)
+        if source.synthetic is not None:
+            ensure_synthetic_pair(source.dir, cell_a=source.pair.cell_a, cell_b=source.pair.cell_b, **source.synthetic)
         pairs[source.pair.number] = load_pair(source.dir, source.pair.cell_a, source.pair.cell_b, cache_dir=cache_dir)
     return pairs
