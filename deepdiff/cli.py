@@ -264,10 +264,9 @@ def cmd_describe(args: argparse.Namespace) -> int:
     cfg = ModelConfig(variant=args.variant, aux_mode=args.aux, level1_hidden=args.level1_hidden, level2_hidden=args.level2_hidden)
     model = DeepDiff.from_config(cfg)
     print(model)
-    for name, child in model.named_children():
-        if count_parameters(child):
-            for key, module in child.items() if hasattr(child, "items") else [("", child)]:
-                print(f"  {name}.{key}: {count_parameters(module):,}")
+    for group in ("level1", "level2", "heads"):
+        for key, module in getattr(model, group).items():
+            print(f"  {group}.{key}: {count_parameters(module):,}")
     print(f"trainable parameters: {count_parameters(model)}")
     return 0
 
