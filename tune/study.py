@@ -33,6 +33,8 @@ from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, TrialSch
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
+from deepdiff.train import STATUS_NAN
+
 from ablations.grid import Cell, Grid, Param
 
 METRIC = "best_valid_pcc"
@@ -167,7 +169,7 @@ class CellSearcher(Searcher):
 def _usable(result: dict, metric: str) -> bool:
     """A result an optimiser may learn from: the metric present and finite, training not diverged."""
     value = result.get(metric)
-    return result.get("status") != "nan" and isinstance(value, (int, float)) and math.isfinite(value)
+    return result.get("status") != STATUS_NAN and isinstance(value, (int, float)) and math.isfinite(value)
 
 
 class CellScheduler(FIFOScheduler):
@@ -205,7 +207,7 @@ class CellScheduler(FIFOScheduler):
         self._replay_history(asha, trial)
 
     def on_trial_result(self, tune_controller, trial, result: dict) -> str:
-        if result.get("status") == "nan":  # the trial ends by itself; its NaN is no evidence for the rung
+        if result.get("status") == STATUS_NAN:  # the trial ends by itself; its NaN is no evidence for the rung
             return TrialScheduler.CONTINUE
         decision = self._cell(trial).on_trial_result(tune_controller, trial, result)
         if decision == TrialScheduler.STOP and result.get(self._time_attr, 0) < self._max_t:
@@ -216,7 +218,7 @@ class CellScheduler(FIFOScheduler):
         asha = self._cell(trial)
         if trial.trial_id not in asha._trial_info:
             return
-        if self._time_attr in result and self.metric in result and result.get("status") != "nan":
+        if self._time_attr in result and self.metric in result and result.get("status") != STATUS_NAN:
             asha.on_trial_complete(tune_controller, trial, result)
         else:
             asha.on_trial_remove(tune_controller, trial)

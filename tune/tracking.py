@@ -30,7 +30,7 @@ from mlflow.tracking import MlflowClient
 from ray.tune import Callback
 
 from deepdiff.config import configs_from_flat, flat_config
-from deepdiff.train import EpochResult
+from deepdiff.train import STATUS_NAN, EpochResult
 
 from study import META_KEYS
 
@@ -83,7 +83,7 @@ def trial_outcome(trial) -> tuple[str, str]:
     """(status, reason) of a trial that Tune ended without an error, from its last reported result."""
     last = trial.last_result or {}
     epoch, planned = last.get("epoch"), trial.config.get("epochs")
-    if last.get("status") == "nan":
+    if last.get("status") == STATUS_NAN:
         return STATUS_FAILED, f"training loss became NaN at epoch {epoch}; lower lr or use input_transform log1p"
     if last.get("status") in ("completed", "early_stopped") or epoch is None or (planned and epoch >= planned):
         return STATUS_COMPLETED, f"trained {epoch} of {planned} epochs"

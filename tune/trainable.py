@@ -25,7 +25,7 @@ from ray import tune
 from deepdiff.config import configs_from_flat
 from deepdiff.data import PairData
 from deepdiff.device import pick_device
-from deepdiff.train import fit
+from deepdiff.train import STATUS_NAN, fit
 
 from study import META_KEYS
 
@@ -68,7 +68,7 @@ def _hand_back(recorded: dict[str, Any]) -> None:
     so the recorded ending is handed back: the last result for completed, pruned and diverged trials,
     the same failure for trials that raised.
     """
-    if recorded["status"] == "failed" and recorded["last"].get("status") != "nan":
+    if recorded["status"] == "failed" and recorded["last"].get("status") != STATUS_NAN:
         raise TrialFailedBefore(f"failed before the restart: {recorded['reason']}")
     tune.report(recorded["last"])
 
