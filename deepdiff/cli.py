@@ -198,7 +198,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from deepdiff.device import pick_device
-    from deepdiff.train import LAST_CHECKPOINT, STATUS_NAN, fit, load_checkpoint
+    from deepdiff.results import EpochStatus
+    from deepdiff.train import LAST_CHECKPOINT, fit, load_checkpoint
 
     if args.resume and not args.out:
         raise ConfigError("train: --resume needs --out DIR (the run to continue)")
@@ -252,10 +253,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     }
     if out is not None:
         (out / "result.json").write_text(json.dumps(summary | {"config": dataclasses.asdict(model_cfg) | dataclasses.asdict(train_cfg)}, indent=2))
-    if result.status == STATUS_NAN:
+    if result.status is EpochStatus.NAN:
         _say(f"error: the training loss became NaN at epoch {result.epoch}; try a lower --lr or --input-transform log1p")
     print("result " + " ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in summary.items()))
-    return EXIT_NAN if result.status == STATUS_NAN else 0
+    return EXIT_NAN if result.status is EpochStatus.NAN else 0
 
 
 def cmd_describe(args: argparse.Namespace) -> int:

@@ -88,6 +88,19 @@ def _check_positive_int(name: str, value: Any) -> None:
 
 MODEL_FIELDS = tuple(f.name for f in dataclasses.fields(ModelConfig))
 TRAIN_FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig))
+# Fields read only by some variants: the auxiliary task's by variants with aux heads, the contrastive
+# loss's by siamese variants. Every other field applies to every variant.
+AUX_FIELDS = ("aux_mode", "aux_weight")
+SIAMESE_FIELDS = ("margin", "gamma", "contrastive_form")
+
+
+def applicable_fields(variant: str) -> tuple[str, ...]:
+    """The config fields (of both dataclasses, in field order) that change what `variant` trains."""
+    from deepdiff.variants import get_variant
+
+    spec = get_variant(variant)
+    skip = (() if spec.aux else AUX_FIELDS) + (() if spec.siamese else SIAMESE_FIELDS)
+    return tuple(name for name in MODEL_FIELDS + TRAIN_FIELDS if name not in skip)
 
 
 def flat_config(model_cfg: ModelConfig, train_cfg: TrainConfig) -> dict[str, Any]:

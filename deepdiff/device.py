@@ -6,8 +6,6 @@ import torch
 
 from deepdiff.errors import ConfigError
 
-DEVICE_CHOICES = ("auto", "cpu", "cuda")
-
 
 def pick_device(requested: str | None = "auto") -> torch.device:
     """`auto` (default) -> cuda if available else cpu; `cpu`/`cuda`/`cuda:N` as asked."""

@@ -3,7 +3,7 @@
 It owns Adam, gradient clipping, initialisation (through the model), dropout (train/eval modes), the
 best-by-valid-PCC selection with the test PCC of that epoch, checkpoint save/restore (model,
 optimizer, RNG, epoch, best so far) and NaN detection: a non-finite training loss ends the run with
-status "nan" instead of an exception. The whole pair lives on the device as tensors; batches are index
+status `EpochStatus.NAN` instead of an exception. The whole pair lives on the device as tensors; batches are index
 slices of a seeded permutation, so a fixed seed gives the same run on CPU.
 """
 
@@ -27,6 +27,7 @@ from deepdiff.errors import ConfigError
 from deepdiff.losses import deepdiff_loss
 from deepdiff.metrics import mse, pcc
 from deepdiff.model import DeepDiff
+from deepdiff.results import EpochResult, EpochStatus
 from deepdiff.variants import get_variant
 
 TARGET_FIELDS = ("diff", "aux_reg_a", "aux_reg_b", "aux_cls_a", "aux_cls_b", "similar")
@@ -35,34 +36,8 @@ BEST_CHECKPOINT = "best.pt"
 CHECKPOINT_FORMAT = 1
 # Fields of the configs that may differ between a checkpoint and the run resuming it.
 RESUMABLE_CHANGES = {"epochs", "patience", "eval_batch_size"}
-
-STATUS_RUNNING = "running"  # more epochs follow
-STATUS_COMPLETED = "completed"  # the last epoch of a run that reached `epochs`
-STATUS_EARLY_STOPPED = "early_stopped"  # `patience` epochs without a better valid PCC
-STATUS_NAN = "nan"  # the training loss became NaN/inf; the run ended here
-
-
-@dataclass(frozen=True)
-class EpochResult:
-    epoch: int  # 1-based epoch just finished
-    train_loss: float  # mean total training loss over the epoch's batches
-    train_diff_loss: float  # mean differential MSE part of it
-    train_aux_loss: float  # mean auxiliary part (0 without aux)
-    train_siamese_loss: float  # mean contrastive part (0 without siamese)
-    valid_pcc: float  # PCC of predicted vs true differential expression on valid
-    valid_mse: float
-    test_pcc: float
-    test_mse: float
-    best_epoch: int  # epoch with the best valid PCC so far
-    best_valid_pcc: float
-    best_test_pcc: float  # test PCC at best_epoch: the number the paper reports
-    best_test_mse: float
-    seconds: float  # wall time of this epoch (train + evaluation)
-    status: str  # running | completed | early_stopped | nan
-
-    def metrics(self) -> dict[str, float]:
-        """The numeric fields under stable names (used for MLflow / Tune / metrics files)."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if k != "status"}
+# EpochResult field <- the LossParts field it averages over an epoch's batches.
+LOSS_METRICS = (("train_loss", "total"), ("train_diff_loss", "diff"), ("train_aux_loss", "aux"), ("train_siamese_loss", "siamese"))
 
 
 @dataclass
@@ -133,6 +108,7 @@ def fit(
     (progress bars); evaluation follows the last batch of each epoch.
     """
     device = torch.device(device) if device is not None else pick_device()
+    _check_shapes(model_cfg, data)
     spec = get_variant(model_cfg.variant)
     torch.manual_seed(train_cfg.seed)
     model = DeepDiff(spec, model_cfg).to(device)
@@ -151,7 +127,7 @@ def fit(
     for epoch in range(start_epoch + 1, train_cfg.epochs + 1):
         started = time.perf_counter()
         model.train()
-        sums = torch.zeros(4, device=device)  # total, diff, aux, siamese
+        sums = torch.zeros(len(LOSS_METRICS), device=device)
         order = torch.randperm(len(train), generator=order_rng).to(device)
         n_batches = 0
         for i in range(0, len(train), train_cfg.batch_size):
@@ -161,15 +137,16 @@ def fit(
             parts.total.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), train_cfg.clip)
             optimizer.step()
-            sums += torch.stack([parts.total.detach(), parts.diff.detach(), parts.aux.detach(), parts.siamese.detach()])
+            sums += torch.stack([getattr(parts, part).detach() for _, part in LOSS_METRICS])
             n_batches += 1
             if on_batch is not None:
                 on_batch(n_batches, batches_per_epoch)
-        means = (sums / n_batches).tolist()  # one device sync per epoch
-        if not all(math.isfinite(x) for x in means):
+        means = {metric: value for (metric, _), value in zip(LOSS_METRICS, (sums / n_batches).tolist())}  # one sync
+        if not all(math.isfinite(x) for x in means.values()):
             yield EpochResult(
-                epoch, *means, math.nan, math.nan, math.nan, math.nan, best.epoch, best.valid_pcc,
-                best.test_pcc, best.test_mse, time.perf_counter() - started, STATUS_NAN,
+                epoch=epoch, **means, valid_pcc=math.nan, valid_mse=math.nan, test_pcc=math.nan, test_mse=math.nan,
+                best_epoch=best.epoch, best_valid_pcc=best.valid_pcc, best_test_pcc=best.test_pcc,
+                best_test_mse=best.test_mse, seconds=time.perf_counter() - started, status=EpochStatus.NAN,
             )
             return
         valid_pcc, valid_mse = evaluate(model, splits["valid"], train_cfg.eval_batch_size)
@@ -178,14 +155,15 @@ def fit(
         if improved:
             best = _Best(epoch, valid_pcc, test_pcc, test_mse)
         if epoch == train_cfg.epochs:
-            status = STATUS_COMPLETED
+            status = EpochStatus.COMPLETED
         elif train_cfg.patience and epoch - best.epoch >= train_cfg.patience:
-            status = STATUS_EARLY_STOPPED
+            status = EpochStatus.EARLY_STOPPED
         else:
-            status = STATUS_RUNNING
+            status = EpochStatus.RUNNING
         result = EpochResult(
-            epoch, *means, valid_pcc, valid_mse, test_pcc, test_mse, best.epoch, best.valid_pcc,
-            best.test_pcc, best.test_mse, time.perf_counter() - started, status,
+            epoch=epoch, **means, valid_pcc=valid_pcc, valid_mse=valid_mse, test_pcc=test_pcc, test_mse=test_mse,
+            best_epoch=best.epoch, best_valid_pcc=best.valid_pcc, best_test_pcc=best.test_pcc,
+            best_test_mse=best.test_mse, seconds=time.perf_counter() - started, status=status,
         )
         if ckpt_dir is not None:
             state = _checkpoint_state(model, optimizer, order_rng, model_cfg, train_cfg, epoch, best)
@@ -193,8 +171,16 @@ def fit(
             if improved:
                 _atomic_save({k: state[k] for k in ("format", "model_config", "train_config", "epoch", "model", "best")}, ckpt_dir / BEST_CHECKPOINT)
         yield result
-        if status != STATUS_RUNNING:
+        if status.final:
             return
+
+
+def _check_shapes(model_cfg: ModelConfig, data: PairData) -> None:
+    """The model's marks and bins must be the data's (a config file may say otherwise)."""
+    _, n_marks, n_bins = data.train.x_a.shape
+    for name, expected, got in (("n_marks", n_marks, model_cfg.n_marks), ("n_bins", n_bins, model_cfg.n_bins)):
+        if expected != got:
+            raise ConfigError(f"field {name}: the model expects {got} but the data of {data.cell_a}-{data.cell_b} has {expected}")
 
 
 def _checkpoint_state(model, optimizer, order_rng, model_cfg, train_cfg, epoch, best) -> dict[str, Any]:

@@ -46,3 +46,12 @@ def test_bad_files_name_file_and_line(tmp_path):
         load_config(path)
     with pytest.raises(ConfigError, match="config file not found"):
         load_config(tmp_path / "missing.yaml")
+
+
+def test_applicable_fields_follow_the_variant():
+    from deepdiff.config import AUX_FIELDS, MODEL_FIELDS, SIAMESE_FIELDS, TRAIN_FIELDS, applicable_fields
+
+    everything = set(MODEL_FIELDS + TRAIN_FIELDS)
+    assert set(applicable_fields("raw_d")) == everything - set(AUX_FIELDS) - set(SIAMESE_FIELDS)
+    assert set(applicable_fields("aux")) == everything - set(SIAMESE_FIELDS)
+    assert set(applicable_fields("raw_aux_siamese")) == everything

@@ -9,12 +9,10 @@ import torch
 
 from deepdiff.config import ModelConfig, TrainConfig
 from deepdiff.metrics import pcc
+from deepdiff.results import METRIC_NAMES, EpochResult, EpochStatus
 from deepdiff.train import (
     BEST_CHECKPOINT,
     LAST_CHECKPOINT,
-    STATUS_COMPLETED,
-    STATUS_EARLY_STOPPED,
-    STATUS_NAN,
     fit,
     load_model,
     predict,
@@ -34,7 +32,7 @@ def test_every_variant_trains_on_the_real_sample(sample_pair, variant):
     aux_mode = "classification" if variant in ("aux", "raw_aux_siamese") else "regression"
     results = list(fit(ModelConfig(variant=variant, aux_mode=aux_mode), TrainConfig(epochs=1, batch_size=20), sample_pair, device="cpu"))
     (result,) = results
-    assert result.status == STATUS_COMPLETED and result.epoch == 1
+    assert result.status == EpochStatus.COMPLETED and result.epoch == 1
     assert math.isfinite(result.train_loss) and -1 <= result.valid_pcc <= 1 and result.test_mse > 0
     assert (result.train_aux_loss > 0) == VARIANTS[variant].aux
     assert (result.train_siamese_loss > 0) == VARIANTS[variant].siamese
@@ -44,7 +42,7 @@ def test_every_variant_trains_on_the_real_sample(sample_pair, variant):
 def test_every_variant_trains_two_epochs_on_synthetic_data(small_synthetic_pair, variant):
     results = list(fit(ModelConfig(variant=variant, **TINY), TrainConfig(epochs=2, batch_size=16), small_synthetic_pair, device="cpu"))
     assert [r.epoch for r in results] == [1, 2]
-    assert results[-1].status == STATUS_COMPLETED
+    assert results[-1].status == EpochStatus.COMPLETED
 
 
 def test_a_fixed_seed_gives_the_same_run_on_cpu(small_synthetic_pair):
@@ -82,7 +80,7 @@ def test_nan_loss_ends_the_run_with_a_status_not_a_crash(small_synthetic_pair):
     poisoned = dataclasses.replace(train, x_a=train.x_a.clone().index_fill_(0, torch.tensor([0]), float("inf")))
     pair = dataclasses.replace(small_synthetic_pair, train=poisoned)
     results = list(fit(ModelConfig(variant="raw_d", **TINY), TrainConfig(epochs=5, batch_size=16), pair, device="cpu"))
-    assert len(results) == 1 and results[0].status == STATUS_NAN
+    assert len(results) == 1 and results[0].status == EpochStatus.NAN
     assert math.isnan(results[0].train_loss)
 
 
@@ -101,7 +99,7 @@ def test_patience_stops_early(small_synthetic_pair):
     results = list(fit(ModelConfig(variant="raw_d", dropout=0.0, **TINY), TrainConfig(epochs=30, batch_size=16, lr=1e-12, patience=1),
                        small_synthetic_pair, device="cpu"))
     # parameters cannot move at this lr, so valid PCC never improves after epoch 1
-    assert results[-1].status == STATUS_EARLY_STOPPED and len(results) == 2
+    assert results[-1].status == EpochStatus.EARLY_STOPPED and len(results) == 2
 
 
 def _misaligned(split, seed):
@@ -121,3 +119,22 @@ def test_raw_d_learns_the_planted_synthetic_signal_and_not_from_misaligned_genes
                                                     for i, name in enumerate(("train", "valid", "test"))})
     control = list(fit(model_cfg, train_cfg, broken, device="cpu"))[-1]
     assert abs(control.best_test_pcc) < 0.25, control
+
+
+def test_epoch_metrics_carry_their_own_names(small_synthetic_pair):
+    """Loss parts land in the fields named after them: total = diff + aux_weight*aux + gamma*siamese."""
+    model_cfg = ModelConfig(variant="raw_aux_siamese", **TINY)
+    train_cfg = TrainConfig(epochs=1, batch_size=32, lr=1e-3, aux_weight=0.5, gamma=3.0)
+    (result,) = list(fit(model_cfg, train_cfg, small_synthetic_pair, device="cpu"))
+    assert tuple(result.metrics()) == METRIC_NAMES and "status" not in METRIC_NAMES
+    assert result.train_aux_loss > 0 and result.train_siamese_loss > 0
+    combined = result.train_diff_loss + 0.5 * result.train_aux_loss + 3.0 * result.train_siamese_loss
+    assert result.train_loss == pytest.approx(combined, rel=1e-5)
+    assert isinstance(result.status, EpochStatus) and str(result.status) == "completed"
+
+
+def test_model_shape_must_match_the_data(small_synthetic_pair):
+    from deepdiff.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="field n_bins: the model expects 100 but the data of Cell1-Cell2 has 200"):
+        next(fit(ModelConfig(variant="raw_d", n_bins=100, **TINY), TrainConfig(epochs=1), small_synthetic_pair, device="cpu"))
