@@ -1,9 +1,10 @@
-"""Shared by the tune/ablation tests: import paths for tune/, one local Ray per pytest session, tiny grids.
+"""Shared by the study tests: one local Ray per pytest session, tiny grids, paths of the entry scripts.
 
-tune/ is a script folder (`python tune/run_ablation.py`), so its modules import each other as
-top-level modules; the tests put it on sys.path the same way. Import the fixture into a test module
-with ``from ray_session import ray_session  # noqa: F401``; Ray starts once per session however many
-modules use it (and is shut down at the end of the session).
+The study code is the installed package `deepdiff_study`: nothing here edits sys.path, and Ray workers
+get no PYTHONPATH. Test modules that hand Ray a trial function of their own register themselves with
+`by_value` so that workers receive the function's code instead of importing the test module.
+Import the fixture into a test module with ``from ray_session import ray_session  # noqa: F401``; Ray
+starts once per session however many modules use it (and is shut down at the end of the session).
 """
 
 from __future__ import annotations
@@ -16,11 +17,7 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-TUNE_DIR = REPO_ROOT / "tune"
-TESTS_DIR = Path(__file__).resolve().parent
-for _path in (str(REPO_ROOT), str(TUNE_DIR)):
-    if _path not in sys.path:
-        sys.path.insert(0, _path)
+TUNE_DIR = REPO_ROOT / "tune"  # the entry scripts the README names
 
 # Small enough to train a trial in a second or two on one CPU.
 TINY_GRID = """
@@ -52,9 +49,11 @@ def write_tiny_grid(folder: Path, text: str = TINY_GRID) -> Path:
     return path
 
 
-def worker_pythonpath() -> str:
-    """What Ray workers need to import: tune/ modules, the repo root, and test modules (test trainables)."""
-    return os.pathsep.join([str(TUNE_DIR), str(REPO_ROOT), str(TESTS_DIR), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+def by_value(module_name: str) -> None:
+    """Ship the functions of a test module to Ray workers by value (workers do not import tests/)."""
+    from ray import cloudpickle
+
+    cloudpickle.register_pickle_by_value(sys.modules[module_name])
 
 
 @pytest.fixture(scope="session")
@@ -63,9 +62,11 @@ def ray_session():
     import ray
 
     if not ray.is_initialized():
+        from deepdiff_study.driver import quiet_logs
+
+        quiet_logs()  # as the driver does before it starts Ray
         ray.init(
             address="local", num_cpus=2, include_dashboard=False, logging_level=logging.WARNING,
-            runtime_env={"env_vars": {"PYTHONPATH": worker_pythonpath()}},
             logging_config=ray.LoggingConfig(log_level="WARNING"),
         )
     yield ray

@@ -1,9 +1,13 @@
-"""Packaging guards: `import deepdiff` is ours, and script folders shadow no dependency."""
+"""Packaging guards: `import deepdiff` is ours, the study is an installed package (also from a built
+wheel, with the grid file inside), console scripts exist, and script folders shadow no dependency."""
 
 import importlib.metadata
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
+
+import pytest
 
 import deepdiff
 
@@ -21,6 +25,37 @@ def test_import_deepdiff_is_this_project_not_pypis_deepdiff():
 def test_console_script_runs():
     out = subprocess.run(["deepdiff", "--help"], capture_output=True, text=True, check=True).stdout
     assert "train" in out and "synth" in out and "describe" in out
+
+
+@pytest.mark.parametrize("script, entry, flag", [
+    ("deepdiff-ablation", "deepdiff_study.driver:main", "--pairs"),
+    ("deepdiff-export", "deepdiff_study.export:main", "--experiment"),
+])
+def test_study_console_scripts(script, entry, flag, tmp_path):
+    dist = importlib.metadata.distribution("deepdiff-tune")
+    assert any(ep.name == script and ep.value == entry for ep in dist.entry_points)
+    out = subprocess.run([script, "--help"], capture_output=True, text=True, check=True, cwd=tmp_path).stdout
+    assert flag in out
+
+
+@pytest.mark.slow
+def test_a_built_wheel_holds_the_study_package_and_the_grid_file(tmp_path):
+    """Build the wheel, install it into a bare folder and import the study from there (no repo on the path)."""
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
+                    "-w", str(tmp_path / "dist"), str(ROOT)], check=True, capture_output=True)
+    (wheel,) = (tmp_path / "dist").glob("deepdiff_tune-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "deepdiff_study/ablations/paper.yaml" in names and "deepdiff_study/records.py" in names
+    assert not any(n.startswith(("tune/", "ablations/", "tests/")) for n in names)
+    target = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(target), str(wheel)],
+                   check=True, capture_output=True)
+    code = ("import deepdiff_study.grid as g, deepdiff_study.driver; "
+            "assert str(g.PAPER_GRID).startswith(%r), g.PAPER_GRID; "
+            "print(len(g.load_grid().grid_cells()))" % str(target))
+    proc = subprocess.run([sys.executable, "-I", "-c", f"import sys; sys.path.insert(0, {str(target)!r}); {code}"],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0 and proc.stdout.strip() == "230", proc.stderr
 
 
 def test_no_script_module_shadows_a_dependency_or_the_standard_library():

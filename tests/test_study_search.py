@@ -1,4 +1,5 @@
-"""tune/study.py without a Ray cluster: per-cell ASHA isolation, per-cell Optuna search, save/restore."""
+"""deepdiff_study.searcher / scheduler / records.trial_outcome without a Ray cluster: per-grid-cell ASHA
+isolation, per-grid-cell Optuna search, save/restore, and the one decision of a trial's outcome."""
 
 import math
 import pickle
@@ -10,13 +11,16 @@ from ray.tune.schedulers import TrialScheduler
 from ray.tune.search import Searcher
 
 from ray_session import write_tiny_grid
-from ablations.grid import load_grid
-from study import METRIC, CellScheduler, CellSearcher, StudySettings, optuna_space, plan_cells
-from tracking import STATUS_COMPLETED, STATUS_FAILED, STATUS_PRUNED, trial_outcome
+from deepdiff_study import ray_private
+from deepdiff_study.grid import load_grid
+from deepdiff_study.plan import StudySettings, plan_grid_cells
+from deepdiff_study.records import TrialStatus, trial_outcome
+from deepdiff_study.scheduler import GridCellScheduler
+from deepdiff_study.searcher import METRIC, GridCellSearcher, optuna_space
 
 
 def fake_trial(trial_id, cell, epochs=8):
-    return SimpleNamespace(trial_id=trial_id, config={"cell": cell, "epochs": epochs}, has_reported_at_least_once=False,
+    return SimpleNamespace(trial_id=trial_id, config={"grid_cell": cell, "pair": 1, "epochs": epochs}, has_reported_at_least_once=False,
                            status="RUNNING", local_path=None, path=None, last_result={})
 
 
@@ -25,7 +29,7 @@ def report(scheduler, trial, epoch, pcc):
 
 
 def make_scheduler(cells=("X", "Y")):
-    return CellScheduler(list(cells), max_t=8, grace_period=1, reduction_factor=2)
+    return GridCellScheduler(list(cells), max_t=8, grace_period=1, reduction_factor=2)
 
 
 def test_poor_trial_is_never_stopped_because_of_another_cells_good_trials():
@@ -39,7 +43,6 @@ def test_poor_trial_is_never_stopped_because_of_another_cells_good_trials():
     # X's first trial: only compared with X's (none yet) -> continues, at every rung.
     for epoch in (1, 2, 4):
         assert report(scheduler, poor, epoch, 0.10) == TrialScheduler.CONTINUE
-    assert "x0" not in scheduler.pruned
     assert set(scheduler.rung_records("X")[0]) == {"x0"}
     assert set(scheduler.rung_records("Y")[0]) == {"y0", "y1", "y2", "y3"}
 
@@ -54,7 +57,6 @@ def test_the_same_poor_trial_is_stopped_inside_one_cell():
     for t, pcc in zip(good, (0.90, 0.95, 0.92, 0.93)):
         report(scheduler, t, 1, pcc)
     assert report(scheduler, poor, 1, 0.10) == TrialScheduler.STOP
-    assert "x0" in scheduler.pruned
 
 
 def test_asha_prunes_within_a_cell_and_reaching_max_t_is_not_pruning():
@@ -66,7 +68,6 @@ def test_asha_prunes_within_a_cell_and_reaching_max_t_is_not_pruning():
     assert report(scheduler, trials[1], 1, 0.2) == TrialScheduler.STOP
     assert report(scheduler, trials[2], 1, 0.9) == TrialScheduler.CONTINUE
     assert report(scheduler, trials[2], 8, 0.95) == TrialScheduler.STOP  # max_t: the trial is done
-    assert scheduler.pruned == {"x1"}
     # A NaN report is not evidence for a rung and never stops by itself.
     nan_trial = fake_trial("x3", "X")
     scheduler.on_trial_add(None, nan_trial)
@@ -79,40 +80,40 @@ def test_asha_prunes_within_a_cell_and_reaching_max_t_is_not_pruning():
 @pytest.fixture(scope="module")
 def plans(tmp_path_factory):
     grid = load_grid(write_tiny_grid(tmp_path_factory.mktemp("grid")))
-    cells = grid.cells("1", variants="raw_d,aux_siamese", aux_modes="regression", margins="1,2")
-    return plan_cells(grid, cells, StudySettings(samples=3, max_epochs=4, grace_period=1, reduction_factor=2, seed=5))
+    cells = grid.grid_cells("1", variants="raw_d,aux_siamese", aux_modes="regression", margins="1,2")
+    return plan_grid_cells(grid, cells, StudySettings(samples=3, max_epochs=4, grace_period=1, reduction_factor=2, seed=5))
 
 
 def test_plans_fix_the_cell_and_run_settings(plans):
     assert [p.key for p in plans] == ["p1-raw_d", "p1-aux_siamese-regression-m1", "p1-aux_siamese-regression-m2"]
     assert plans[1].fixed == {"variant": "aux_siamese", "aux_mode": "regression", "margin": 1.0, "epochs": 4,
-                              "seed": 5, "cell": "p1-aux_siamese-regression-m1", "pair": 1}
+                              "seed": 5, "grid_cell": "p1-aux_siamese-regression-m1", "pair": 1}
     assert set(optuna_space(plans[0].params)) == {"lr", "batch_size", "dropout", "level1_hidden", "level2_hidden", "input_transform"}
     assert {"aux_weight", "gamma"} <= set(optuna_space(plans[1].params))
 
 
 def test_searcher_starts_every_cell_with_the_published_setting_and_balances_cells(plans):
-    searcher = CellSearcher(plans, seed=5)
+    searcher = GridCellSearcher(plans, seed=5)
     configs = [searcher.suggest(f"t{i}") for i in range(9)]
     assert searcher.suggest("t9") == Searcher.FINISHED
-    assert [c["cell"] for c in configs[:3]] == [p.key for p in plans]  # most trials left first, then grid order
+    assert [c["grid_cell"] for c in configs[:3]] == [p.key for p in plans]  # most trials left first, then grid order
     for plan, config in zip(plans, configs[:3]):
         assert config == {**plan.fixed, **plan.published}
-    assert sorted(c["cell"] for c in configs) == sorted([p.key for p in plans] * 3)
-    assert searcher.cell_of("t4") == configs[4]["cell"]
+    assert sorted(c["grid_cell"] for c in configs) == sorted([p.key for p in plans] * 3)
+    assert searcher.grid_cell_of("t4") == configs[4]["grid_cell"]
 
 
 def test_searcher_save_restore_continues_every_cells_study_exactly(plans, tmp_path):
-    a = CellSearcher(plans, seed=5)
+    a = GridCellSearcher(plans, seed=5)
     for i in range(5):
         config = a.suggest(f"t{i}")
         a.on_trial_result(f"t{i}", {"epoch": 1, METRIC: 0.1 * i, "training_iteration": 1})
         if i != 3:
             a.on_trial_complete(f"t{i}", {"epoch": 2, METRIC: 0.1 * i + config["dropout"], "training_iteration": 2})
     a.save(tmp_path / "searcher.pkl")
-    b = pickle.loads(pickle.dumps(CellSearcher(plans, seed=5)))  # as Tune unpickles it from tuner.pkl
+    b = pickle.loads(pickle.dumps(GridCellSearcher(plans, seed=5)))  # as Tune unpickles it from tuner.pkl
     b.restore(tmp_path / "searcher.pkl")
-    assert b.cell_of("t3") == a.cell_of("t3")
+    assert b.grid_cell_of("t3") == a.grid_cell_of("t3")
     b.on_trial_complete("t3", {"epoch": 2, METRIC: 0.5, "training_iteration": 2})
     a.on_trial_complete("t3", {"epoch": 2, METRIC: 0.5, "training_iteration": 2})
     rest_a = [a.suggest(f"u{i}") for i in range(5)]
@@ -122,22 +123,23 @@ def test_searcher_save_restore_continues_every_cells_study_exactly(plans, tmp_pa
 
 
 def test_diverged_trial_is_a_failed_optuna_trial(plans):
-    searcher = CellSearcher(plans, seed=5)
+    searcher = GridCellSearcher(plans, seed=5)
     config = searcher.suggest("t0")
     searcher.on_trial_complete("t0", {"epoch": 1, METRIC: -math.inf, "status": "nan"})
-    study = searcher._optuna[config["cell"]]._ot_study
+    study = ray_private.optuna_study(searcher.optuna_search(config["grid_cell"]))
     assert study.trials[0].state == optuna.trial.TrialState.FAIL
 
 
 def test_trial_outcome_from_the_last_result():
-    def trial(**last):
-        return SimpleNamespace(config={"epochs": 6}, last_result=last)
-    assert trial_outcome(trial(epoch=6, status="completed", best_valid_pcc=0.5))[0] == STATUS_COMPLETED
-    assert trial_outcome(trial(epoch=3, status="early_stopped", best_valid_pcc=0.5))[0] == STATUS_COMPLETED
-    status, reason = trial_outcome(trial(epoch=2, status="running", best_valid_pcc=0.5))
-    assert status == STATUS_PRUNED and "ASHA at epoch 2 of 6" in reason
-    status, reason = trial_outcome(trial(epoch=4, status="nan", best_valid_pcc=0.5))
-    assert status == STATUS_FAILED and "NaN at epoch 4" in reason
+    """The trainer ends a run by itself; a trial whose last epoch still said "running" was pruned."""
+    assert trial_outcome({"epoch": 6, "status": "completed", "best_valid_pcc": 0.5}, 6)[0] is TrialStatus.COMPLETED
+    assert trial_outcome({"epoch": 3, "status": "early_stopped", "best_valid_pcc": 0.5}, 6)[0] is TrialStatus.COMPLETED
+    status, reason = trial_outcome({"epoch": 2, "status": "running", "best_valid_pcc": 0.5}, 6)
+    assert status is TrialStatus.PRUNED and "ASHA at epoch 2 of 6" in reason
+    status, reason = trial_outcome({"epoch": 4, "status": "nan", "best_valid_pcc": 0.5}, 6)
+    assert status is TrialStatus.FAILED and "NaN at epoch 4" in reason
+    # Reaching max_t is the end of training, whatever ASHA returns at that epoch.
+    assert trial_outcome({"epoch": 6, "status": "completed"}, 6)[0] is TrialStatus.COMPLETED
 
 
 def test_rungs_are_rebuilt_from_restored_trials_results(tmp_path):
@@ -148,7 +150,7 @@ def test_rungs_are_rebuilt_from_restored_trials_results(tmp_path):
     folder.mkdir()
     rows = [{"epoch": 1, METRIC: 0.9, "status": "running"}, {"epoch": 2, METRIC: 0.92, "status": "running"}]
     (folder / "result.json").write_text("\n".join(json.dumps(r) for r in rows) + "\n{\"epoch\": 3, \"best_va")  # cut by a kill
-    restored = SimpleNamespace(trial_id="old", config={"cell": "X", "epochs": 8}, has_reported_at_least_once=True,
+    restored = SimpleNamespace(trial_id="old", config={"grid_cell": "X", "pair": 1, "epochs": 8}, has_reported_at_least_once=True,
                                status="TERMINATED", local_path=str(folder), path=str(tmp_path / "elsewhere"))
     scheduler = make_scheduler()
     scheduler.on_trial_add(None, restored)
@@ -157,3 +159,19 @@ def test_rungs_are_rebuilt_from_restored_trials_results(tmp_path):
     newcomer = fake_trial("new", "X")
     scheduler.on_trial_add(None, newcomer)
     assert report(scheduler, newcomer, 1, 0.5) == TrialScheduler.STOP
+
+
+def test_progress_counts_the_ended_trial_as_ended_and_estimates_the_time_left():
+    import io
+
+    from deepdiff_study.progress import ProgressLine
+
+    out = io.StringIO()
+    progress = ProgressLine(4, stream=out)
+    trials = [SimpleNamespace(trial_id=f"t{i}", status="RUNNING", config={"grid_cell": "X", "pair": 1, "epochs": 2},
+                              last_result={"epoch": 2, "status": "completed", "best_valid_pcc": 0.5}) for i in range(4)]
+    for i, trial in enumerate(trials):
+        progress.on_trial_complete(0, trials, trial)  # Tune still says RUNNING while it calls back
+        line = out.getvalue().splitlines()[-1]
+        assert f"{i + 1}/4 trials ended" in line and f"{3 - i} running" in line, line
+        assert ("left" in line) == (i + 1 == 3), line  # an estimate from 3 ended trials on, none when all ended

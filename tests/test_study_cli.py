@@ -49,7 +49,7 @@ def test_no_script_module_shadows_stdlib_or_an_installed_package():
 def test_dry_run_of_the_paper_grid_lists_230_cells(tmp_path):
     proc = run(["--pairs", "all", "--dry-run"], tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert "230 cells x 20 trials = 4600 trials (preset paper)" in proc.stdout
+    assert "230 grid cells x 20 trials = 4600 trials (preset paper)" in proc.stdout
     assert "p10-raw_aux_siamese-classification-m4" in proc.stdout
     assert not any(tmp_path.iterdir()), "a dry run writes nothing"
 
@@ -57,7 +57,7 @@ def test_dry_run_of_the_paper_grid_lists_230_cells(tmp_path):
 def test_dry_run_of_the_quick_start_covers_every_cell_shape(tmp_path):
     proc = run(["--dry-run"], tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert "15 cells x 4 trials = 60 trials (preset quick)" in proc.stdout
+    assert "15 grid cells x 4 trials = 60 trials (preset quick)" in proc.stdout
     for variant in ("raw_d", "raw_c", "raw", "aux", "raw_aux", "aux_siamese", "raw_aux_siamese"):
         assert f" {variant} " in proc.stdout
     assert "classification" in proc.stdout and "regression" in proc.stdout
@@ -67,7 +67,7 @@ def test_dry_run_sub_grid_and_flags_over_preset(tmp_path):
     proc = run(["--pairs", "1,E123-E116", "--variants", "raw,aux", "--aux", "regression", "--samples", "3",
                 "--max-epochs", "9", "--dry-run"], tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert "4 cells x 3 trials = 12 trials (preset paper), at most 9 epochs" in proc.stdout
+    assert "4 grid cells x 3 trials = 12 trials (preset paper), at most 9 epochs" in proc.stdout
 
 
 @pytest.mark.parametrize("args, fragments", [
@@ -80,7 +80,7 @@ def test_dry_run_sub_grid_and_flags_over_preset(tmp_path):
     (["--preset", "huge"], ["--preset 'huge'", "quick, paper"]),
 ])
 def test_bad_flags_are_one_line_errors(tmp_path, args, fragments, capsys, monkeypatch):
-    import run_ablation
+    from deepdiff_study import driver as run_ablation
 
     assert_one_line_error(call(run_ablation.main, [*args, "--dry-run"], tmp_path, capsys, monkeypatch), *fragments)
     assert_one_line_error(call(run_ablation.main, args, tmp_path, capsys, monkeypatch), *fragments)
@@ -116,7 +116,7 @@ def test_resume_without_a_study_is_an_error(tmp_path):
 
 
 def test_export_without_a_database_is_an_error(tmp_path, capsys, monkeypatch):
-    import export_best
+    from deepdiff_study import export as export_best
 
     proc = call(export_best.main, ["--experiment", "nope", "--out", str(tmp_path / "o")], tmp_path, capsys, monkeypatch)
     assert_one_line_error(proc, "no MLflow database")

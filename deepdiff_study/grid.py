@@ -1,8 +1,11 @@
-"""The ablation grid: `paper.yaml` read into cells and per-cell search spaces. No Ray, no Optuna.
+"""The ablation grid: `paper.yaml` read into grid cells and their search spaces. No Ray, Optuna or MLflow.
 
-A **cell** is (variant, pair, aux mode, margin). The aux mode exists only for variants with auxiliary
-heads and the margin only for siamese variants; other cells carry ``None`` there, so every distinct
-configuration is built exactly once (the paper's grid: 30 + 40 + 160 = 230 cells).
+A **grid cell** (`GridCell`) is (variant, pair, aux mode, margin); a **pair** is two cell types, named by
+their epigenome ids (E123 = K562, E003 = H1, ...). The aux mode exists only for variants with auxiliary
+heads and the margin only for siamese variants; other grid cells carry ``None`` there, so every
+distinct configuration is built exactly once (the paper's grid: 30 + 40 + 160 = 230 grid cells).
+The paper's grid file is `ablations/paper.yaml` in the repository, shipped in the wheel as the package
+data of ``deepdiff_study.ablations``.
 """
 
 from __future__ import annotations
@@ -17,8 +20,9 @@ import yaml
 from deepdiff.config import AUX_MODES, INPUT_TRANSFORMS, ModelConfig, TrainConfig
 from deepdiff.errors import ConfigError
 from deepdiff.variants import VARIANTS
+from deepdiff_study import ablations
 
-PAPER_GRID = Path(__file__).with_name("paper.yaml")
+PAPER_GRID = Path(ablations.__file__).with_name("paper.yaml")
 SECTIONS = ("pairs", "variants", "aux_modes", "margins", "published", "search_space", "presets")
 PARAM_KINDS = ("log_uniform", "uniform", "choice")
 APPLIES_TO = ("all", "aux", "siamese")
@@ -33,16 +37,16 @@ PRESET_KEYS = ("pairs", "margins", "samples", "max_epochs", "grace_period", "red
 @dataclass(frozen=True)
 class Pair:
     number: int  # the paper's pair number (Table 6), 1-based
-    cell_a: str  # first epigenome (A); diff = B - A
-    cell_b: str
+    epigenome_a: str  # cell type A by its epigenome id (e.g. E123); diff = B - A
+    epigenome_b: str
 
     @property
     def name(self) -> str:
-        return f"{self.cell_a}-{self.cell_b}"
+        return f"{self.epigenome_a}-{self.epigenome_b}"
 
 
 @dataclass(frozen=True)
-class Cell:
+class GridCell:
     variant: str
     pair: Pair
     aux_mode: str | None  # None for variants without auxiliary heads
@@ -58,26 +62,8 @@ class Cell:
             parts.append(f"m{self.margin:g}")
         return "-".join(parts)
 
-    @property
-    def label(self) -> str:
-        """Human-readable name, e.g. ``aux_siamese  pair 1 E123-E003  regression  m=2``."""
-        parts = [self.variant, f"pair {self.pair.number} {self.pair.name}"]
-        if self.aux_mode is not None:
-            parts.append(self.aux_mode)
-        if self.margin is not None:
-            parts.append(f"m={self.margin:g}")
-        return "  ".join(parts)
-
-    def tags(self) -> dict[str, str]:
-        """The cell as string tags (MLflow): variant, pair, cell_a, cell_b, aux_mode, margin ("-" = n/a)."""
-        return {
-            "cell": self.key, "variant": self.variant, "pair": str(self.pair.number), "pair_name": self.pair.name,
-            "cell_a": self.pair.cell_a, "cell_b": self.pair.cell_b,
-            "aux_mode": self.aux_mode or "-", "margin": "-" if self.margin is None else f"{self.margin:g}",
-        }
-
     def fixed_config(self) -> dict[str, Any]:
-        """Config fields the cell fixes (variant, and aux_mode / margin where they apply)."""
+        """Config fields the grid cell fixes (variant, and aux_mode / margin where they apply)."""
         fixed: dict[str, Any] = {"variant": self.variant}
         if self.aux_mode is not None:
             fixed["aux_mode"] = self.aux_mode
@@ -134,32 +120,32 @@ class Grid:
                 chosen.append(pair)
         return chosen
 
-    def cells(
+    def grid_cells(
         self,
         pairs: str | list | None = "all",
         variants: str | list | None = None,
         aux_modes: str | list | None = None,
         margins: str | list | None = None,
-    ) -> list[Cell]:
-        """The valid cells of the sub-grid selected (None = everything in the grid), each once."""
+    ) -> list[GridCell]:
+        """The valid grid cells of the sub-grid selected (None = everything in the grid), each once."""
         chosen_pairs = self.select_pairs(pairs)
         chosen_variants = _choose("--variants", variants, self.variants, self.source)
         chosen_aux = _choose("--aux", aux_modes, self.aux_modes, self.source)
         chosen_margins = _choose_margins(margins, self.margins, self.source)
-        cells: list[Cell] = []
+        cells: list[GridCell] = []
         for pair in chosen_pairs:
             for variant in chosen_variants:
                 spec = VARIANTS[variant]
                 for aux_mode in chosen_aux if spec.aux else (None,):
                     for margin in chosen_margins if spec.siamese else (None,):
-                        cells.append(Cell(variant, pair, aux_mode, margin))
+                        cells.append(GridCell(variant, pair, aux_mode, margin))
         return cells
 
-    def space_for(self, cell: Cell) -> tuple[Param, ...]:
+    def space_for(self, cell: GridCell) -> tuple[Param, ...]:
         """The searched parameters that apply to the cell's variant."""
         return tuple(p for p in self.space if p.applies(cell.variant))
 
-    def published_for(self, cell: Cell) -> dict[str, Any]:
+    def published_for(self, cell: GridCell) -> dict[str, Any]:
         """The published setting restricted to the parameters searched in this cell."""
         return {p.name: self.published[p.name] for p in self.space_for(cell) if p.name in self.published}
 
@@ -207,15 +193,15 @@ def load_grid(path: str | Path = PAPER_GRID) -> Grid:
 
 def _read_pairs(section: Any, src: str) -> dict[int, Pair]:
     if not isinstance(section, dict) or not section:
-        raise ConfigError(f"{src} pairs: expected a mapping number: [CELL_A, CELL_B]")
+        raise ConfigError(f"{src} pairs: expected a mapping number: [EPIGENOME_A, EPIGENOME_B]")
     pairs: dict[int, Pair] = {}
     for number, cells in section.items():
         if isinstance(number, bool) or not isinstance(number, int) or number < 1:
             raise ConfigError(f"{src} pairs: key {number!r} must be a pair number >= 1")
         if not (isinstance(cells, list) and len(cells) == 2 and all(isinstance(c, str) and c for c in cells)):
-            raise ConfigError(f"{src} pairs.{number}: expected [CELL_A, CELL_B], got {cells!r}")
+            raise ConfigError(f"{src} pairs.{number}: expected [EPIGENOME_A, EPIGENOME_B], got {cells!r}")
         if cells[0] == cells[1]:
-            raise ConfigError(f"{src} pairs.{number}: the two cells are both {cells[0]!r}")
+            raise ConfigError(f"{src} pairs.{number}: both cell types are {cells[0]!r}")
         pairs[number] = Pair(number, cells[0], cells[1])
     return dict(sorted(pairs.items()))
 

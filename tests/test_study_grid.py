@@ -1,11 +1,10 @@
-"""ablations/grid.py + paper.yaml: the paper's grid, sub-grid selection, validation of grid files."""
+"""deepdiff_study.grid + ablations/paper.yaml: the paper's grid, sub-grid selection, validation of grid files."""
 
 from collections import Counter
 
 import pytest
 
-import ray_session  # noqa: F401 - import paths
-from ablations.grid import PAPER_GRID, load_grid
+from deepdiff_study.grid import PAPER_GRID, load_grid
 from deepdiff.errors import ConfigError
 from deepdiff.variants import VARIANTS
 
@@ -16,7 +15,7 @@ def grid():
 
 
 def test_paper_grid_has_230_valid_cells_each_once(grid):
-    cells = grid.cells("all")
+    cells = grid.grid_cells("all")
     assert len(cells) == 230
     assert len({c.key for c in cells}) == 230
     assert len(set(cells)) == 230
@@ -30,7 +29,7 @@ def test_paper_grid_has_230_valid_cells_each_once(grid):
 
 
 def test_only_applicable_coordinates_are_set(grid):
-    for cell in grid.cells("all"):
+    for cell in grid.grid_cells("all"):
         spec = VARIANTS[cell.variant]
         assert (cell.aux_mode is not None) == spec.aux
         assert (cell.margin is not None) == spec.siamese
@@ -50,7 +49,7 @@ def test_select_pairs(grid, spec, numbers):
 
 
 def test_sub_grid(grid):
-    cells = grid.cells("1,3", variants="raw,aux_siamese", aux_modes="regression", margins="0.5,4")
+    cells = grid.grid_cells("1,3", variants="raw,aux_siamese", aux_modes="regression", margins="0.5,4")
     assert [c.key for c in cells] == [
         "p1-raw", "p1-aux_siamese-regression-m0.5", "p1-aux_siamese-regression-m4",
         "p3-raw", "p3-aux_siamese-regression-m0.5", "p3-aux_siamese-regression-m4",
@@ -59,14 +58,14 @@ def test_sub_grid(grid):
 
 def test_quick_preset_covers_every_cell_shape(grid):
     preset = grid.presets["quick"]
-    cells = grid.cells(preset["pairs"], margins=preset["margins"])
+    cells = grid.grid_cells(preset["pairs"], margins=preset["margins"])
     assert {c.variant for c in cells} == set(VARIANTS)
     assert {c.aux_mode for c in cells} == {None, "regression", "classification"}
     assert len({c.margin for c in cells if c.margin is not None}) >= 2
 
 
 def test_space_and_published_point_follow_the_variant(grid):
-    by_key = {c.key: c for c in grid.cells("1", margins="2")}
+    by_key = {c.key: c for c in grid.grid_cells("1", margins="2")}
     names = lambda key: {p.name for p in grid.space_for(by_key[key])}  # noqa: E731
     base = {"lr", "batch_size", "dropout", "level1_hidden", "level2_hidden", "input_transform"}
     assert names("p1-raw") == base
@@ -81,10 +80,10 @@ def test_space_and_published_point_follow_the_variant(grid):
 @pytest.mark.parametrize("call, message", [
     (lambda g: g.select_pairs("11"), "--pairs '11': no such pair"),
     (lambda g: g.select_pairs("E1-E2"), "--pairs 'E1-E2'"),
-    (lambda g: g.cells("1", variants="rawish"), "--variants 'rawish'"),
-    (lambda g: g.cells("1", aux_modes="both"), "--aux 'both'"),
-    (lambda g: g.cells("1", margins="3"), "--margins '3'"),
-    (lambda g: g.cells("1", margins="x"), "--margins 'x'"),
+    (lambda g: g.grid_cells("1", variants="rawish"), "--variants 'rawish'"),
+    (lambda g: g.grid_cells("1", aux_modes="both"), "--aux 'both'"),
+    (lambda g: g.grid_cells("1", margins="3"), "--margins '3'"),
+    (lambda g: g.grid_cells("1", margins="x"), "--margins 'x'"),
 ])
 def test_bad_selection_is_one_line_error(grid, call, message):
     with pytest.raises(ConfigError, match=message) as err:
@@ -107,7 +106,7 @@ def _edited(tmp_path, old, new):
     ("{kind: log_uniform, low: 1.0e-5", "{kind: loguniform, low: 1.0e-5", "search_space.lr.kind: expected one of"),
     ("  dropout:         {kind: uniform", "  dropouts:         {kind: uniform", "search_space.dropouts: not a searchable field"),
     ("applies_to: aux}", "applies_to: cells}", "applies_to: expected one of all, aux, siamese"),
-    ("  1: [E123, E003]", "  1: [E123]", "pairs.1: expected [CELL_A, CELL_B]"),
+    ("  1: [E123, E003]", "  1: [E123]", "pairs.1: expected [EPIGENOME_A, EPIGENOME_B]"),
     ("margins: [0.5, 1, 2, 4]\n\n", "margins: [0.5, -1]\n\n", "margins: expected a number > 0"),
     ("presets:", "preset:", "unknown section 'preset'"),
     ("    samples: 4 ", "    samples: 0 ", "presets.quick.samples: expected a whole number >= 1"),

@@ -1,4 +1,4 @@
-"""The selected pairs' data for a study, checked before any trial starts.
+"""The selected pairs' data for a study, checked before any trial starts. No Ray.
 
 With ``--data DIR`` a pair's files are the paper's, named by epigenome (``E123.train.csv`` ...); every
 missing file of every selected pair is reported in one `DataError` before anything runs. Without it,
@@ -15,8 +15,7 @@ from typing import Any
 from deepdiff.data import FILE_KINDS, PairData, load_pair, pair_files
 from deepdiff.errors import DataError
 from deepdiff.synthetic import ensure_synthetic_pair
-
-from ablations.grid import Pair
+from deepdiff_study.grid import Pair
 
 
 @dataclass(frozen=True)
@@ -26,7 +25,7 @@ class PairSource:
     synthetic: dict[str, Any] | None  # write_synthetic_pair arguments when generated, else None
 
     def files(self) -> list[Path]:
-        return list(pair_files(self.dir, self.pair.cell_a, self.pair.cell_b).values())
+        return list(pair_files(self.dir, self.pair.epigenome_a, self.pair.epigenome_b).values())
 
 
 def pair_sources(pairs: list[Pair], *, data_dir: str | Path | None, synthetic_root: str | Path,
@@ -64,6 +63,6 @@ def load_sources(sources: list[PairSource], *, cache_dir: str | Path | None) -> 
     pairs = {}
     for source in sources:
         if source.synthetic is not None:
-            ensure_synthetic_pair(source.dir, cell_a=source.pair.cell_a, cell_b=source.pair.cell_b, **source.synthetic)
-        pairs[source.pair.number] = load_pair(source.dir, source.pair.cell_a, source.pair.cell_b, cache_dir=cache_dir)
+            ensure_synthetic_pair(source.dir, cell_a=source.pair.epigenome_a, cell_b=source.pair.epigenome_b, **source.synthetic)
+        pairs[source.pair.number] = load_pair(source.dir, source.pair.epigenome_a, source.pair.epigenome_b, cache_dir=cache_dir)
     return pairs

@@ -17,8 +17,12 @@ import torch
 from mlflow.tracking import MlflowClient
 from ray import tune
 
-from ray_session import TUNE_DIR, ray_session, worker_pythonpath, write_tiny_grid  # noqa: F401
-from deepdiff.config import MODEL_FIELDS, TRAIN_FIELDS, load_config
+from ray_session import TUNE_DIR, by_value, ray_session, write_tiny_grid  # noqa: F401
+from deepdiff.config import applicable_fields, load_config
+from deepdiff_study import driver as run_ablation
+from deepdiff_study.records import Role, decode_params, study_runs
+
+by_value(__name__)  # the test trainables below reach Ray workers as code, not as an import of tests/
 
 pytestmark = pytest.mark.slow
 
@@ -33,18 +37,14 @@ def study_args(tmp: Path, grid: Path, *extra: str) -> list[str]:
 
 
 def runs_of(tmp: Path, experiment: str):
-    import tracking
-
     client = MlflowClient(f"sqlite:///{tmp / 'mlruns.db'}")
     exp_id = client.get_experiment_by_name(experiment).experiment_id
-    return client, tracking.study_runs(client, exp_id, "cell"), tracking.study_runs(client, exp_id, "trial")
+    return client, study_runs(client, exp_id, Role.GRID_CELL), study_runs(client, exp_id, Role.TRIAL)
 
 
 @pytest.fixture(scope="module")
 def tiny_study(ray_session, tmp_path_factory):
-    """3 cells (raw_d, aux regression, aux_siamese regression m=1) x 4 trials x <= 3 epochs, ~100 genes."""
-    import run_ablation
-
+    """3 grid cells (raw_d, aux regression, aux_siamese regression m=1) x 4 trials x <= 3 epochs, ~100 genes."""
     tmp = tmp_path_factory.mktemp("tiny_study")
     grid = write_tiny_grid(tmp)
     args = study_args(tmp, grid, "--variants", "raw_d,aux,aux_siamese", "--aux", "regression", "--margins", "1",
@@ -54,37 +54,43 @@ def tiny_study(ray_session, tmp_path_factory):
     return tmp
 
 
-def test_one_parent_run_per_cell_and_one_child_run_per_trial(tiny_study):
+def test_one_parent_run_per_grid_cell_and_one_child_run_per_trial(tiny_study):
     client, parents, children = runs_of(tiny_study, "tiny")
-    assert sorted(r.data.tags["cell"] for r in parents) == ["p1-aux-regression", "p1-aux_siamese-regression-m1", "p1-raw_d"]
+    assert sorted(r.data.tags["grid_cell"] for r in parents) == ["p1-aux-regression", "p1-aux_siamese-regression-m1", "p1-raw_d"]
     assert len(children) == 12
     assert len({r.data.tags["trial_id"] for r in children}) == 12
     by_id = {r.info.run_id: r for r in parents}
     for parent in parents:
         tags = parent.data.tags
         assert parent.info.status == "FINISHED"
-        assert {k: tags[k] for k in ("pair", "cell_a", "cell_b")} == {"pair": "1", "cell_a": "E123", "cell_b": "E003"}
+        assert {k: tags[k] for k in ("pair", "epigenome_a", "epigenome_b")} == {"pair": "1", "epigenome_a": "E123", "epigenome_b": "E003"}
         assert (tags["variant"], tags["aux_mode"], tags["margin"]) in {
             ("raw_d", "-", "-"), ("aux", "regression", "-"), ("aux_siamese", "regression", "1")}
         mine = [c for c in children if c.data.tags["mlflow.parentRunId"] == parent.info.run_id]
-        assert len(mine) == 4 and all(c.data.tags["cell"] == tags["cell"] for c in mine)
+        assert len(mine) == 4 and all(c.data.tags["grid_cell"] == tags["grid_cell"] for c in mine)
         best = max(c.data.metrics["best_valid_pcc"] for c in mine if c.data.tags["status"] != "failed")
         assert parent.data.metrics["best_valid_pcc"] == pytest.approx(best)
         winner = [c for c in mine if c.info.run_id == tags["best_run_id"]][0]
         assert parent.data.metrics["best_test_pcc"] == pytest.approx(winner.data.metrics["best_test_pcc"])
+        assert parent.data.params == winner.data.params  # the grid cell's run shows its best trial's config
     for child in children:
         assert child.data.tags["mlflow.parentRunId"] in by_id
-        assert set(child.data.params) == set(MODEL_FIELDS) | set(TRAIN_FIELDS)
+        variant = child.data.tags["variant"]
+        assert set(child.data.params) == set(applicable_fields(variant))  # no margin on raw_d, no aux_mode ...
+        assert ("margin" in child.data.params) == (variant == "aux_siamese")
+        assert ("aux_mode" in child.data.params) == (variant != "raw_d")
         status = child.data.tags["status"]
         assert status in ("completed", "pruned")
-        assert child.info.status == {"completed": "FINISHED", "pruned": "KILLED"}[status]
+        assert child.info.status == "FINISHED"  # a pruned trial is a result, not a crash (red cross)
+        if status == "pruned":
+            assert child.data.tags["mlflow.note.content"].startswith("Pruned (not a failure)")
         assert child.data.tags["status_reason"]
 
 
 def test_published_setting_is_the_first_trial_of_every_cell(tiny_study):
     _, _, children = runs_of(tiny_study, "tiny")
-    for cell in {c.data.tags["cell"] for c in children}:
-        first = min((c for c in children if c.data.tags["cell"] == cell), key=lambda c: c.info.start_time)
+    for cell in {c.data.tags["grid_cell"] for c in children}:
+        first = min((c for c in children if c.data.tags["grid_cell"] == cell), key=lambda c: c.info.start_time)
         assert (first.data.params["lr"], first.data.params["batch_size"], first.data.params["dropout"]) == ("0.001", "32", "0.1")
 
 
@@ -110,16 +116,14 @@ def test_asha_stopped_trials_early(tiny_study):
 
 
 def test_a_second_run_under_the_same_name_is_refused(tiny_study, capsys):
-    import run_ablation
-
     args = study_args(tiny_study, write_tiny_grid(tiny_study), "--experiment", "tiny", "--samples", "1")
     assert run_ablation.main(args) == 2
     assert "already saved" in capsys.readouterr().err
 
 
 def test_export_round_trip_reproduces_the_valid_pcc(tiny_study, tmp_path):
-    import export
     from deepdiff import cli
+    from deepdiff_study import export
 
     table = export.export_best(f"sqlite:///{tiny_study / 'mlruns.db'}", "tiny", tmp_path / "best")
     assert len(table) == 3
@@ -149,20 +153,18 @@ def test_export_round_trip_reproduces_the_valid_pcc(tiny_study, tmp_path):
 
 def flaky_train(config, pairs, ended=None):
     """The real trainable, except the published (first) trial of two cells: one raises, one diverges."""
-    from trainable import train_cell
+    from deepdiff_study.trainable import train_trial
 
     first = config["lr"] == 1e-3 and config["batch_size"] == 32 and config["dropout"] == 0.1
-    if first and config["cell"] == "p1-raw_d":
+    if first and config["grid_cell"] == "p1-raw_d":
         raise ValueError("planted failure for the test")
-    if first and config["cell"] == "p1-raw_c":
+    if first and config["grid_cell"] == "p1-raw_c":
         tune.report({"epoch": 1, "train_loss": math.nan, "best_valid_pcc": -math.inf, "status": "nan"})
         return
-    train_cell(config, pairs, ended)
+    train_trial(config, pairs, ended)
 
 
 def test_failed_trials_are_recorded_with_their_reason_and_the_study_goes_on(ray_session, tmp_path):
-    import run_ablation
-
     grid = write_tiny_grid(tmp_path)
     args = run_ablation.build_parser().parse_args(study_args(
         tmp_path, grid, "--variants", "raw_d,raw_c", "--samples", "2", "--max-epochs", "2", "--experiment", "flaky",
@@ -170,7 +172,7 @@ def test_failed_trials_are_recorded_with_their_reason_and_the_study_goes_on(ray_
     assert run_ablation.run(args, train_fn=flaky_train) == 0
     _, parents, children = runs_of(tmp_path, "flaky")
     assert len(parents) == 2 and len(children) == 4
-    failed = {c.data.tags["cell"]: c for c in children if c.data.tags["status"] == "failed"}
+    failed = {c.data.tags["grid_cell"]: c for c in children if c.data.tags["status"] == "failed"}
     assert set(failed) == {"p1-raw_d", "p1-raw_c"}
     assert all(c.info.status == "FAILED" for c in failed.values())
     assert "ValueError: planted failure for the test" in failed["p1-raw_d"].data.tags["status_reason"]
@@ -188,7 +190,7 @@ def test_resume_after_sigkill_finishes_the_study_without_repeating_a_trial(tmp_p
     grid = write_tiny_grid(tmp_path)
     args = study_args(tmp_path, grid, "--variants", "raw_d,aux", "--aux", "regression", "--samples", "6",
                       "--max-epochs", "4", "--grace-period", "1", "--synthetic-genes", "200", "--experiment", "killed")
-    env = {**os.environ, "PYTHONPATH": worker_pythonpath()}
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # the installed package, nothing else
     command = [sys.executable, str(TUNE_DIR / "run_ablation.py"), *args]
     driver = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     ended, log = 0, []
@@ -208,6 +210,7 @@ def test_resume_after_sigkill_finishes_the_study_without_repeating_a_trial(tmp_p
 
     resumed = subprocess.run([*command, "--resume"], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "Token authentication" not in resumed.stderr  # Ray's start-up warning is quieted
     client, parents, children = runs_of(tmp_path, "killed")
     ids = Counter(r.data.tags["trial_id"] for r in children)
     assert len(children) == 12 and all(n == 1 for n in ids.values()), ids
@@ -225,20 +228,17 @@ def test_resume_after_sigkill_finishes_the_study_without_repeating_a_trial(tmp_p
 
 def crash_once(config, pairs, ended=None):
     """Crashes after epoch 2 the first time; Tune's retry (--max-failures) resumes from the checkpoint."""
-    from trainable import train_cell
+    from deepdiff_study.trainable import train_trial
 
     if tune.get_checkpoint() is None:
-        train_cell({**config, "epochs": 2}, pairs, ended)  # `epochs` may differ when resuming a checkpoint
+        train_trial({**config, "epochs": 2}, pairs, ended)  # `epochs` may differ when resuming a checkpoint
         raise RuntimeError("simulated crash after epoch 2")
-    train_cell(config, pairs, ended)
+    train_trial(config, pairs, ended)
 
 
 def test_a_crashed_trial_is_retried_from_its_checkpoint_and_ends_as_if_never_interrupted(ray_session, tmp_path):
-    import run_ablation
     from deepdiff.data import load_pair
     from deepdiff.train import fit
-    from export import typed_params
-    from deepdiff.config import configs_from_flat
 
     grid = write_tiny_grid(tmp_path)
     args = run_ablation.build_parser().parse_args(study_args(
@@ -252,7 +252,7 @@ def test_a_crashed_trial_is_retried_from_its_checkpoint_and_ends_as_if_never_int
     logged = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "valid_pcc")}
     assert sorted(logged) == [1, 2, 3, 4]
 
-    model_cfg, train_cfg = configs_from_flat(typed_params(run.data.params))
+    model_cfg, train_cfg = decode_params(run.data.params)
     data = load_pair(json.loads(run.data.tags["data"])["dir"], "E123", "E003")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

@@ -1,0 +1,319 @@
+"""Run the DeepDiff paper's ablation study on Ray Tune (Optuna + ASHA per grid cell), logged to MLflow.
+
+    python tune/run_ablation.py                      # quick start: every cell shape, one synthetic pair
+    python tune/run_ablation.py --pairs all --data DIR   # the paper's 230 cells on the real files
+    python tune/run_ablation.py --pairs 1,3 --variants raw,aux --dry-run
+
+Grid cells come from ablations/paper.yaml (--grid); --pairs/--variants/--aux/--margins select a sub-grid.
+Without --pairs the `quick` preset applies, with it the `paper` preset (--preset to choose); any flag
+given wins over the preset. Results: Tune's files under --storage/--experiment, MLflow at --mlflow-uri.
+Kill it at any time and rerun with --resume to finish the study.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+from deepdiff.errors import ConfigError, DeepDiffError
+from deepdiff_study.grid import PAPER_GRID, Grid, GridCell, Pair, load_grid
+from deepdiff_study.plan import StudySettings, plan_grid_cells
+from deepdiff_study.records import DEFAULT_EXPERIMENT, default_mlflow_uri
+
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="run_ablation", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    g = p.add_argument_group("the grid")
+    g.add_argument("--grid", default=str(PAPER_GRID), metavar="FILE", help="grid and search space (default ablations/paper.yaml)")
+    g.add_argument("--preset", help="run sizes from the grid file: quick (default without --pairs) or paper (default with --pairs)")
+    g.add_argument("--pairs", help="all, pair numbers or names, comma-separated: all | 1,3 | E123-E003")
+    g.add_argument("--variants", help="comma-separated variants (default all seven)")
+    g.add_argument("--aux", help="aux modes for the aux variants: regression,classification (default both)")
+    g.add_argument("--margins", help="contrastive margins for the siamese variants, e.g. 0.5,1,2,4")
+    g.add_argument("--dry-run", action="store_true", help="print the grid cells and planned trials; train nothing")
+    s = p.add_argument_group("search and ASHA")
+    s.add_argument("--samples", type=int, help="trials per grid cell, the published setting first")
+    s.add_argument("--max-epochs", type=int, help="epochs of a trial that is never stopped early")
+    s.add_argument("--grace-period", type=int, help="ASHA: epochs before a trial may be stopped")
+    s.add_argument("--reduction-factor", type=float, help="ASHA: keep the best 1/N at every rung")
+    s.add_argument("--seed", type=int, default=0, help="seeds the samplers and every trial's training (default 0)")
+    d = p.add_argument_group("data")
+    d.add_argument("--data", metavar="DIR", help="folder with the paper's files (E123.train.csv ...); default: synthetic pairs")
+    d.add_argument("--synthetic-genes", type=int, help="genes per synthetic pair")
+    r = p.add_argument_group("where results go")
+    r.add_argument("--storage", default="tune_results", metavar="DIR", help="Tune results folder (default ./tune_results)")
+    r.add_argument("--experiment", default=None, help="study name: Tune run and MLflow experiment (default deepdiff-ablation)")
+    r.add_argument("--mlflow-uri", help="MLflow tracking URI (default sqlite:///mlruns.db in this folder)")
+    r.add_argument("--resume", action="store_true", help="finish the study saved under --storage/--experiment")
+    c = p.add_argument_group("cluster")
+    c.add_argument("--address", help="join this Ray cluster (default: start a local one)")
+    c.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs per trial (default 1)")
+    c.add_argument("--gpus-per-trial", type=float, help="GPUs per trial, fractions allowed (default 0.25 if the cluster has GPUs, else 0)")
+    c.add_argument("--max-failures", type=int, default=1, help="retries of a crashed trial from its last checkpoint (default 1)")
+    return p
+
+
+# ---- resolving flags --------------------------------------------------------------------------------
+
+def resolve(args: argparse.Namespace, grid: Grid) -> tuple[list[GridCell], StudySettings, dict]:
+    """The selected grid cells, the run settings and the sizes as recorded (flags over the preset).
+
+    Every number is checked here, before anything is written or started.
+    """
+    preset_name = args.preset or ("paper" if args.pairs is not None else "quick")
+    if preset_name not in grid.presets:
+        raise ConfigError(f"--preset {preset_name!r}: not in {grid.source}; expected one of {', '.join(grid.presets)}")
+    preset = grid.presets[preset_name]
+    pick = lambda flag, key: getattr(args, flag) if getattr(args, flag) is not None else preset.get(key)  # noqa: E731
+    sizes = {
+        "preset": preset_name,
+        "samples": pick("samples", "samples"), "max_epochs": pick("max_epochs", "max_epochs"),
+        "grace_period": pick("grace_period", "grace_period"), "reduction_factor": pick("reduction_factor", "reduction_factor"),
+        "synthetic_genes": pick("synthetic_genes", "synthetic_genes"),
+    }
+    for key in ("samples", "max_epochs", "grace_period", "synthetic_genes"):
+        if not isinstance(sizes[key], int) or sizes[key] < 1:
+            raise ConfigError(f"--{key.replace('_', '-')}: expected a whole number >= 1 (set it or add it to preset {preset_name})")
+    if sizes["synthetic_genes"] < 20:
+        raise ConfigError("--synthetic-genes: expected at least 20 (a few genes per split)")
+    factor = sizes["reduction_factor"]
+    if not isinstance(factor, (int, float)) or not math.isfinite(factor) or factor <= 1:
+        raise ConfigError(f"--reduction-factor: expected a finite number > 1, got {factor!r}")
+    if not math.isfinite(args.cpus_per_trial) or args.cpus_per_trial <= 0:
+        raise ConfigError(f"--cpus-per-trial: expected a finite number > 0, got {args.cpus_per_trial!r}")
+    if args.gpus_per_trial is not None and (not math.isfinite(args.gpus_per_trial) or args.gpus_per_trial < 0):
+        raise ConfigError(f"--gpus-per-trial: expected a finite number >= 0, got {args.gpus_per_trial!r}")
+    if args.max_failures < 0:
+        raise ConfigError("--max-failures: expected a whole number >= 0")
+    cells = grid.grid_cells(pick("pairs", "pairs"), args.variants, args.aux, pick("margins", "margins"))
+    settings = StudySettings(sizes["samples"], sizes["max_epochs"], sizes["grace_period"], float(factor), seed=args.seed)
+    return cells, settings, sizes
+
+
+def print_plan(cells: list[GridCell], settings: StudySettings, preset: str, stream=None) -> None:
+    stream = stream or sys.stdout
+    print(f"{'grid cell':<40} {'variant':<16} {'pair':<14} {'aux mode':<15} {'margin':>6} {'trials':>6}", file=stream)
+    for cell in cells:
+        print(f"{cell.key:<40} {cell.variant:<16} {f'{cell.pair.number} {cell.pair.name}':<14} "
+              f"{cell.aux_mode or '-':<15} {'-' if cell.margin is None else f'{cell.margin:g}':>6} {settings.samples:>6}", file=stream)
+    print(f"\n{len(cells)} grid cells x {settings.samples} trials = {len(cells) * settings.samples} trials "
+          f"(preset {preset}), at most {settings.max_epochs} epochs each; ASHA rungs at epochs "
+          f"{', '.join(map(str, settings.rungs())) or 'none'} (reduction factor {settings.reduction_factor:g})", file=stream)
+
+
+# ---- running ----------------------------------------------------------------------------------------
+
+def start_ray(address: str | None) -> None:
+    """Join `address` or start a local Ray using every core. Workers import the installed packages."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    quiet = {"logging_level": logging.WARNING, "logging_config": ray.LoggingConfig(log_level="WARNING")}
+    if address:
+        ray.init(address=address, **quiet)
+    else:
+        # "local": always a fresh local instance, never silently joining one found on this machine.
+        ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, **quiet)
+
+
+def quiet_logs() -> None:
+    """Our progress lines replace Tune's tables; keep library chatter at warnings."""
+    from deepdiff_study import ray_private
+
+    ray_private.apply_tune_env()
+    for name in ("ray.tune", "ray.train", "ray.air", "alembic", "mlflow", "optuna"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    for name, level in ray_private.TUNE_INTERNAL_LOGGERS.items():
+        logging.getLogger(name).setLevel(level)
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def trial_dirname(trial) -> str:
+    """Trial folders named by grid cell and trial id (Tune's default spells out the whole config)."""
+    from deepdiff_study.records import grid_cell_of
+
+    return f"{grid_cell_of(trial.config)}-{trial.trial_id}"
+
+
+def make_tuner(trainable, plans, settings: StudySettings, *, storage: Path, name: str, callbacks: list, max_failures: int):
+    """One Tuner for the whole study: per-grid-cell Optuna behind `GridCellSearcher`, per-grid-cell ASHA
+    behind `GridCellScheduler`."""
+    from ray import tune
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+
+    from deepdiff_study.scheduler import GridCellScheduler
+    from deepdiff_study.searcher import GridCellSearcher
+
+    searcher = GridCellSearcher(plans, seed=settings.seed)
+    scheduler = GridCellScheduler(
+        [p.key for p in plans], max_t=settings.max_epochs, grace_period=min(settings.grace_period, settings.max_epochs),
+        reduction_factor=settings.reduction_factor,
+    )
+    return tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(
+            search_alg=searcher, scheduler=scheduler, num_samples=searcher.total_samples, reuse_actors=True,
+            trial_dirname_creator=trial_dirname, trial_name_creator=trial_dirname,
+        ),
+        run_config=tune.RunConfig(
+            # result.json is what the scheduler replays after a resume; progress.csv is for people.
+            name=name, storage_path=str(storage), callbacks=[*callbacks, JsonLoggerCallback(), CSVLoggerCallback()], verbose=0,
+            failure_config=tune.FailureConfig(max_failures=max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+        ),
+    )
+
+
+def run(args: argparse.Namespace, *, train_fn=None) -> int:
+    """The study the flags describe (or the saved one, with --resume); `train_fn`: the trial function
+    (default `deepdiff_study.trainable.train_trial`)."""
+    from deepdiff_study import pairs as pair_files
+    from deepdiff_study import records, resume
+
+    experiment = args.experiment or DEFAULT_EXPERIMENT
+    storage = Path(args.storage).resolve()
+    exp_dir = storage / experiment
+    manifest_path = exp_dir / resume.MANIFEST
+    resume.check_start(exp_dir, experiment, resume=args.resume)
+
+    if args.resume:
+        manifest = resume.read_manifest(manifest_path)
+        print(f"resuming study {experiment!r} ({len(manifest['cells'])} grid cells) from {exp_dir}; "
+              "its grid and sizes are those it started with")
+    else:
+        grid = load_grid(args.grid)
+        cells, settings, sizes = resolve(args, grid)
+        plans = plan_grid_cells(grid, cells, settings)
+        manifest = {
+            "experiment": experiment, "mlflow_uri": args.mlflow_uri or default_mlflow_uri(),
+            "grid": str(Path(args.grid).resolve()), "sizes": sizes, "seed": args.seed,
+            "data": str(Path(args.data).resolve()) if args.data else None,
+            "pairs": sorted({(c.pair.number, c.pair.epigenome_a, c.pair.epigenome_b) for c in cells}),
+            "cells": [c.key for c in cells],
+        }
+    quiet_logs()
+    mlflow_uri = manifest["mlflow_uri"]
+    pairs = [Pair(*p) for p in manifest["pairs"]]
+
+    # Data first: a missing file is one clear error before Ray, MLflow or Tune start.
+    sources = pair_files.pair_sources(pairs, data_dir=manifest["data"], synthetic_root=storage / "synthetic",
+                                      genes=manifest["sizes"]["synthetic_genes"], seed=manifest["seed"])
+    pair_files.check_files(sources)
+    if not args.resume:
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(mlflow_uri)
+        existing = client.get_experiment_by_name(experiment)
+        if existing is not None and records.study_runs(client, existing.experiment_id, records.Role.GRID_CELL):
+            raise ConfigError(f"--experiment {experiment!r}: MLflow at {mlflow_uri} already holds runs of a study of "
+                              "that name; choose another --experiment (or --resume the study it belongs to)")
+    started = time.monotonic()
+    print(f"preparing data for {len(pairs)} pair(s)" + ("" if manifest["data"] else
+          f" (synthetic, {manifest['sizes']['synthetic_genes']} genes each, in {storage / 'synthetic'})"), flush=True)
+    pair_data = pair_files.load_sources(sources, cache_dir=storage / "cache")
+
+    start_ray(args.address)
+    import ray
+
+    from deepdiff_study import trainable
+    from deepdiff_study.progress import ProgressLine
+    from deepdiff_study.tracker import MlflowTracker
+
+    gpus = args.gpus_per_trial
+    if gpus is None:
+        gpus = 0.25 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
+    refs = {number: ray.put(data) for number, data in pair_data.items()}
+    del pair_data
+    ended = records.ended_trials(mlflow_uri, experiment) if args.resume else {}
+    bound = trainable.bind(train_fn or trainable.train_trial, refs, cpus=args.cpus_per_trial, gpus=gpus, ended=ended)
+
+    if args.resume:
+        tuner = resume.restore_tuner(bound, storage=storage, name=experiment)
+    else:
+        by_number = {s.pair.number: s for s in sources}
+        tags = {
+            c.key: {**records.grid_cell_tags(c), records.Tag.DATA: records.data_tag(
+                by_number[c.pair.number].dir, c.pair.epigenome_a, c.pair.epigenome_b, by_number[c.pair.number].synthetic)}
+            for c in cells
+        }
+        tracker = MlflowTracker(mlflow_uri, experiment, tags, {p.key: p.samples for p in plans},
+                                artifact_location=records.artifact_location(mlflow_uri))
+        total = sum(p.samples for p in plans)
+        resume.write_manifest(manifest_path, manifest)
+        tuner = make_tuner(bound, plans, settings, storage=storage, name=experiment,
+                           callbacks=[tracker, ProgressLine(total)], max_failures=args.max_failures)
+        print_plan(cells, settings, sizes["preset"])
+    print(f"\nrunning on Ray ({ray.cluster_resources().get('CPU', 0):g} CPUs, {ray.cluster_resources().get('GPU', 0):g} GPUs; "
+          f"{args.cpus_per_trial:g} CPU + {gpus:g} GPU per trial); MLflow: {mlflow_uri}", flush=True)
+    tuner.fit()
+    wall = time.monotonic() - started
+    return report(mlflow_uri, experiment, exp_dir, wall, manifest)
+
+
+def report(mlflow_uri: str, experiment: str, exp_dir: Path, wall: float, manifest: dict) -> int:
+    """The closing summary: best PCC per grid cell in plan order (the winner of each variant and pair
+    marked), trial counts, the data, where everything is and how to look at it."""
+    from mlflow.tracking import MlflowClient
+
+    from deepdiff_study.export import format_table, winners
+    from deepdiff_study.progress import clock
+    from deepdiff_study.records import Role, Tag, TrialStatus, best_trials, study_runs
+
+    client = MlflowClient(mlflow_uri)
+    exp_id = client.get_experiment_by_name(experiment).experiment_id
+    statuses = [r.data.tags.get(Tag.STATUS) for r in study_runs(client, exp_id, Role.TRIAL)]
+    counts = {s: statuses.count(s) for s in TrialStatus}
+    print(f"\nstudy {experiment!r}: {len(statuses)} trials: {counts[TrialStatus.COMPLETED]} completed, "
+          f"{counts[TrialStatus.PRUNED]} stopped early by ASHA, {counts[TrialStatus.FAILED]} failed"
+          + (f", {counts[TrialStatus.RUNNING]} unfinished" if counts[TrialStatus.RUNNING] else "")
+          + f"; wall time {clock(wall)}\n")
+    order = {key: i for i, key in enumerate(manifest["cells"])}
+    rows = sorted(best_trials(mlflow_uri, experiment), key=lambda r: order.get(r["grid_cell"], len(order)))
+    for number, a, b in manifest["pairs"]:
+        data = next((r["data"] for r in rows if r["pair"] == number and r["data"]), None) or {}
+        where = (f"synthetic data ({data['synthetic']['genes']} genes, seed {data['synthetic']['seed']}) in {data['dir']}"
+                 if data.get("synthetic") else f"the files in {data.get('dir', manifest['data'])}")
+        print(f"pair {number} {a}-{b}: {where}")
+    print()
+    print(format_table(rows, winners=winners(rows)))
+    print("* best grid cell of its variant and pair (by valid PCC)")
+    db = mlflow_uri[len("sqlite:///"):] if mlflow_uri.startswith("sqlite:///") else None
+    print(f"\nMLflow:        {mlflow_uri}" + (f"  (database file {db})" if db else ""))
+    print(f"Tune results:  {exp_dir}  (rerun with --resume to finish an interrupted study)")
+    print(f"Look at it:    mlflow ui --backend-store-uri {mlflow_uri}   then open http://127.0.0.1:5000,")
+    print("               switch to 'Model training' (top left) if MLflow opens its GenAI view, click experiment")
+    print(f"               {experiment!r}; tick grid-cell runs and press Compare (params = each one's best trial).")
+    print(f"Export:        python tune/export_best.py --experiment {experiment} --out best_configs"
+          + ("" if mlflow_uri == default_mlflow_uri() else f" --mlflow-uri {mlflow_uri}"))
+    return 0 if counts[TrialStatus.RUNNING] == 0 else EXIT_INTERRUPTED
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.dry_run:
+            cells, settings, sizes = resolve(args, load_grid(args.grid))
+            print_plan(cells, settings, sizes["preset"])
+            return 0
+        return run(args)
+    except DeepDiffError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("\ninterrupted; rerun with --resume to finish the study", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,57 @@
+"""Every use of a Ray or Optuna internal, in one marked block.
+
+Nothing else in deepdiff_study reaches behind a public API. Each entry here has a test in
+tests/test_ray_private.py that fails loudly when the installed version changes it, and pyproject.toml
+bounds ray and optuna to the minor versions those tests ran against (ray 2.60, optuna 5.0).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+# ---- BEGIN private Ray/Optuna uses ---------------------------------------------------------------------
+
+# Environment switches read by Ray Tune at start-up (not documented as a stable API).
+TUNE_ENV = {
+    # Tune's legacy output engine honours verbose=0 (silent); the study prints its own progress lines.
+    "RAY_AIR_NEW_OUTPUT": "0",
+    # Tune's default loggers write TensorBoard files; the study adds the JSON/CSV loggers it needs.
+    "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
+}
+# Every checkpoint of a trial forces an experiment snapshot (num_to_keep=1): intended, not a warning.
+TUNE_ENV_DEFAULTS = {"TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0"}
+
+# Loggers of Tune's internal modules, quieted: Tuner.restore warns about trials that had not reported
+# yet (ERROR and above only), and a failing trial's traceback is in its error.txt and in MLflow.
+TUNE_INTERNAL_LOGGERS = {
+    "ray.tune.analysis.experiment_analysis": "ERROR",
+    "ray.tune.execution.tune_controller": "CRITICAL",
+    # A new local cluster turns token authentication on (Ray's default) and warns that it did, at every
+    # start. Setting RAY_AUTH_MODE=token after `import ray` does not silence it (Ray's C++ config is read
+    # at import), so the one warning is quieted here; Ray's default itself is kept.
+    "ray._private.authentication.authentication_token_setup": "ERROR",
+}
+
+
+def asha_rungs(asha: Any) -> list[dict[str, float]]:
+    """The values an `AsyncHyperBandScheduler` recorded per rung (lowest milestone first), for inspection.
+
+    ASHA keeps them in its first bracket's ``_rungs``: a list of (milestone, {trial_id: value}), highest
+    milestone first.
+    """
+    return [dict(recorded) for _, recorded in reversed(asha._brackets[0]._rungs)]
+
+
+def optuna_study(search: Any) -> Any:
+    """The `optuna.Study` behind an `OptunaSearch` (``_ot_study``), for inspection."""
+    return search._ot_study
+
+# ---- END private Ray/Optuna uses -----------------------------------------------------------------------
+
+
+def apply_tune_env() -> None:
+    """Set the environment switches above (before Ray Tune starts)."""
+    os.environ.update(TUNE_ENV)
+    for key, value in TUNE_ENV_DEFAULTS.items():
+        os.environ.setdefault(key, value)

@@ -1,0 +1,326 @@
+"""The study's record in MLflow: names, roles, statuses, the trial-config codec, and the readers.
+
+Imports MLflow and deepdiff's torch-free modules only (never Ray, Optuna or torch), so exporting a
+study's results and reporting on it need nothing of the training stack.
+
+The layout (one MLflow experiment per study):
+
+- one **grid-cell run** per grid cell (tag ``role=grid_cell``): tags `GRID_CELL_TAGS` (grid_cell,
+  variant, pair, pair_name, epigenome_a, epigenome_b, aux_mode, margin, data), metrics best_valid_pcc
+  and best_test_pcc (the best trial's) and n_<status> counts; once all its trials ended, its best
+  trial's config as params, so the MLflow compare view of grid cells shows them;
+- one **trial run** per Tune trial (tag ``role=trial``), a child of its grid-cell run: tags trial_id,
+  status (a `TrialStatus`), status_reason, epoch_status; params: the config fields that apply to its
+  variant (`encode_params`); metrics: every `EpochResult` field per epoch with ``step=epoch``.
+
+"Not applicable" is spelled ``-`` in tags (aux_mode of raw_d, margin of aux).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import fields
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from mlflow.entities import ViewType
+from mlflow.tracking import MlflowClient
+
+from deepdiff.config import ModelConfig, TrainConfig, applicable_fields, configs_from_flat
+from deepdiff.errors import ConfigError
+from deepdiff.results import METRIC_NAMES, EpochStatus
+from deepdiff.variants import VARIANTS
+from deepdiff_study.grid import GridCell
+
+DEFAULT_EXPERIMENT = "deepdiff-ablation"
+DEFAULT_DB = "mlruns.db"  # in the working directory; artifacts go to mlartifacts/ beside it
+NOT_APPLICABLE = "-"
+PARENT_TAG = "mlflow.parentRunId"  # MLflow's own: nests a trial run under its grid-cell run
+NOTE_TAG = "mlflow.note.content"  # MLflow's own: the run's description in the UI
+
+
+class Role(StrEnum):
+    """What a run of the study's experiment stands for (tag ``role``)."""
+
+    GRID_CELL = "grid_cell"
+    TRIAL = "trial"
+
+
+class TrialStatus(StrEnum):
+    """A trial's outcome in the study (tag ``status`` of its run)."""
+
+    RUNNING = "running"  # training, or interrupted with the driver (a resume continues it)
+    COMPLETED = "completed"  # trained to its last epoch, or stopped itself (patience)
+    PRUNED = "pruned"  # stopped early by its grid cell's ASHA: the study working as designed
+    FAILED = "failed"  # raised an exception, or its training diverged
+
+    @property
+    def ended(self) -> bool:
+        return self is not TrialStatus.RUNNING
+
+    @property
+    def scored(self) -> bool:
+        """Its best valid PCC is a result that counts (a pruned trial's best so far does)."""
+        return self in (TrialStatus.COMPLETED, TrialStatus.PRUNED)
+
+
+# The MLflow run status of an ended trial. A pruned trial is FINISHED (a green tick, not the red cross
+# MLflow draws for KILLED): ASHA stopping it is a result; the tag status=pruned says which it was.
+MLFLOW_RUN_STATUS = {TrialStatus.COMPLETED: "FINISHED", TrialStatus.PRUNED: "FINISHED", TrialStatus.FAILED: "FAILED"}
+
+
+class Tag:
+    """Tag names of the study's runs (one spelling each)."""
+
+    ROLE = "role"
+    GRID_CELL = "grid_cell"  # the grid cell's key, e.g. p1-aux_siamese-regression-m2
+    VARIANT = "variant"
+    PAIR = "pair"  # the paper's pair number
+    PAIR_NAME = "pair_name"  # EPIGENOME_A-EPIGENOME_B
+    EPIGENOME_A = "epigenome_a"  # cell type A by epigenome id; diff = B - A
+    EPIGENOME_B = "epigenome_b"
+    AUX_MODE = "aux_mode"
+    MARGIN = "margin"
+    DATA = "data"  # JSON: the data section of `deepdiff train --config` (dir, cell_a, cell_b, synthetic)
+    PLANNED_TRIALS = "planned_trials"
+    TRIALS_ENDED = "trials_ended"
+    BEST_TRIAL_ID = "best_trial_id"
+    BEST_RUN_ID = "best_run_id"
+    TRIAL_ID = "trial_id"
+    STATUS = "status"  # a TrialStatus
+    STATUS_REASON = "status_reason"
+    EPOCH_STATUS = "epoch_status"  # the trainer's EpochStatus of the last epoch ("error" if it raised)
+    RETRIES = "retries"
+    LAST_ERROR = "last_error"
+
+
+GRID_CELL_TAGS = (Tag.GRID_CELL, Tag.VARIANT, Tag.PAIR, Tag.PAIR_NAME, Tag.EPIGENOME_A, Tag.EPIGENOME_B,
+                  Tag.AUX_MODE, Tag.MARGIN)
+EPOCH_METRICS = frozenset(METRIC_NAMES)  # logged per epoch with step=epoch (plus ``epoch`` itself)
+EPOCH_ERROR = "error"  # Tag.EPOCH_STATUS of a trial that raised (no epoch status)
+
+
+def grid_cell_tags(cell: GridCell) -> dict[str, str]:
+    """The grid cell as string tags (`GRID_CELL_TAGS`; aux_mode / margin "-" where they do not apply)."""
+    return {
+        Tag.GRID_CELL: cell.key, Tag.VARIANT: cell.variant, Tag.PAIR: str(cell.pair.number),
+        Tag.PAIR_NAME: cell.pair.name, Tag.EPIGENOME_A: cell.pair.epigenome_a, Tag.EPIGENOME_B: cell.pair.epigenome_b,
+        Tag.AUX_MODE: cell.aux_mode or NOT_APPLICABLE,
+        Tag.MARGIN: NOT_APPLICABLE if cell.margin is None else f"{cell.margin:g}",
+    }
+
+
+def data_tag(data_dir: str | Path, cell_a: str, cell_b: str, synthetic: dict[str, Any] | None) -> str:
+    """The ``data`` tag of a grid cell: the data section `deepdiff train --config` needs, as JSON."""
+    section: dict[str, Any] = {"dir": str(Path(data_dir).resolve()), "cell_a": cell_a, "cell_b": cell_b}
+    if synthetic:
+        section["synthetic"] = dict(synthetic)
+    return json.dumps(section, sort_keys=True)
+
+
+# ---- the trial-config codec ---------------------------------------------------------------------------
+# A trial's config (what Tune passes to the trainable) is one flat dict: every ModelConfig/TrainConfig
+# field plus META_KEYS. MLflow keeps the fields that apply to the variant as string params.
+
+META_KEYS = ("grid_cell", "pair")  # the grid cell's key and the pair number: not config fields
+_FIELD_TYPES = {f.name: f.type for cls in (ModelConfig, TrainConfig) for f in fields(cls)}
+_DECODE = {"int": int, "float": float, "str": str}
+
+
+def encode_meta(cell: GridCell) -> dict[str, Any]:
+    """The META_KEYS entries of every trial config of a grid cell."""
+    return dict(zip(META_KEYS, (cell.key, cell.pair.number)))
+
+
+def grid_cell_of(config: dict[str, Any]) -> str:
+    """The grid cell key of a trial config."""
+    return config[META_KEYS[0]]
+
+
+def pair_of(config: dict[str, Any]) -> int:
+    """The pair number of a trial config."""
+    return int(config[META_KEYS[1]])
+
+
+def decode_trial_config(config: dict[str, Any], *, source: str = "trial config") -> tuple[ModelConfig, TrainConfig]:
+    """The run configs of a trial config (its META_KEYS set aside)."""
+    return configs_from_flat({k: v for k, v in config.items() if k not in META_KEYS}, source=source)
+
+
+def encode_params(config: dict[str, Any]) -> dict[str, str]:
+    """MLflow params of a trial: the resolved config fields that apply to its variant, as strings."""
+    model_cfg, train_cfg = decode_trial_config(config)
+    values = {**model_cfg.__dict__, **train_cfg.__dict__}
+    return {name: str(values[name]) for name in applicable_fields(model_cfg.variant)}
+
+
+def decode_params(params: dict[str, str], *, source: str = "MLflow params") -> tuple[ModelConfig, TrainConfig]:
+    """The run configs of a trial run's params (fields not logged keep their defaults: they do not apply)."""
+    try:
+        typed = {k: _DECODE[_FIELD_TYPES[k]](v) for k, v in params.items() if k in _FIELD_TYPES}
+    except ValueError as err:
+        raise ConfigError(f"{source}: {err}") from None
+    return configs_from_flat(typed, source=source)
+
+
+# ---- the trial outcome: decided here, once ------------------------------------------------------------
+
+def trial_outcome(last: dict[str, Any] | None, planned_epochs: int | None) -> tuple[TrialStatus, str]:
+    """(status, reason) of a trial that ended without raising, from its last reported result.
+
+    The trainer ends a run by itself (EpochStatus completed, early_stopped, nan); a trial whose last
+    epoch still said "running" was stopped from outside, and in this study only its grid cell's ASHA
+    stops trials: it was pruned.
+    """
+    last = last or {}
+    epoch, status = last.get("epoch"), last.get("status")
+    if status == EpochStatus.NAN:
+        return TrialStatus.FAILED, f"training loss became NaN at epoch {epoch}; lower lr or use input_transform log1p"
+    if status != EpochStatus.RUNNING:
+        return TrialStatus.COMPLETED, f"trained {epoch} of {planned_epochs} epochs"
+    return TrialStatus.PRUNED, (
+        f"stopped by its grid cell's ASHA at epoch {epoch} of {planned_epochs}: best valid PCC "
+        f"{last.get('best_valid_pcc', math.nan):.4f} was below the rung cutoff of its grid cell"
+    )
+
+
+def error_reason(trial) -> str:
+    """The last line of a Tune trial's error (the exception type and message).
+
+    Tune writes the error to the trial's folder on the driver first and syncs it to storage later,
+    so the local file is read first.
+    """
+    local = Path(trial.error_file) if trial.error_file else None
+    if local is not None and local.is_file():
+        text = local.read_text(errors="replace")
+    else:
+        error = trial.get_error()
+        text = str(error) if error is not None else ""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return (lines[-1] if lines else "the trial raised an error (no message)")[:500]
+
+
+def outcome_of(trial) -> tuple[TrialStatus, str]:
+    """(status, reason) of a Tune trial that has ended (Tune status TERMINATED or ERROR)."""
+    if trial.status == "ERROR":
+        return TrialStatus.FAILED, error_reason(trial)
+    return trial_outcome(trial.last_result, trial.config.get("epochs"))
+
+
+# ---- stores and readers -------------------------------------------------------------------------------
+
+def default_mlflow_uri(folder: str | Path | None = None) -> str:
+    """``sqlite:///<folder>/mlruns.db`` with an absolute path (folder: the working directory)."""
+    return f"sqlite:///{(Path(folder or Path.cwd()) / DEFAULT_DB).resolve()}"
+
+
+def artifact_location(tracking_uri: str) -> str | None:
+    """Artifacts beside a local SQLite database (``mlartifacts/``); a tracking server decides its own."""
+    if tracking_uri.startswith("sqlite:///"):
+        return (Path(tracking_uri[len("sqlite:///"):]).resolve().parent / "mlartifacts").as_uri()
+    return None
+
+
+def open_store(tracking_uri: str) -> MlflowClient:
+    """A client of an existing store (a missing SQLite file is an error, not a new empty database)."""
+    if tracking_uri.startswith("sqlite:///") and not Path(tracking_uri[len("sqlite:///"):]).is_file():
+        raise ConfigError(f"--mlflow-uri {tracking_uri}: no MLflow database there; run the study first or pass the study's --mlflow-uri")
+    return MlflowClient(tracking_uri)
+
+
+def experiment_id(client: MlflowClient, name: str) -> str:
+    """The id of the live experiment `name`; a one-line error listing the known ones otherwise."""
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None or experiment.lifecycle_stage == "deleted":
+        known = sorted(e.name for e in client.search_experiments())
+        raise ConfigError(f"--experiment {name!r}: no such MLflow experiment at {client.tracking_uri}; "
+                          f"found {', '.join(known) if known else 'none'}")
+    return experiment.experiment_id
+
+
+def study_runs(client: MlflowClient, experiment_id: str, role: Role) -> list:
+    """All live runs of the study with the given role (grid-cell runs or trial runs)."""
+    runs, token = [], None
+    while True:
+        page = client.search_runs(
+            [experiment_id], filter_string=f"tags.{Tag.ROLE} = '{role}'", run_view_type=ViewType.ACTIVE_ONLY,
+            max_results=1000, page_token=token,
+        )
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def last_result(run) -> dict[str, Any]:
+    """A trial run's last epoch as reported: the latest value of every epoch metric, the epoch, and
+    the trainer's epoch status."""
+    last: dict[str, Any] = {k: v for k, v in run.data.metrics.items() if k in EPOCH_METRICS}
+    if "epoch" in run.data.metrics:
+        last["epoch"] = int(run.data.metrics["epoch"])
+    last["status"] = run.data.tags.get(Tag.EPOCH_STATUS, "")
+    return last
+
+
+def ended_trials(tracking_uri: str, experiment: str) -> dict[str, dict[str, Any]]:
+    """Trials the study's record shows as ended: trial id -> {status, reason, last} (see `last_result`)."""
+    client = MlflowClient(tracking_uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return {}
+    ended = {}
+    for run in study_runs(client, found.experiment_id, Role.TRIAL):
+        status = _status(run)
+        if status is not None and status.ended:
+            ended[run.data.tags[Tag.TRIAL_ID]] = {
+                "status": status, "reason": run.data.tags.get(Tag.STATUS_REASON, ""), "last": last_result(run),
+            }
+    return ended
+
+
+def _status(run) -> TrialStatus | None:
+    try:
+        return TrialStatus(run.data.tags.get(Tag.STATUS))
+    except ValueError:
+        return None
+
+
+def best_trials(tracking_uri: str, experiment: str) -> list[dict[str, Any]]:
+    """One row per grid cell of the study (order: pair, variant as in the paper, aux mode, margin)
+    with its best trial: the ended, scored trial with the highest best_valid_pcc."""
+    client = open_store(tracking_uri)
+    exp_id = experiment_id(client, experiment)
+    parents = {run.data.tags[Tag.GRID_CELL]: run for run in study_runs(client, exp_id, Role.GRID_CELL)}
+    children: dict[str, list] = {}
+    for run in study_runs(client, exp_id, Role.TRIAL):
+        children.setdefault(run.data.tags[Tag.GRID_CELL], []).append(run)
+    rows = []
+    for key, parent in parents.items():
+        tags = parent.data.tags
+        scored = [
+            r for r in children.get(key, [])
+            if (_status(r) or TrialStatus.RUNNING).scored and math.isfinite(r.data.metrics.get("best_valid_pcc", math.nan))
+        ]
+        best = max(scored, key=lambda r: r.data.metrics["best_valid_pcc"]) if scored else None
+        metrics = best.data.metrics if best else {}
+        rows.append({
+            "grid_cell": key, "variant": tags[Tag.VARIANT], "pair": int(tags[Tag.PAIR]), "pair_name": tags[Tag.PAIR_NAME],
+            "epigenome_a": tags[Tag.EPIGENOME_A], "epigenome_b": tags[Tag.EPIGENOME_B],
+            "aux_mode": None if tags[Tag.AUX_MODE] == NOT_APPLICABLE else tags[Tag.AUX_MODE],
+            "margin": None if tags[Tag.MARGIN] == NOT_APPLICABLE else float(tags[Tag.MARGIN]),
+            "best_valid_pcc": metrics.get("best_valid_pcc", math.nan),
+            "best_test_pcc": metrics.get("best_test_pcc", math.nan),
+            "best_epoch": int(metrics["best_epoch"]) if "best_epoch" in metrics else None,
+            "epochs_trained": int(metrics["epoch"]) if "epoch" in metrics else None,
+            "trial_status": best.data.tags.get(Tag.STATUS) if best else None,
+            "trials": len(children.get(key, [])),
+            "trial_id": best.data.tags.get(Tag.TRIAL_ID) if best else None,
+            "run_id": best.info.run_id if best else None,
+            "data": json.loads(tags[Tag.DATA]) if Tag.DATA in tags else None,
+            "_run": best,
+        })
+    order = {v: i for i, v in enumerate(VARIANTS)}
+    rows.sort(key=lambda r: (r["pair"], order.get(r["variant"], 99), r["aux_mode"] or "", r["margin"] or 0.0))
+    return rows

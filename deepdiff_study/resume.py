@@ -1,0 +1,158 @@
+"""Resume: how a study killed at any moment (Ctrl-C, ``kill -9``, a lost head node) finishes with
+``--resume``, with every finished trial kept, none run twice, and no MLflow run duplicated.
+
+The whole story, in the order things happen:
+
+1. **What is saved while a study runs.** The driver writes `MANIFEST` (``deepdiff-study.json``: the
+   grid file, the selected grid cells, the run sizes, the seed, the data and the MLflow URI) into the
+   study's Tune folder before Tune starts; Tune itself saves ``tuner.pkl`` (the trainable, searcher and
+   scheduler as they were at the start) and, every few seconds, its experiment state (every trial,
+   its config, status and last checkpoint) plus the searcher's own save. The searcher
+   (`GridCellSearcher.save`) keeps every grid cell's Optuna study, the trial -> grid cell map and the
+   trials Optuna was told about. MLflow gets every epoch and every ending at once (the tracker logs
+   from the driver), so MLflow can be a few seconds ahead of Tune's saved state.
+2. **Which command may run** (`study_state`, `check_start`): a folder with ``tuner.pkl`` is a study
+   to resume (a plain rerun is refused so nothing is overwritten); a manifest without ``tuner.pkl``
+   is a study that never started (a plain rerun starts it again); ``--resume`` needs a started one.
+3. **Rebuilding the study** (`restore_tuner`): `Tuner.restore` reloads ``tuner.pkl`` and the
+   experiment state; finished and failed trials are kept, unfinished ones continue from their last
+   checkpoint; the searcher is restored from its save. The driver re-reads the data the manifest
+   names and puts it in the object store again.
+4. **ASHA's rungs** (`replay_results`): Tune never saves a scheduler. When Tune adds a restored
+   trial, `GridCellScheduler` replays the results that trial had reported (Tune's ``result.json``,
+   the last line possibly cut short by the kill) into its grid cell's ASHA, so later trials are
+   compared with the same rungs as before.
+5. **Trials that ended just before the kill** (`hand_back`): Tune's saved state can say "running"
+   for a trial that MLflow already records as ended. Training it again from its older checkpoint
+   could end differently (the rungs are rebuilt, not the same), so the trainable hands back the
+   recorded ending instead: the last result for completed, pruned and diverged trials, the same
+   failure for trials that raised (`TrialFailedBefore`).
+6. **MLflow runs left RUNNING** (`reconcile`): at its first step after a restart the tracker closes
+   them with their trial's true status from Tune; a run whose trial Tune never saved (started less
+   than one experiment snapshot before the kill; Tune starts that work again under a new trial id)
+   is deleted, so every Tune trial id appears exactly once. The tracker finds each trial's existing
+   run by its ``trial_id`` tag and continues it; epochs already logged are not logged again.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from deepdiff.errors import ConfigError
+from deepdiff.results import EpochStatus
+from deepdiff_study.records import Role, Tag, TrialStatus, outcome_of, study_runs
+
+MANIFEST = "deepdiff-study.json"  # beside Tune's files: what --resume needs to rebuild the study
+TUNER_FILE = "tuner.pkl"  # written by Tune when the study starts
+RESULT_FILE = "result.json"  # Tune's per-trial log of every reported result (one JSON object per line)
+
+
+class StudyState(StrEnum):
+    NEW = "new"  # nothing under this name
+    UNSTARTED = "unstarted"  # a manifest but Tune never saved the study (it failed before starting)
+    SAVED = "saved"  # Tune saved it: resumable
+
+
+def study_state(exp_dir: Path) -> StudyState:
+    if (exp_dir / TUNER_FILE).is_file() and (exp_dir / MANIFEST).is_file():
+        return StudyState.SAVED
+    if (exp_dir / MANIFEST).is_file() or (exp_dir / TUNER_FILE).is_file():
+        return StudyState.UNSTARTED
+    return StudyState.NEW
+
+
+def check_start(exp_dir: Path, experiment: str, *, resume: bool) -> StudyState:
+    """The folder's state if the command may run on it; a one-line error saying what to do otherwise."""
+    state = study_state(exp_dir)
+    if resume and state is not StudyState.SAVED:
+        why = "it never started" if state is StudyState.UNSTARTED else "there is none"
+        raise ConfigError(f"--resume: no study to resume in {exp_dir} ({why}); run the same command without --resume to start it")
+    if not resume and state is StudyState.SAVED:
+        raise ConfigError(f"--experiment {experiment!r}: a study is already saved in {exp_dir}; "
+                          "rerun with --resume to finish it, or choose another --experiment or --storage")
+    return state
+
+
+def write_manifest(path: Path, manifest: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True))
+    tmp.replace(path)
+
+
+def read_manifest(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ConfigError(f"{path}: unreadable study manifest ({type(err).__name__}); the study cannot be resumed") from None
+
+
+def restore_tuner(trainable, *, storage: Path, name: str):
+    """The study saved under storage/name: finished and failed trials kept, unfinished ones continued
+    from their last checkpoint, the searcher (every grid cell's Optuna study) restored from its save."""
+    from ray import tune
+
+    return tune.Tuner.restore(str(storage / name), trainable, resume_unfinished=True, resume_errored=False,
+                              restart_errored=False)
+
+
+def replay_results(trial, feed: Callable[[dict], Any], *, usable: Callable[[dict], bool]) -> int:
+    """Feed every usable result a restored (or retried) trial reported before to `feed`; returns how many.
+
+    Tune keeps ``result.json`` in the driver's staging folder (downloaded there again on restore) and
+    syncs it to the storage folder; whichever is there is read. A line cut short by a kill is skipped.
+    """
+    if not trial.has_reported_at_least_once:
+        return 0
+    paths = [Path(p) / RESULT_FILE for p in (trial.local_path, trial.path) if p]
+    path = next((p for p in paths if p.is_file()), None)
+    if path is None:
+        return 0
+    fed = 0
+    for line in path.read_text().splitlines():
+        try:
+            result = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if usable(result):
+            feed(result)
+            fed += 1
+    return fed
+
+
+class TrialFailedBefore(RuntimeError):
+    """A resumed trial that had already failed (raised) before the driver was killed."""
+
+
+def hand_back(recorded: dict[str, Any], report: Callable[[dict], None]) -> None:
+    """Return what a trial had already produced before the kill, without training (step 5 above).
+
+    `recorded`: the trial's entry in `records.ended_trials`; `report`: ``ray.tune.report``.
+    """
+    if recorded["status"] is TrialStatus.FAILED and recorded["last"].get("status") != EpochStatus.NAN:
+        raise TrialFailedBefore(f"failed before the restart: {recorded['reason']}")
+    report(recorded["last"])
+
+
+def reconcile(client, experiment_id: str, trials: list, *, finish: Callable, forget: Callable[[str], None]) -> None:
+    """Close the trial runs a killed driver left RUNNING (step 6 above).
+
+    finish(trial, status, reason): close a run with its trial's outcome; forget(trial_id): drop the
+    tracker's memory of a run deleted here.
+    """
+    by_id = {t.trial_id: t for t in trials}
+    for run in study_runs(client, experiment_id, Role.TRIAL):
+        if run.info.status != "RUNNING":
+            continue
+        trial_id = run.data.tags[Tag.TRIAL_ID]
+        trial = by_id.get(trial_id)
+        if trial is None:
+            client.delete_run(run.info.run_id)
+            forget(trial_id)
+        elif trial.status in ("TERMINATED", "ERROR"):
+            finish(trial, *outcome_of(trial))
+

@@ -1,0 +1,240 @@
+"""The MLflow writer: a Ray Tune callback logging the study from the driver (one writer, so SQLite
+needs no locking). What it writes, and the names, are defined in `deepdiff_study.records`; how it
+continues after a restart is told in `deepdiff_study.resume`.
+
+- A grid-cell run per grid cell, created when its first trial starts; after every ended trial its
+  best_valid_pcc / best_test_pcc (the best scored trial's), n_<status> counts and best_trial_id; when
+  all its planned trials have ended it is FINISHED and gets the best trial's config as params.
+- A trial run per trial, a child of its grid-cell run: the config fields that apply to its variant as
+  params, every epoch's metrics with ``step=epoch``, and at the end tags status / status_reason /
+  epoch_status, the MLflow status of `records.MLFLOW_RUN_STATUS`, and for a pruned trial a
+  description saying why it stopped.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+from ray.tune import Callback
+
+from deepdiff_study.records import (
+    EPOCH_ERROR,
+    EPOCH_METRICS,
+    MLFLOW_RUN_STATUS,
+    NOTE_TAG,
+    PARENT_TAG,
+    Role,
+    Tag,
+    TrialStatus,
+    encode_params,
+    error_reason,
+    grid_cell_of,
+    outcome_of,
+    study_runs,
+)
+from deepdiff_study.resume import reconcile
+
+
+def ensure_experiment(client: MlflowClient, name: str, artifact_location: str | None = None) -> str:
+    """The id of experiment `name`, created (with `artifact_location`) if it does not exist."""
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        if experiment.lifecycle_stage == "deleted":
+            client.restore_experiment(experiment.experiment_id)
+        return experiment.experiment_id
+    return client.create_experiment(name, artifact_location=artifact_location)
+
+
+class MlflowTracker(Callback):
+    """A Tune callback writing the study to MLflow; see the module docstring.
+
+    grid_cells: grid cell key -> its tags (`records.grid_cell_tags` plus ``data``). planned: grid cell
+    key -> trials planned for it.
+    """
+
+    def __init__(
+        self, tracking_uri: str, experiment: str, grid_cells: dict[str, dict[str, str]], planned: dict[str, int],
+        *, artifact_location: str | None = None,
+    ):
+        self.tracking_uri = tracking_uri
+        self.experiment = experiment
+        self.grid_cells = grid_cells
+        self.planned = planned
+        self.artifact_location = artifact_location
+        self._reset()
+
+    def _reset(self) -> None:
+        self._client: MlflowClient | None = None
+        self._experiment_id: str | None = None
+        self._parents: dict[str, str] = {}  # grid cell -> its run id
+        self._finished_parents: set[str] = set()  # grid cells whose run got its final params
+        self._children: dict[str, str] = {}  # trial id -> its run id
+        self._logged_epoch: dict[str, int] = {}  # trial id -> last epoch logged
+        self._ended: dict[str, dict[str, dict[str, Any]]] = {}  # grid cell -> trial id -> outcome
+        self._reconciled = False
+
+    # Pickled into Tune's tuner.pkl at the start: keep the settings, drop the connection and caches.
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in ("tracking_uri", "experiment", "grid_cells", "planned", "artifact_location")}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._reset()
+
+    @property
+    def client(self) -> MlflowClient:
+        if self._client is None:
+            self._client = MlflowClient(self.tracking_uri)
+            self._experiment_id = ensure_experiment(self._client, self.experiment, self.artifact_location)
+            self._load_existing()
+        return self._client
+
+    def _load_existing(self) -> None:
+        """Index the runs a previous session of this study left (resume)."""
+        for run in study_runs(self._client, self._experiment_id, Role.GRID_CELL):
+            key = run.data.tags[Tag.GRID_CELL]
+            self._parents.setdefault(key, run.info.run_id)
+            if run.data.params:
+                self._finished_parents.add(key)
+        for run in study_runs(self._client, self._experiment_id, Role.TRIAL):
+            tags, trial_id = run.data.tags, run.data.tags[Tag.TRIAL_ID]
+            self._children[trial_id] = run.info.run_id
+            self._logged_epoch[trial_id] = int(run.data.metrics.get("epoch", 0))
+            status = TrialStatus(tags.get(Tag.STATUS, TrialStatus.RUNNING))
+            if status.ended:
+                self._record_end(tags[Tag.GRID_CELL], trial_id, status, run.info.run_id, run.data.metrics)
+
+    # ---- Tune hooks --------------------------------------------------------------------------------
+
+    def setup(self, **info) -> None:
+        self.client  # connect (and create the experiment) before the first trial starts
+
+    def on_step_begin(self, iteration: int, trials: list, **info) -> None:
+        if not self._reconciled:
+            self._reconciled = True
+            reconcile(self.client, self._experiment_id, trials, finish=self._finish, forget=self._forget)
+
+    def on_trial_start(self, iteration: int, trials: list, trial, **info) -> None:
+        if self._has_ended(trial):
+            return  # a trial that ended before a restart, handed back by the trainable: keep its record
+        run_id = self._child(trial)
+        self.client.update_run(run_id, status="RUNNING")
+        self.client.set_tag(run_id, Tag.STATUS, TrialStatus.RUNNING)
+
+    def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info) -> None:
+        epoch = result.get("epoch")
+        if not isinstance(epoch, int) or epoch <= self._logged_epoch.get(trial.trial_id, 0):
+            return  # not an epoch result, or an epoch repeated after a resume from an older checkpoint
+        run_id = self._child(trial)
+        now = int(time.time() * 1000)
+        metrics = [
+            Metric(key, float(value), now, epoch) for key, value in result.items()
+            if key in EPOCH_METRICS and isinstance(value, (int, float))
+        ]
+        metrics.append(Metric("epoch", float(epoch), now, epoch))
+        self.client.log_batch(run_id, metrics=metrics, synchronous=True)
+        self._logged_epoch[trial.trial_id] = epoch
+
+    def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
+        self._finish(trial, *outcome_of(trial))
+
+    def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
+        self._finish(trial, TrialStatus.FAILED, error_reason(trial))
+
+    def on_trial_recover(self, iteration: int, trials: list, trial, **info) -> None:
+        if self._has_ended(trial):
+            return
+        run_id = self._child(trial)
+        self.client.log_batch(run_id, tags=[
+            RunTag(Tag.RETRIES, str(trial.num_failures)), RunTag(Tag.LAST_ERROR, error_reason(trial)),
+        ])
+
+    def on_experiment_end(self, trials: list, **info) -> None:
+        for key in {grid_cell_of(t.config) for t in trials}:
+            if key in self._parents:
+                self._update_parent(key)
+
+    # ---- runs --------------------------------------------------------------------------------------
+
+    def _parent(self, key: str) -> str:
+        if key not in self._parents:
+            tags = {**self.grid_cells[key], Tag.ROLE: Role.GRID_CELL, Tag.PLANNED_TRIALS: str(self.planned.get(key, 0))}
+            run = self.client.create_run(self._experiment_id, tags=tags, run_name=key)
+            self._parents[key] = run.info.run_id
+        return self._parents[key]
+
+    def _child(self, trial) -> str:
+        if trial.trial_id in self._children:
+            return self._children[trial.trial_id]
+        key = grid_cell_of(trial.config)
+        parent = self._parent(key)
+        tags = {**self.grid_cells[key], Tag.ROLE: Role.TRIAL, Tag.TRIAL_ID: trial.trial_id, PARENT_TAG: parent,
+                Tag.STATUS: TrialStatus.RUNNING}
+        run = self.client.create_run(self._experiment_id, tags=tags, run_name=f"{key}-{trial.trial_id}")
+        run_id = run.info.run_id
+        params = [Param(k, v) for k, v in encode_params(trial.config).items()]
+        self.client.log_batch(run_id, params=params, synchronous=True)
+        self._children[trial.trial_id] = run_id
+        return run_id
+
+    def _forget(self, trial_id: str) -> None:
+        self._children.pop(trial_id, None)
+        self._logged_epoch.pop(trial_id, None)
+
+    def _has_ended(self, trial) -> bool:
+        self.client  # noqa: B018 - loads the record of a resumed study
+        return trial.trial_id in self._ended.get(grid_cell_of(trial.config), {})
+
+    def _record_end(self, key: str, trial_id: str, status: TrialStatus, run_id: str, metrics: dict) -> None:
+        self._ended.setdefault(key, {})[trial_id] = {
+            "status": status, "run_id": run_id,
+            "best_valid_pcc": metrics.get("best_valid_pcc", math.nan) if status.scored else math.nan,
+            "best_test_pcc": metrics.get("best_test_pcc", math.nan) if status.scored else math.nan,
+        }
+
+    def _finish(self, trial, status: TrialStatus, reason: str) -> None:
+        if self._has_ended(trial):
+            return  # closed already (a resumed study hands back trials that ended before the kill)
+        run_id = self._child(trial)
+        last = trial.last_result or {}
+        tags = [
+            RunTag(Tag.STATUS, status), RunTag(Tag.STATUS_REASON, reason),
+            RunTag(Tag.EPOCH_STATUS, str(last.get("status", EPOCH_ERROR if status is TrialStatus.FAILED else ""))),
+        ]
+        if status is TrialStatus.PRUNED:
+            tags.append(RunTag(NOTE_TAG, f"Pruned (not a failure): {reason}."))
+        self.client.log_batch(run_id, tags=tags)
+        self.client.set_terminated(run_id, MLFLOW_RUN_STATUS[status])
+        key = grid_cell_of(trial.config)
+        self._record_end(key, trial.trial_id, status, run_id, last)
+        self._update_parent(key)
+
+    def _update_parent(self, key: str) -> None:
+        parent = self._parent(key)
+        ended = self._ended.get(key, {})
+        now, step = int(time.time() * 1000), len(ended)
+        metrics = [Metric(f"n_{s}", float(sum(1 for o in ended.values() if o["status"] is s)), now, step)
+                   for s in TrialStatus if s.ended]
+        tags = [RunTag(Tag.TRIALS_ENDED, str(step))]
+        scored = [(tid, o) for tid, o in ended.items() if math.isfinite(o["best_valid_pcc"])]
+        best = max(scored, key=lambda item: item[1]["best_valid_pcc"]) if scored else None
+        if best is not None:
+            trial_id, outcome = best
+            metrics += [Metric("best_valid_pcc", outcome["best_valid_pcc"], now, step),
+                        Metric("best_test_pcc", outcome["best_test_pcc"], now, step)]
+            tags += [RunTag(Tag.BEST_TRIAL_ID, trial_id), RunTag(Tag.BEST_RUN_ID, outcome["run_id"])]
+        self.client.log_batch(parent, metrics=metrics, tags=tags, synchronous=True)
+        if step < self.planned.get(key, math.inf):
+            self.client.update_run(parent, status="RUNNING")
+            return
+        if best is not None and key not in self._finished_parents:
+            # Params are write-once in MLflow: the grid cell's run gets its best trial's config when no
+            # trial of it can change the winner any more.
+            params = self.client.get_run(best[1]["run_id"]).data.params
+            self.client.log_batch(parent, params=[Param(k, v) for k, v in params.items()], synchronous=True)
+            self._finished_parents.add(key)
+        self.client.set_terminated(parent, "FINISHED")

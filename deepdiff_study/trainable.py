@@ -1,0 +1,71 @@
+"""The Ray Tune trainable: a plain function around `deepdiff.train.fit`.
+
+``train_trial(config, pairs=..., ended=...)``: `config` is one trial's flat config (see the codec in
+`deepdiff_study.records`); `pairs` maps pair number -> an object-store reference to that pair's
+`PairData` (bound once with `tune.with_parameters`, so tensors travel through the object store, never
+by re-reading files on a worker); `ended`: trials a restarted study already recorded as ended
+(`deepdiff_study.resume.hand_back`). Each epoch's `EpochResult` is reported with its checkpoint
+directory (``last.pt`` + ``best.pt``); a trial started again from a Tune checkpoint (``--resume``, or a
+retry after a crash with ``--max-failures``) continues exactly where the checkpoint left off.
+
+A NaN training loss is reported (status "nan") and ends the trial normally: re-running it from its
+checkpoint would diverge again, so it is not a crash to retry; the tracker records it as failed. Any
+other exception propagates: Tune records the trial as errored (and retries it if asked to).
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import ray
+from ray import tune
+
+from deepdiff.data import PairData
+from deepdiff.device import pick_device
+from deepdiff.train import fit
+from deepdiff_study.records import decode_trial_config, pair_of
+from deepdiff_study.resume import hand_back
+
+# Pairs already fetched by this worker process (actors are reused between trials): pair -> (ref, data).
+_FETCHED: dict[int, tuple[str, PairData]] = {}
+
+
+def train_trial(config: dict[str, Any], pairs: dict[int, ray.ObjectRef], ended: dict[str, dict] | None = None) -> None:
+    """One trial of the study; see the module docstring."""
+    recorded = (ended or {}).get(tune.get_context().get_trial_id())
+    if recorded is not None:
+        hand_back(recorded, tune.report)
+        return
+    model_cfg, train_cfg = decode_trial_config(config)
+    device = pick_device()
+    data = _pair(pair_of(config), pairs).to(device)
+    workdir = Path(tempfile.mkdtemp(prefix="deepdiff-trial-"))
+    try:
+        resume_from = None
+        checkpoint = tune.get_checkpoint()
+        if checkpoint is not None:
+            checkpoint.to_directory(str(workdir))
+            resume_from = workdir
+        for result in fit(model_cfg, train_cfg, data, device=device, checkpoint_dir=workdir, resume_from=resume_from):
+            tune.report({**result.metrics(), "status": str(result.status)},
+                        checkpoint=tune.Checkpoint.from_directory(str(workdir)))
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _pair(number: int, pairs: dict[int, ray.ObjectRef]) -> PairData:
+    ref = pairs[number]
+    cached = _FETCHED.get(number)
+    if cached is None or cached[0] != ref.hex():
+        _FETCHED.clear()  # keep one pair per worker: trials of a grid cell tend to follow each other
+        _FETCHED[number] = (ref.hex(), ray.get(ref))
+    return _FETCHED[number][1]
+
+
+def bind(train_fn, pairs: dict[int, ray.ObjectRef], *, cpus: float, gpus: float, ended: dict[str, dict] | None = None):
+    """`train_fn` (normally `train_trial`) with the pairs' references bound (put in the object store
+    once, however many trials run), the trials that ended before a restart, and its resources."""
+    return tune.with_resources(tune.with_parameters(train_fn, pairs=pairs, ended=ended or {}), {"cpu": cpus, "gpu": gpus})

@@ -1,0 +1,69 @@
+"""deepdiff_study.records and export: the results layer reads MLflow without Ray, Optuna or torch, and
+the trial-config codec round-trips every config field with its type."""
+
+import subprocess
+import sys
+
+import pytest
+
+from deepdiff.config import AUX_FIELDS, SIAMESE_FIELDS, ModelConfig, TrainConfig, flat_config
+from deepdiff_study.records import (
+    META_KEYS,
+    MLFLOW_RUN_STATUS,
+    TrialStatus,
+    decode_params,
+    decode_trial_config,
+    encode_params,
+)
+
+BLOCK = """
+import sys
+class Blocked:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("ray", "optuna", "torch"):
+            raise ImportError(f"{name} is blocked in this test")
+sys.meta_path.insert(0, Blocked())
+"""
+
+
+@pytest.mark.parametrize("module", ["deepdiff_study.records", "deepdiff_study.export", "deepdiff_study.grid",
+                                    "deepdiff_study.plan"])
+def test_results_layer_imports_without_ray_optuna_or_torch(module):
+    code = BLOCK + f"import {module}\nassert not any(m.split('.')[0] in ('ray', 'optuna', 'torch') for m in sys.modules)"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_the_block_really_blocks():
+    """Control for the test above: the trainer needs torch, so with torch blocked it cannot import."""
+    proc = subprocess.run([sys.executable, "-c", BLOCK + "import deepdiff.train"], capture_output=True, text=True)
+    assert proc.returncode != 0 and "blocked in this test" in proc.stderr
+
+
+def test_export_cli_help_needs_no_ray(tmp_path):
+    proc = subprocess.run([sys.executable, "-c", BLOCK + "from deepdiff_study.export import main; main(['--help'])"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0 and "--experiment" in proc.stdout, proc.stderr
+
+
+@pytest.mark.parametrize("variant", ["raw_d", "aux", "aux_siamese", "raw_aux_siamese"])
+def test_params_are_the_applicable_fields_and_decode_to_the_same_configs(variant):
+    model_cfg = ModelConfig(variant=variant, aux_mode="classification", level1_hidden=8, dropout=0.25)
+    train_cfg = TrainConfig(lr=3e-4, batch_size=20, margin=0.5, gamma=2.0, aux_weight=0.3, input_transform="log1p", seed=7)
+    config = {**flat_config(model_cfg, train_cfg), **dict(zip(META_KEYS, ("p1-x", 1)))}
+    params = encode_params(config)
+    assert all(isinstance(v, str) for v in params.values())
+    assert (set(AUX_FIELDS) <= set(params)) == (variant != "raw_d")
+    assert (set(SIAMESE_FIELDS) <= set(params)) == variant.endswith("siamese")
+    model_back, train_back = decode_params(params)
+    assert decode_trial_config(config) == (model_cfg, train_cfg)
+    for name, value in params.items():  # every logged field comes back with its type and value
+        back = getattr(model_back, name, None) if hasattr(model_back, name) else getattr(train_back, name)
+        original = getattr(model_cfg, name, None) if hasattr(model_cfg, name) else getattr(train_cfg, name)
+        assert back == original and type(back) is type(original), name
+
+
+def test_a_pruned_trial_is_not_shown_as_a_crash():
+    assert MLFLOW_RUN_STATUS[TrialStatus.PRUNED] == "FINISHED"
+    assert MLFLOW_RUN_STATUS[TrialStatus.FAILED] == "FAILED"
+    assert set(MLFLOW_RUN_STATUS) == {s for s in TrialStatus if s.ended}
