@@ -24,9 +24,11 @@ from deepdiff.errors import ConfigError, DeepDiffError
 from deepdiff_study.grid import PAPER_GRID, Grid, GridCell, Pair, load_grid
 from deepdiff_study.plan import StudySettings, plan_grid_cells
 from deepdiff_study.records import DEFAULT_EXPERIMENT, default_mlflow_uri
+from deepdiff_study.store import StoreError
 
-EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
+EXIT_USAGE = 2  # a flag, a grid file, the data or the study folder: nothing was started
+EXIT_STORE = 75  # the MLflow store or the storage failed (before or during the study): fix it, then --resume
+EXIT_INTERRUPTED = 130  # Ctrl-C, or trials left unfinished: rerun with --resume
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -179,22 +181,23 @@ def run(args: argparse.Namespace, *, train_fn=None) -> int:
     """The study the flags describe (or the saved one, with --resume); `train_fn`: the trial function
     (default `deepdiff_study.trainable.train_trial`)."""
     from deepdiff_study import pairs as pair_files
-    from deepdiff_study import records, resume
+    from deepdiff_study import records, resume, store
 
     experiment = args.experiment or DEFAULT_EXPERIMENT
     storage = Path(args.storage).resolve()
     exp_dir = storage / experiment
     manifest_path = exp_dir / resume.MANIFEST
+    if not args.resume:  # every flag is checked before anything is written
+        grid = load_grid(args.grid)
+        cells, settings, sizes = resolve(args, grid)
+        plans = plan_grid_cells(grid, cells, settings)
+    lock = resume.lock_study(args.storage, experiment)  # noqa: F841 - held until the process ends
     resume.check_start(exp_dir, experiment, resume=args.resume)
-
     if args.resume:
         manifest = resume.read_manifest(manifest_path)
         print(f"resuming study {experiment!r} ({len(manifest['cells'])} grid cells) from {exp_dir}; "
               "its grid and sizes are those it started with")
     else:
-        grid = load_grid(args.grid)
-        cells, settings, sizes = resolve(args, grid)
-        plans = plan_grid_cells(grid, cells, settings)
         manifest = {
             "experiment": experiment, "mlflow_uri": args.mlflow_uri or default_mlflow_uri(),
             "grid": str(Path(args.grid).resolve()), "sizes": sizes, "seed": args.seed,
@@ -206,10 +209,12 @@ def run(args: argparse.Namespace, *, train_fn=None) -> int:
     mlflow_uri = manifest["mlflow_uri"]
     pairs = [Pair(*p) for p in manifest["pairs"]]
 
-    # Data first: a missing file is one clear error before Ray, MLflow or Tune start.
+    # Data and store first: a missing file or a dead store is one clear error before Ray or Tune start.
     sources = pair_files.pair_sources(pairs, data_dir=manifest["data"], synthetic_root=storage / "synthetic",
                                       genes=manifest["sizes"]["synthetic_genes"], seed=manifest["seed"])
     pair_files.check_files(sources)
+    store.check_store(mlflow_uri)
+    store.apply_http_defaults()
     if not args.resume:
         from mlflow.tracking import MlflowClient
 
@@ -217,7 +222,8 @@ def run(args: argparse.Namespace, *, train_fn=None) -> int:
         existing = client.get_experiment_by_name(experiment)
         if existing is not None and records.study_runs(client, existing.experiment_id, records.Role.GRID_CELL):
             raise ConfigError(f"--experiment {experiment!r}: MLflow at {mlflow_uri} already holds runs of a study of "
-                              "that name; choose another --experiment (or --resume the study it belongs to)")
+                              f"that name (its Tune folder is not in {storage}); choose another --experiment, or "
+                              "pass the --storage it ran with and --resume")
     started = time.monotonic()
     print(f"preparing data for {len(pairs)} pair(s)" + ("" if manifest["data"] else
           f" (synthetic, {manifest['sizes']['synthetic_genes']} genes each, in {storage / 'synthetic'})"), flush=True)
@@ -256,7 +262,16 @@ def run(args: argparse.Namespace, *, train_fn=None) -> int:
         print_plan(cells, settings, sizes["preset"])
     print(f"\nrunning on Ray ({ray.cluster_resources().get('CPU', 0):g} CPUs, {ray.cluster_resources().get('GPU', 0):g} GPUs; "
           f"{args.cpus_per_trial:g} CPU + {gpus:g} GPU per trial); MLflow: {mlflow_uri}", flush=True)
-    tuner.fit()
+    try:
+        tuner.fit()
+    except DeepDiffError:
+        raise
+    except Exception as err:
+        reason = store.store_failure(err)
+        if reason is None:
+            raise
+        raise store.StoreError(f"the study stopped: its MLflow store or storage failed ({reason}); what ran so far "
+                               "is saved: fix the cause and rerun the same command with --resume") from None
     wall = time.monotonic() - started
     return report(mlflow_uri, experiment, exp_dir, wall, manifest)
 
@@ -304,9 +319,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.dry_run:
             cells, settings, sizes = resolve(args, load_grid(args.grid))
+            if args.data:  # the same check as the real start, so a dry run vouches for the data
+                from deepdiff_study import pairs as pair_files
+
+                chosen = sorted({c.pair for c in cells}, key=lambda p: p.number)
+                pair_files.check_files(pair_files.pair_sources(chosen, data_dir=args.data, synthetic_root=".", genes=0))
             print_plan(cells, settings, sizes["preset"])
             return 0
         return run(args)
+    except StoreError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_STORE
     except DeepDiffError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USAGE

@@ -11,9 +11,11 @@ The whole story, in the order things happen:
    (`GridCellSearcher.save`) keeps every grid cell's Optuna study, the trial -> grid cell map and the
    trials Optuna was told about. MLflow gets every epoch and every ending at once (the tracker logs
    from the driver), so MLflow can be a few seconds ahead of Tune's saved state.
-2. **Which command may run** (`study_state`, `check_start`): a folder with ``tuner.pkl`` is a study
-   to resume (a plain rerun is refused so nothing is overwritten); a manifest without ``tuner.pkl``
-   is a study that never started (a plain rerun starts it again); ``--resume`` needs a started one.
+2. **Which command may run** (`lock_study`, `study_state`, `check_start`): one driver per study at a
+   time (a lock file beside the study). A folder with ``tuner.pkl`` is a study to resume (a plain
+   rerun is refused so nothing is overwritten); a manifest without ``tuner.pkl`` is a study that never
+   started (a plain rerun starts it again); ``--resume`` needs a started one. A name that MLflow
+   already holds runs of cannot start a new study (its runs would mix): choose another name.
 3. **Rebuilding the study** (`restore_tuner`): `Tuner.restore` reloads ``tuner.pkl`` and the
    experiment state; finished and failed trials are kept, unfinished ones continue from their last
    checkpoint; the searcher is restored from its save. The driver re-reads the data the manifest
@@ -37,6 +39,7 @@ The whole story, in the order things happen:
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
@@ -68,13 +71,49 @@ def study_state(exp_dir: Path) -> StudyState:
 def check_start(exp_dir: Path, experiment: str, *, resume: bool) -> StudyState:
     """The folder's state if the command may run on it; a one-line error saying what to do otherwise."""
     state = study_state(exp_dir)
-    if resume and state is not StudyState.SAVED:
-        why = "it never started" if state is StudyState.UNSTARTED else "there is none"
-        raise ConfigError(f"--resume: no study to resume in {exp_dir} ({why}); run the same command without --resume to start it")
+    if resume and state is StudyState.UNSTARTED:
+        raise ConfigError(f"--resume: the study in {exp_dir} never started; run the same command without --resume to start it")
+    if resume and state is StudyState.NEW:
+        raise ConfigError(f"--resume: no study saved in {exp_dir}; pass the --storage it ran with, or start it without "
+                          "--resume (under another --experiment if MLflow already holds this name)")
     if not resume and state is StudyState.SAVED:
         raise ConfigError(f"--experiment {experiment!r}: a study is already saved in {exp_dir}; "
                           "rerun with --resume to finish it, or choose another --experiment or --storage")
     return state
+
+
+def lock_study(storage: str, experiment: str):
+    """Hold an exclusive lock on the study until this process ends; a one-line error if another driver holds it.
+
+    The lock file sits in the storage folder when it is local, else in the user's cache folder (then it
+    only keeps two drivers on the same machine apart). Returns the open lock file (keep a reference).
+    """
+    import fcntl
+    import hashlib
+
+    if "://" in storage:
+        folder = Path.home() / ".cache" / "deepdiff-tune" / "locks"
+        name = hashlib.sha256(f"{storage}/{experiment}".encode()).hexdigest()[:16] + ".lock"
+    else:
+        folder, name = Path(storage).resolve(), f".{experiment}.lock"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        handle = open(folder / name, "a+")
+    except OSError as err:
+        raise ConfigError(f"--storage {storage}: cannot write there ({err.strerror or type(err).__name__})") from None
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise ConfigError(f"--experiment {experiment!r}: {holder} is already running this study; "
+                          "wait for it to end (or stop it) before starting or resuming it again") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"driver pid {os.getpid()}")
+    handle.flush()
+    return handle
 
 
 def write_manifest(path: Path, manifest: dict[str, Any]) -> None:

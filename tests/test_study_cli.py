@@ -24,8 +24,8 @@ def call(main, args, cwd, capsys, monkeypatch):
     return subprocess.CompletedProcess(args, code, out, err)
 
 
-def assert_one_line_error(proc, *fragments):
-    assert proc.returncode == 2, proc.stdout + proc.stderr
+def assert_one_line_error(proc, *fragments, code=2):
+    assert proc.returncode == code, proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
     assert len(lines) == 1, proc.stderr
@@ -112,7 +112,7 @@ def test_missing_data_files_are_one_error_before_anything_runs(tmp_path):
 
 
 def test_resume_without_a_study_is_an_error(tmp_path):
-    assert_one_line_error(run(["--resume", "--storage", str(tmp_path / "r")], tmp_path), "--resume: no study to resume")
+    assert_one_line_error(run(["--resume", "--storage", str(tmp_path / "r")], tmp_path), "--resume: no study saved in")
 
 
 def test_export_without_a_database_is_an_error(tmp_path, capsys, monkeypatch):
@@ -121,3 +121,81 @@ def test_export_without_a_database_is_an_error(tmp_path, capsys, monkeypatch):
     proc = call(export_best.main, ["--experiment", "nope", "--out", str(tmp_path / "o")], tmp_path, capsys, monkeypatch)
     assert_one_line_error(proc, "no MLflow database")
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("args, fragments", [
+    (["--reduction-factor", "nan"], ["--reduction-factor", "finite"]),
+    (["--cpus-per-trial", "nan"], ["--cpus-per-trial", "finite"]),
+    (["--gpus-per-trial", "inf"], ["--gpus-per-trial", "finite"]),
+])
+def test_numbers_that_would_fail_after_ray_starts_are_refused_first(tmp_path, args, fragments, capsys, monkeypatch):
+    from deepdiff_study import driver
+
+    for dry in ([], ["--dry-run"]):
+        assert_one_line_error(call(driver.main, [*args, *dry, "--storage", str(tmp_path / "r")], tmp_path, capsys, monkeypatch), *fragments)
+    assert not any(tmp_path.iterdir()), "nothing is written for a refused flag"
+
+
+def test_dry_run_checks_the_data_as_the_real_start_does(tmp_path):
+    assert_one_line_error(run(["--data", str(tmp_path / "nowhere"), "--dry-run"], tmp_path), "directory not found")
+    (tmp_path / "only_expr").mkdir()
+    (tmp_path / "only_expr" / "E123.expr.csv").write_text("ENSG1,1\n")
+    assert_one_line_error(run(["--data", str(tmp_path / "only_expr"), "--dry-run"], tmp_path), "E123.train.csv")
+
+
+@pytest.mark.parametrize("uri, fragment", [
+    ("sqlite:////nonexistent-deepdiff/dir/m.db", "folder /nonexistent-deepdiff/dir does not exist"),
+    ("http://127.0.0.1:9", "the MLflow store does not answer"),
+    ("ftp://somewhere", "expected sqlite:///PATH or http"),
+])
+def test_a_store_that_cannot_be_used_is_one_error_before_ray_starts(tmp_path, uri, fragment):
+    import time
+
+    started = time.monotonic()
+    proc = run(["--mlflow-uri", uri, "--storage", str(tmp_path / "r"), "--synthetic-genes", "40"], tmp_path)
+    assert_one_line_error(proc, fragment, code=75)
+    assert time.monotonic() - started < 60
+    assert not Path("/nonexistent-deepdiff").exists()
+    assert "running on Ray" not in proc.stdout
+
+
+def test_two_drivers_on_one_study_the_second_is_refused(tmp_path):
+    from deepdiff_study.resume import lock_study
+
+    held = lock_study(str(tmp_path / "r"), "busy")
+    try:
+        proc = run(["--experiment", "busy", "--storage", str(tmp_path / "r")], tmp_path)
+        assert_one_line_error(proc, "--experiment 'busy'", f"driver pid {__import__('os').getpid()}", "already running")
+        proc = run(["--experiment", "busy", "--storage", str(tmp_path / "r"), "--resume"], tmp_path)
+        assert_one_line_error(proc, "already running")
+    finally:
+        held.close()
+    assert not (tmp_path / "r" / "busy").exists()
+
+
+def test_a_study_that_never_started_can_be_started_again(tmp_path):
+    from deepdiff_study import resume
+
+    exp_dir = tmp_path / "r" / "half"
+    resume.write_manifest(exp_dir / resume.MANIFEST, {"cells": []})  # as left by a failure before Tune saved
+    assert resume.check_start(exp_dir, "half", resume=False) is resume.StudyState.UNSTARTED
+    with pytest.raises(Exception, match="never started; run the same command without --resume"):
+        resume.check_start(exp_dir, "half", resume=True)
+
+
+def test_export_refuses_a_file_an_earlier_export_and_an_empty_experiment(tmp_path, capsys, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    from deepdiff_study import export as export_best
+
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    MlflowClient(uri).create_experiment("empty")
+    (tmp_path / "afile").write_text("x")
+    proc = call(export_best.main, ["--experiment", "empty", "--out", str(tmp_path / "afile"), "--mlflow-uri", uri], tmp_path, capsys, monkeypatch)
+    assert_one_line_error(proc, "is a file")
+    (tmp_path / "old" / "configs").mkdir(parents=True)
+    proc = call(export_best.main, ["--experiment", "empty", "--out", str(tmp_path / "old"), "--mlflow-uri", uri], tmp_path, capsys, monkeypatch)
+    assert_one_line_error(proc, "already holds an export", "--overwrite")
+    proc = call(export_best.main, ["--experiment", "empty", "--out", str(tmp_path / "new"), "--mlflow-uri", uri], tmp_path, capsys, monkeypatch)
+    assert_one_line_error(proc, "no grid-cell runs", "nothing to export")
+    assert not (tmp_path / "new").exists()

@@ -1,0 +1,185 @@
+"""Faults from outside, injected for real into a running study (driver subprocesses, their own local Ray):
+the MLflow server dying mid-study, a Ray worker killed mid-trial, and a reader polling the SQLite store
+while the study writes it. Each ends in one clear line or a clean finish, and nothing is lost or
+duplicated in MLflow."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from ray_session import TUNE_DIR, ray_session, write_tiny_grid  # noqa: F401
+from deepdiff_study.records import Role, study_runs
+
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(folder: Path, port: int) -> subprocess.Popen:
+    """`mlflow server` on 127.0.0.1 (SQLite backend in `folder`), waited for until it answers (60 s at most)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{folder / 'server.db'}",
+         "--default-artifact-root", str(folder / "artifacts"), "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2):
+                return proc
+        except OSError:
+            time.sleep(0.5)
+    stop(proc)
+    raise AssertionError("mlflow server did not start within 60 s")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait(timeout=30)
+
+
+def study_command(tmp: Path, uri: str, experiment: str, *extra: str) -> list[str]:
+    return [sys.executable, str(TUNE_DIR / "run_ablation.py"), "--grid", str(write_tiny_grid(tmp)), "--preset", "quick",
+            "--pairs", "1", "--synthetic-genes", "200", "--storage", str(tmp / "results"), "--mlflow-uri", uri,
+            "--experiment", experiment, *extra]
+
+
+def read_until(proc: subprocess.Popen, ended: int, log: list[str], seconds: float = 240) -> int:
+    """Read the driver's output until `ended` trials have ended (or it exits / time runs out)."""
+    seen, deadline = 0, time.monotonic() + seconds
+    for line in proc.stdout:
+        log.append(line)
+        seen += "trials ended" in line and not line.lstrip().startswith("...")
+        if seen >= ended or time.monotonic() > deadline:
+            break
+    return seen
+
+
+def trial_workers(root: int) -> list[int]:
+    """Processes below `root` (the driver: its local Ray's raylet starts the workers) running a trial now."""
+    rows = [line.split(None, 2) for line in subprocess.run(["ps", "-eo", "pid=,ppid=,args="], capture_output=True,
+                                                           text=True).stdout.splitlines()]
+    children: dict[int, list[int]] = {}
+    args = {}
+    for row in rows:
+        if len(row) == 3:
+            children.setdefault(int(row[1]), []).append(int(row[0]))
+            args[int(row[0])] = row[2]
+    below, todo = [], [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            below.append(child)
+            todo.append(child)
+    return [pid for pid in below if args.get(pid, "").startswith("ray::ImplicitFunc.train")]
+
+
+def trial_ids(uri: str, experiment: str) -> tuple[Counter, list]:
+    client = MlflowClient(uri)
+    exp_id = client.get_experiment_by_name(experiment).experiment_id
+    runs = study_runs(client, exp_id, Role.TRIAL) + study_runs(client, exp_id, Role.GRID_CELL)
+    return Counter(r.data.tags["trial_id"] for r in runs if "trial_id" in r.data.tags), runs
+
+
+def test_the_mlflow_server_dying_mid_study_stops_it_with_one_line_and_resume_finishes_it(tmp_path):
+    port = free_port()
+    uri = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
+    command = study_command(tmp_path, uri, "gone", "--variants", "raw_d,aux", "--aux", "regression",
+                            "--samples", "4", "--max-epochs", "3")
+    server = start_server(tmp_path, port)
+    try:
+        driver = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+        log: list[str] = []
+        assert read_until(driver, 2, log) >= 2, "".join(log)
+    finally:
+        stop(server)  # the store is gone while trials still run
+    out, _ = driver.communicate(timeout=240)
+    log.append(out)
+    text = "".join(log)
+    assert driver.returncode == 75, text
+    errors = [line for line in text.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "--resume" in errors[0], text
+    assert "Traceback" not in text
+
+    server = start_server(tmp_path, port)  # the cause fixed: the same store is back
+    try:
+        resumed = subprocess.run([*command, "--resume"], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300)
+        assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+        ids, runs = trial_ids(uri, "gone")
+        assert len(ids) == 8 and set(ids.values()) == {1}, ids
+        assert all(r.info.status in ("FINISHED", "FAILED") for r in runs)
+    finally:
+        stop(server)
+
+
+def test_a_ray_worker_killed_mid_trial_is_retried_and_the_study_finishes(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    command = study_command(tmp_path, uri, "killed-worker", "--variants", "raw_d", "--samples", "3", "--max-epochs", "4",
+                            "--grace-period", "4", "--max-failures", "2")
+    driver = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    killed, deadline = None, time.monotonic() + 180
+    while killed is None and time.monotonic() < deadline and driver.poll() is None:
+        time.sleep(1)
+        training = trial_workers(driver.pid)  # only this study's Ray: other Ray instances may run on the machine
+        if training:
+            time.sleep(3)  # mid-trial: a few epochs in
+            os.kill(training[0], signal.SIGKILL)
+            killed = training[0]
+    out, _ = driver.communicate(timeout=300)
+    assert killed is not None, out
+    assert driver.returncode == 0, out
+    ids, runs = trial_ids(uri, "killed-worker")
+    assert len(ids) == 3 and set(ids.values()) == {1}, ids
+    trials = [r for r in runs if r.data.tags.get("role") == "trial"]
+    assert all(r.info.status == "FINISHED" and r.data.tags["status"] == "completed" for r in trials)
+    assert any(r.data.tags.get("retries") == "1" for r in trials), "the killed trial was retried"
+
+
+def test_a_reader_polling_the_sqlite_store_never_fails_the_study(ray_session, tmp_path):
+    """`mlflow ui` or a script reading the database from the study's first second on."""
+    from deepdiff_study import driver
+
+    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    stop_reading, reads, failures = threading.Event(), [0], []
+
+    def reader():
+        while not stop_reading.is_set():
+            try:
+                if (tmp_path / "mlruns.db").exists():
+                    client = MlflowClient(uri)
+                    for exp in client.search_experiments():
+                        client.search_runs([exp.experiment_id], max_results=1000)
+                    reads[0] += 1
+            except Exception as err:  # noqa: BLE001 - the reader may fail; the study must not
+                failures.append(repr(err))
+            time.sleep(0.02)
+
+    thread = threading.Thread(target=reader, daemon=True)
+    thread.start()
+    try:
+        args = study_command(tmp_path, uri, "read-while-writing", "--variants", "raw_d,raw_c", "--samples", "3",
+                             "--max-epochs", "2")[2:]
+        assert driver.main(args) == 0
+    finally:
+        stop_reading.set()
+        thread.join(timeout=30)
+    assert reads[0] > 10
+    ids, _ = trial_ids(uri, "read-while-writing")
+    assert len(ids) == 6
