@@ -175,3 +175,10 @@ def test_progress_counts_the_ended_trial_as_ended_and_estimates_the_time_left():
         line = out.getvalue().splitlines()[-1]
         assert f"{i + 1}/4 trials ended" in line and f"{3 - i} running" in line, line
         assert ("left" in line) == (i + 1 == 3), line  # an estimate from 3 ended trials on, none when all ended
+
+
+def test_a_trial_uses_as_many_torch_threads_as_cpus_ray_gave_it():
+    from deepdiff_study.trainable import trial_threads
+
+    assert trial_threads({"CPU": 1.0}) == 1 and trial_threads({"CPU": 4.0}) == 4
+    assert trial_threads({"CPU": 0.5, "GPU": 0.25}) == 1 and trial_threads({}) == 1

@@ -1,0 +1,151 @@
+"""Tune overhead and worker memory over a long study, measured on the real study path (driver, searcher,
+scheduler, tracker, trainable), twice in one command: with the trainable's memory release (the
+default) and without it (the baseline).
+
+    python benchmarks/bench_tune.py [--trials 200] [--genes 100] [--max-epochs 2]
+
+For every trial the trainable's own process logs its wall time, its resident memory after the trial
+and its peak. Printed per run:
+- worker memory: resident MB of each reused worker at its 20th and last trial (flat = within 10%),
+  and the peak per trial;
+- Tune overhead: the span from the first trial's start to the last trial's end, against the ideal =
+  sum of the trials' own wall times / concurrent slots (CPUs / CPUs per trial), and the whole
+  `driver.run` wall (which also holds Ray's start, the data and the closing table).
+Prints tables; asserts nothing. Say what else ran on the machine when you quote it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+GRID = """
+pairs: {1: [E123, E003]}
+variants: [raw_d, raw_c, raw, aux, raw_aux, aux_siamese, raw_aux_siamese]
+aux_modes: [regression]
+margins: [2]
+published: {lr: 1.0e-3, batch_size: 32, dropout: 0.1, level1_hidden: 8, level2_hidden: 4, input_transform: log1p, aux_weight: 1.0, gamma: 4.0}
+search_space:
+  lr:              {kind: log_uniform, low: 1.0e-4, high: 1.0e-2}
+  batch_size:      {kind: choice, values: [16, 32, 64]}
+  dropout:         {kind: uniform, low: 0.0, high: 0.5}
+  level1_hidden:   {kind: choice, values: [4, 8, 16]}
+  level2_hidden:   {kind: choice, values: [4, 8]}
+  input_transform: {kind: choice, values: [raw, log1p]}
+  aux_weight:      {kind: log_uniform, low: 0.1, high: 10.0, applies_to: aux}
+  gamma:           {kind: log_uniform, low: 0.5, high: 16.0, applies_to: siamese}
+presets:
+  bench: {pairs: "1", margins: [2], samples: 1, max_epochs: 2, grace_period: 1, reduction_factor: 2, synthetic_genes: 100}
+"""
+
+
+def rss_mb() -> float:
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def make_train_fn(release: bool, log_path: str):
+    """The study's trainable, with the memory release on or off, logging each trial's numbers."""
+
+    def train_fn(config, pairs, ended=None):
+        import resource
+
+        from deepdiff_study import trainable
+
+        trainable.RELEASE_MEMORY = release
+        started = time.time()
+        try:  # Tune ends a trial it stops (ASHA, max_t) by raising SystemExit in its last report
+            trainable.train_trial(config, pairs, ended)
+        finally:
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            with open(log_path, "a") as fh:
+                fh.write(json.dumps({"pid": os.getpid(), "start": started, "end": time.time(), "rss_mb": rss_mb(),
+                                     "peak_mb": peak, "threads": __import__("torch").get_num_threads()}) + "\n")
+
+    return train_fn
+
+
+def run_study(release: bool, args, folder: Path) -> dict:
+    import ray
+
+    from deepdiff_study import driver
+
+    log = folder / f"trials-{'release' if release else 'baseline'}.jsonl"
+    grid = folder / "grid.yaml"
+    grid.write_text(GRID)
+    samples = max(1, args.trials // 7)
+    flags = ["--grid", str(grid), "--preset", "bench", "--samples", str(samples), "--max-epochs", str(args.max_epochs),
+             "--synthetic-genes", str(args.genes), "--storage", str(folder / "results"),
+             "--mlflow-uri", f"sqlite:///{folder / 'mlruns.db'}", "--experiment", f"bench-{'release' if release else 'baseline'}"]
+    parsed = driver.build_parser().parse_args(flags)
+    started = time.monotonic()
+    if args.verbose:
+        driver.run(parsed, train_fn=make_train_fn(release, str(log)))
+    else:
+        with open(os.devnull, "w") as quiet:
+            stdout, sys.stdout = sys.stdout, quiet
+            try:
+                driver.run(parsed, train_fn=make_train_fn(release, str(log)))
+            finally:
+                sys.stdout = stdout
+    wall = time.monotonic() - started
+    slots = ray.cluster_resources().get("CPU", 1) / parsed.cpus_per_trial
+    ray.shutdown()
+    rows = [json.loads(line) for line in log.read_text().splitlines()]
+    return {"rows": rows, "wall": wall, "slots": slots}
+
+
+def summarise(name: str, run: dict) -> None:
+    rows = sorted(run["rows"], key=lambda r: r["end"])
+    by_pid: dict[int, list[dict]] = {}
+    for r in rows:
+        by_pid.setdefault(r["pid"], []).append(r)
+    busy = sum(r["end"] - r["start"] for r in rows)
+    span = max(r["end"] for r in rows) - min(r["start"] for r in rows)
+    ideal = busy / run["slots"]
+    print(f"\n{name}: {len(rows)} trials, {len(by_pid)} worker processes, {run['slots']:g} slots; "
+          f"torch threads per trial {sorted({r['threads'] for r in rows})}")
+    print(f"  Tune overhead: trial span {span:.1f} s vs ideal {ideal:.1f} s = x{span / ideal:.2f} "
+          f"(driver.run wall {run['wall']:.1f} s, incl. Ray start and data)")
+    print(f"  peak memory per trial: median {statistics.median(r['peak_mb'] for r in rows):.0f} MB, "
+          f"max {max(r['peak_mb'] for r in rows):.0f} MB")
+    for pid, trials in by_pid.items():
+        if len(trials) < 25:
+            print(f"  worker {pid}: {len(trials)} trials (too few to compare trial 20 with the last)")
+            continue
+        at20, last = trials[19]["rss_mb"], trials[-1]["rss_mb"]
+        print(f"  worker {pid}: resident {trials[0]['rss_mb']:.0f} MB after trial 1, {at20:.0f} MB after trial 20, "
+              f"{last:.0f} MB after trial {len(trials)}: x{last / at20:.2f} from trial 20 on")
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--trials", type=int, default=200, help="trials per study (spread over the 7 variants)")
+    p.add_argument("--genes", type=int, default=100, help="genes of the synthetic pair")
+    p.add_argument("--max-epochs", type=int, default=2)
+    p.add_argument("--verbose", action="store_true", help="show the studies' own progress lines")
+    args = p.parse_args()
+    import torch
+
+    print(f"device: {'cuda' if torch.cuda.is_available() else 'cpu'}; {os.cpu_count()} CPUs; "
+          f"load average before: {os.getloadavg()[0]:.2f}")
+    with tempfile.TemporaryDirectory(prefix="bench-tune-") as tmp:
+        runs = {}
+        for release in (False, True):
+            folder = Path(tmp) / ("release" if release else "baseline")
+            folder.mkdir()
+            runs[release] = run_study(release, args, folder)
+        summarise("baseline (no memory release)", runs[False])
+        summarise("release (the default)", runs[True])
+    print(f"\nload average after: {os.getloadavg()[0]:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
