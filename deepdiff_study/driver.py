@@ -220,7 +220,7 @@ def run(args: argparse.Namespace, *, train_fn=None) -> int:
 
         client = MlflowClient(mlflow_uri)
         existing = client.get_experiment_by_name(experiment)
-        if existing is not None and records.study_runs(client, existing.experiment_id, records.Role.GRID_CELL):
+        if existing is not None and records.study_runs(client, existing.experiment_id, records.Kind.GRID_CELL):
             raise ConfigError(f"--experiment {experiment!r}: MLflow at {mlflow_uri} already holds runs of a study of "
                               f"that name (its Tune folder is not in {storage}); choose another --experiment, or "
                               "pass the --storage it ran with and --resume")
@@ -283,11 +283,11 @@ def report(mlflow_uri: str, experiment: str, exp_dir: Path, wall: float, manifes
 
     from deepdiff_study.export import format_table, winners
     from deepdiff_study.progress import clock
-    from deepdiff_study.records import Role, Tag, TrialStatus, best_trials, study_runs
+    from deepdiff_study.records import Kind, Tag, TrialStatus, best_trials, study_runs
 
     client = MlflowClient(mlflow_uri)
     exp_id = client.get_experiment_by_name(experiment).experiment_id
-    statuses = [r.data.tags.get(Tag.STATUS) for r in study_runs(client, exp_id, Role.TRIAL)]
+    statuses = [r.data.tags.get(Tag.STATUS) for r in study_runs(client, exp_id, Kind.TRIAL)]
     counts = {s: statuses.count(s) for s in TrialStatus}
     print(f"\nstudy {experiment!r}: {len(statuses)} trials: {counts[TrialStatus.COMPLETED]} completed, "
           f"{counts[TrialStatus.PRUNED]} stopped early by ASHA, {counts[TrialStatus.FAILED]} failed"

@@ -1,15 +1,15 @@
-"""The study's record in MLflow: names, roles, statuses, the trial-config codec, and the readers.
+"""The study's record in MLflow: names, kinds of run, statuses, the trial-config codec, and the readers.
 
 Imports MLflow and deepdiff's torch-free modules only (never Ray, Optuna or torch), so exporting a
 study's results and reporting on it need nothing of the training stack.
 
 The layout (one MLflow experiment per study):
 
-- one **grid-cell run** per grid cell (tag ``role=grid_cell``): tags `GRID_CELL_TAGS` (grid_cell,
+- one **grid-cell run** per grid cell (tag ``kind=grid_cell``): tags `GRID_CELL_TAGS` (grid_cell,
   variant, pair, pair_name, epigenome_a, epigenome_b, aux_mode, margin, data), metrics best_valid_pcc
   and best_test_pcc (the best trial's) and n_<status> counts; once all its trials ended, its best
   trial's config as params, so the MLflow compare view of grid cells shows them;
-- one **trial run** per Tune trial (tag ``role=trial``), a child of its grid-cell run: tags trial_id,
+- one **trial run** per Tune trial (tag ``kind=trial``), a child of its grid-cell run: tags trial_id,
   status (a `TrialStatus`), status_reason, epoch_status; params: the config fields that apply to its
   variant (`encode_params`); metrics: every `EpochResult` field per epoch with ``step=epoch``.
 
@@ -41,8 +41,8 @@ PARENT_TAG = "mlflow.parentRunId"  # MLflow's own: nests a trial run under its g
 NOTE_TAG = "mlflow.note.content"  # MLflow's own: the run's description in the UI
 
 
-class Role(StrEnum):
-    """What a run of the study's experiment stands for (tag ``role``)."""
+class Kind(StrEnum):
+    """What a run of the study's experiment stands for (tag ``kind``)."""
 
     GRID_CELL = "grid_cell"
     TRIAL = "trial"
@@ -74,7 +74,7 @@ MLFLOW_RUN_STATUS = {TrialStatus.COMPLETED: "FINISHED", TrialStatus.PRUNED: "FIN
 class Tag:
     """Tag names of the study's runs (one spelling each)."""
 
-    ROLE = "role"
+    KIND = "kind"  # what the run stands for: a Kind
     GRID_CELL = "grid_cell"  # the grid cell's key, e.g. p1-aux_siamese-regression-m2
     VARIANT = "variant"
     PAIR = "pair"  # the paper's pair number
@@ -240,12 +240,12 @@ def experiment_id(client: MlflowClient, name: str) -> str:
     return experiment.experiment_id
 
 
-def study_runs(client: MlflowClient, experiment_id: str, role: Role) -> list:
-    """All live runs of the study with the given role (grid-cell runs or trial runs)."""
+def study_runs(client: MlflowClient, experiment_id: str, kind: Kind) -> list:
+    """All live runs of the study of the given kind (grid-cell runs, trial runs, ...)."""
     runs, token = [], None
     while True:
         page = client.search_runs(
-            [experiment_id], filter_string=f"tags.{Tag.ROLE} = '{role}'", run_view_type=ViewType.ACTIVE_ONLY,
+            [experiment_id], filter_string=f"tags.{Tag.KIND} = '{kind}'", run_view_type=ViewType.ACTIVE_ONLY,
             max_results=1000, page_token=token,
         )
         runs.extend(page)
@@ -271,7 +271,7 @@ def ended_trials(tracking_uri: str, experiment: str) -> dict[str, dict[str, Any]
     if found is None:
         return {}
     ended = {}
-    for run in study_runs(client, found.experiment_id, Role.TRIAL):
+    for run in study_runs(client, found.experiment_id, Kind.TRIAL):
         status = _status(run)
         if status is not None and status.ended:
             ended[run.data.tags[Tag.TRIAL_ID]] = {
@@ -292,9 +292,9 @@ def best_trials(tracking_uri: str, experiment: str) -> list[dict[str, Any]]:
     with its best trial: the ended, scored trial with the highest best_valid_pcc."""
     client = open_store(tracking_uri)
     exp_id = experiment_id(client, experiment)
-    parents = {run.data.tags[Tag.GRID_CELL]: run for run in study_runs(client, exp_id, Role.GRID_CELL)}
+    parents = {run.data.tags[Tag.GRID_CELL]: run for run in study_runs(client, exp_id, Kind.GRID_CELL)}
     children: dict[str, list] = {}
-    for run in study_runs(client, exp_id, Role.TRIAL):
+    for run in study_runs(client, exp_id, Kind.TRIAL):
         children.setdefault(run.data.tags[Tag.GRID_CELL], []).append(run)
     rows = []
     for key, parent in parents.items():

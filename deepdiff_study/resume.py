@@ -47,7 +47,7 @@ from typing import Any
 
 from deepdiff.errors import ConfigError
 from deepdiff.results import EpochStatus
-from deepdiff_study.records import Role, Tag, TrialStatus, outcome_of, study_runs
+from deepdiff_study.records import Kind, Tag, TrialStatus, outcome_of, study_runs
 
 MANIFEST = "deepdiff-study.json"  # beside Tune's files: what --resume needs to rebuild the study
 TUNER_FILE = "tuner.pkl"  # written by Tune when the study starts
@@ -184,7 +184,7 @@ def reconcile(client, experiment_id: str, trials: list, *, finish: Callable, for
     tracker's memory of a run deleted here.
     """
     by_id = {t.trial_id: t for t in trials}
-    for run in study_runs(client, experiment_id, Role.TRIAL):
+    for run in study_runs(client, experiment_id, Kind.TRIAL):
         if run.info.status != "RUNNING":
             continue
         trial_id = run.data.tags[Tag.TRIAL_ID]

@@ -27,7 +27,7 @@ from deepdiff_study.records import (
     MLFLOW_RUN_STATUS,
     NOTE_TAG,
     PARENT_TAG,
-    Role,
+    Kind,
     Tag,
     TrialStatus,
     encode_params,
@@ -95,12 +95,12 @@ class MlflowTracker(Callback):
 
     def _load_existing(self) -> None:
         """Index the runs a previous session of this study left (resume)."""
-        for run in study_runs(self._client, self._experiment_id, Role.GRID_CELL):
+        for run in study_runs(self._client, self._experiment_id, Kind.GRID_CELL):
             key = run.data.tags[Tag.GRID_CELL]
             self._parents.setdefault(key, run.info.run_id)
             if run.data.params:
                 self._finished_parents.add(key)
-        for run in study_runs(self._client, self._experiment_id, Role.TRIAL):
+        for run in study_runs(self._client, self._experiment_id, Kind.TRIAL):
             tags, trial_id = run.data.tags, run.data.tags[Tag.TRIAL_ID]
             self._children[trial_id] = run.info.run_id
             self._logged_epoch[trial_id] = int(run.data.metrics.get("epoch", 0))
@@ -162,7 +162,7 @@ class MlflowTracker(Callback):
 
     def _parent(self, key: str) -> str:
         if key not in self._parents:
-            tags = {**self.grid_cells[key], Tag.ROLE: Role.GRID_CELL, Tag.PLANNED_TRIALS: str(self.planned.get(key, 0))}
+            tags = {**self.grid_cells[key], Tag.KIND: Kind.GRID_CELL, Tag.PLANNED_TRIALS: str(self.planned.get(key, 0))}
             run = self.client.create_run(self._experiment_id, tags=tags, run_name=key)
             self._parents[key] = run.info.run_id
         return self._parents[key]
@@ -172,7 +172,7 @@ class MlflowTracker(Callback):
             return self._children[trial.trial_id]
         key = grid_cell_of(trial.config)
         parent = self._parent(key)
-        tags = {**self.grid_cells[key], Tag.ROLE: Role.TRIAL, Tag.TRIAL_ID: trial.trial_id, PARENT_TAG: parent,
+        tags = {**self.grid_cells[key], Tag.KIND: Kind.TRIAL, Tag.TRIAL_ID: trial.trial_id, PARENT_TAG: parent,
                 Tag.STATUS: TrialStatus.RUNNING}
         run = self.client.create_run(self._experiment_id, tags=tags, run_name=f"{key}-{trial.trial_id}")
         run_id = run.info.run_id

@@ -20,7 +20,7 @@ from ray import tune
 from ray_session import TUNE_DIR, by_value, ray_session, write_tiny_grid  # noqa: F401
 from deepdiff.config import applicable_fields, load_config
 from deepdiff_study import driver as run_ablation
-from deepdiff_study.records import Role, decode_params, study_runs
+from deepdiff_study.records import Kind, decode_params, study_runs
 
 by_value(__name__)  # the test trainables below reach Ray workers as code, not as an import of tests/
 
@@ -39,7 +39,7 @@ def study_args(tmp: Path, grid: Path, *extra: str) -> list[str]:
 def runs_of(tmp: Path, experiment: str):
     client = MlflowClient(f"sqlite:///{tmp / 'mlruns.db'}")
     exp_id = client.get_experiment_by_name(experiment).experiment_id
-    return client, study_runs(client, exp_id, Role.GRID_CELL), study_runs(client, exp_id, Role.TRIAL)
+    return client, study_runs(client, exp_id, Kind.GRID_CELL), study_runs(client, exp_id, Kind.TRIAL)
 
 
 @pytest.fixture(scope="module")

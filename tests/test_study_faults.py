@@ -18,7 +18,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from ray_session import TUNE_DIR, ray_session, write_tiny_grid  # noqa: F401
-from deepdiff_study.records import Role, study_runs
+from deepdiff_study.records import Kind, study_runs
 
 pytestmark = pytest.mark.slow
 
@@ -93,7 +93,7 @@ def trial_workers(root: int) -> list[int]:
 def trial_ids(uri: str, experiment: str) -> tuple[Counter, list]:
     client = MlflowClient(uri)
     exp_id = client.get_experiment_by_name(experiment).experiment_id
-    runs = study_runs(client, exp_id, Role.TRIAL) + study_runs(client, exp_id, Role.GRID_CELL)
+    runs = study_runs(client, exp_id, Kind.TRIAL) + study_runs(client, exp_id, Kind.GRID_CELL)
     return Counter(r.data.tags["trial_id"] for r in runs if "trial_id" in r.data.tags), runs
 
 
@@ -147,7 +147,7 @@ def test_a_ray_worker_killed_mid_trial_is_retried_and_the_study_finishes(tmp_pat
     assert driver.returncode == 0, out
     ids, runs = trial_ids(uri, "killed-worker")
     assert len(ids) == 3 and set(ids.values()) == {1}, ids
-    trials = [r for r in runs if r.data.tags.get("role") == "trial"]
+    trials = [r for r in runs if r.data.tags.get("kind") == "trial"]
     assert all(r.info.status == "FINISHED" and r.data.tags["status"] == "completed" for r in trials)
     assert any(r.data.tags.get("retries") == "1" for r in trials), "the killed trial was retried"
 
