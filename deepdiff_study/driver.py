@@ -13,6 +13,7 @@ Kill it at any time and rerun with --resume to finish the study.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import math
 import os
@@ -96,6 +97,8 @@ def resolve(args: argparse.Namespace, grid: Grid) -> tuple[list[GridCell], Study
     if args.max_failures < 0:
         raise ConfigError("--max-failures: expected a whole number >= 0")
     cells = grid.grid_cells(pick("pairs", "pairs"), args.variants, args.aux, pick("margins", "margins"))
+    if not args.data:  # synthetic data stands in for each selected pair, under a name of its own
+        cells = [dataclasses.replace(c, pair=c.pair.synthetic()) for c in cells]
     settings = StudySettings(sizes["samples"], sizes["max_epochs"], sizes["grace_period"], float(factor), seed=args.seed)
     return cells, settings, sizes
 
@@ -202,7 +205,7 @@ def run(args: argparse.Namespace, *, train_fn=None) -> int:
             "experiment": experiment, "mlflow_uri": args.mlflow_uri or default_mlflow_uri(),
             "grid": str(Path(args.grid).resolve()), "sizes": sizes, "seed": args.seed,
             "data": str(Path(args.data).resolve()) if args.data else None,
-            "pairs": sorted({(c.pair.number, c.pair.epigenome_a, c.pair.epigenome_b) for c in cells}),
+            "pairs": sorted({(c.pair.number, c.pair.epigenome_a, c.pair.epigenome_b, c.pair.imitates) for c in cells}),
             "cells": [c.key for c in cells],
         }
     quiet_logs()
@@ -295,11 +298,12 @@ def report(mlflow_uri: str, experiment: str, exp_dir: Path, wall: float, manifes
           + f"; wall time {clock(wall)}\n")
     order = {key: i for i, key in enumerate(manifest["cells"])}
     rows = sorted(best_trials(mlflow_uri, experiment), key=lambda r: order.get(r["grid_cell"], len(order)))
-    for number, a, b in manifest["pairs"]:
-        data = next((r["data"] for r in rows if r["pair"] == number and r["data"]), None) or {}
-        where = (f"synthetic data ({data['synthetic']['genes']} genes, seed {data['synthetic']['seed']}) in {data['dir']}"
-                 if data.get("synthetic") else f"the files in {data.get('dir', manifest['data'])}")
-        print(f"pair {number} {a}-{b}: {where}")
+    for pair in (Pair(*p) for p in manifest["pairs"]):
+        data = next((r["data"] for r in rows if r["pair"] == pair.number and r["data"]), None) or {}
+        where = (f"synthetic data standing in for {pair.imitates} ({data['synthetic']['genes']} genes, seed "
+                 f"{data['synthetic']['seed']}) in {data['dir']}" if data.get("synthetic")
+                 else f"the files in {data.get('dir', manifest['data'])}")
+        print(f"pair {pair.number} {pair.name}: {where}")
     print()
     print(format_table(rows, winners=winners(rows)))
     print("* best grid cell of its variant and pair (by valid PCC)")

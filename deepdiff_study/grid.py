@@ -39,10 +39,15 @@ class Pair:
     number: int  # the paper's pair number (Table 6), 1-based
     epigenome_a: str  # cell type A by its epigenome id (e.g. E123); diff = B - A
     epigenome_b: str
+    imitates: str | None = None  # a synthetic stand-in: the name of the real pair it takes the place of
 
     @property
     def name(self) -> str:
         return f"{self.epigenome_a}-{self.epigenome_b}"
+
+    def synthetic(self) -> "Pair":
+        """The synthetic stand-in of this pair: never named like a real epigenome (``syn1A-syn1B``)."""
+        return Pair(self.number, f"syn{self.number}A", f"syn{self.number}B", imitates=self.name)
 
 
 @dataclass(frozen=True)

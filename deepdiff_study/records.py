@@ -83,6 +83,7 @@ class Tag:
     EPIGENOME_B = "epigenome_b"
     AUX_MODE = "aux_mode"
     MARGIN = "margin"
+    IMITATES = "imitates"  # a synthetic pair: the real pair it stands in for
     DATA = "data"  # JSON: the data section of `deepdiff train --config` (dir, cell_a, cell_b, synthetic)
     PLANNED_TRIALS = "planned_trials"
     TRIALS_ENDED = "trials_ended"
@@ -103,13 +104,17 @@ EPOCH_ERROR = "error"  # Tag.EPOCH_STATUS of a trial that raised (no epoch statu
 
 
 def grid_cell_tags(cell: GridCell) -> dict[str, str]:
-    """The grid cell as string tags (`GRID_CELL_TAGS`; aux_mode / margin "-" where they do not apply)."""
-    return {
+    """The grid cell as string tags (`GRID_CELL_TAGS`; aux_mode / margin "-" where they do not apply;
+    ``imitates`` on a synthetic pair)."""
+    tags = {
         Tag.GRID_CELL: cell.key, Tag.VARIANT: cell.variant, Tag.PAIR: str(cell.pair.number),
         Tag.PAIR_NAME: cell.pair.name, Tag.EPIGENOME_A: cell.pair.epigenome_a, Tag.EPIGENOME_B: cell.pair.epigenome_b,
         Tag.AUX_MODE: cell.aux_mode or NOT_APPLICABLE,
         Tag.MARGIN: NOT_APPLICABLE if cell.margin is None else f"{cell.margin:g}",
     }
+    if cell.pair.imitates:
+        tags[Tag.IMITATES] = cell.pair.imitates
+    return tags
 
 
 def data_tag(data_dir: str | Path, cell_a: str, cell_b: str, synthetic: dict[str, Any] | None) -> str:

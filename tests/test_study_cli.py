@@ -61,6 +61,7 @@ def test_dry_run_of_the_quick_start_covers_every_cell_shape(tmp_path):
     for variant in ("raw_d", "raw_c", "raw", "aux", "raw_aux", "aux_siamese", "raw_aux_siamese"):
         assert f" {variant} " in proc.stdout
     assert "classification" in proc.stdout and "regression" in proc.stdout
+    assert "syn1A-syn1B" in proc.stdout and "E123" not in proc.stdout  # synthetic data, named as such
 
 
 def test_dry_run_sub_grid_and_flags_over_preset(tmp_path):

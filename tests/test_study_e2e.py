@@ -63,7 +63,9 @@ def test_one_parent_run_per_grid_cell_and_one_child_run_per_trial(tiny_study):
     for parent in parents:
         tags = parent.data.tags
         assert parent.info.status == "FINISHED"
-        assert {k: tags[k] for k in ("pair", "epigenome_a", "epigenome_b")} == {"pair": "1", "epigenome_a": "E123", "epigenome_b": "E003"}
+        # synthetic data never carries a real epigenome's name; the pair it stands in for is a tag
+        assert {k: tags[k] for k in ("pair", "epigenome_a", "epigenome_b", "imitates")} == {
+            "pair": "1", "epigenome_a": "syn1A", "epigenome_b": "syn1B", "imitates": "E123-E003"}
         assert (tags["variant"], tags["aux_mode"], tags["margin"]) in {
             ("raw_d", "-", "-"), ("aux", "regression", "-"), ("aux_siamese", "regression", "1")}
         mine = [c for c in children if c.data.tags["mlflow.parentRunId"] == parent.info.run_id]
@@ -253,7 +255,7 @@ def test_a_crashed_trial_is_retried_from_its_checkpoint_and_ends_as_if_never_int
     assert sorted(logged) == [1, 2, 3, 4]
 
     model_cfg, train_cfg = decode_params(run.data.params)
-    data = load_pair(json.loads(run.data.tags["data"])["dir"], "E123", "E003")
+    data = load_pair(json.loads(run.data.tags["data"])["dir"], "syn1A", "syn1B")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
