@@ -24,6 +24,7 @@ from deepdiff.errors import ConfigError, DeepDiffError
 from deepdiff_study.grid import PAPER_GRID, Grid, GridCell, Pair, load_grid
 from deepdiff_study.plan import StudySettings, plan_grid_cells
 from deepdiff_study.records import DEFAULT_EXPERIMENT, default_mlflow_uri
+from deepdiff_study.storage import StudyStorage
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -49,7 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--data", metavar="DIR", help="folder with the paper's files (E123.train.csv ...); default: synthetic pairs")
     d.add_argument("--synthetic-genes", type=int, help="genes per synthetic pair")
     r = p.add_argument_group("where results go")
-    r.add_argument("--storage", default="tune_results", metavar="DIR", help="Tune results folder (default ./tune_results)")
+    r.add_argument("--storage", default="tune_results", metavar="DIR|URI",
+                   help="Tune results: a folder (default ./tune_results) or a URI every node reaches, e.g. s3://bucket/prefix")
     r.add_argument("--experiment", default=None, help="study name: Tune run and MLflow experiment (default deepdiff-ablation)")
     r.add_argument("--mlflow-uri", help="MLflow tracking URI (default sqlite:///mlruns.db in this folder)")
     r.add_argument("--resume", action="store_true", help="finish the study saved under --storage/--experiment")
@@ -146,7 +148,7 @@ def trial_dirname(trial) -> str:
     return f"{grid_cell_of(trial.config)}-{trial.trial_id}"
 
 
-def make_tuner(trainable, plans, settings: StudySettings, *, storage: Path, name: str, callbacks: list, max_failures: int):
+def make_tuner(trainable, plans, settings: StudySettings, *, storage: StudyStorage, name: str, callbacks: list, max_failures: int):
     """One Tuner for the whole study: per-grid-cell Optuna behind `GridCellSearcher`, per-grid-cell ASHA
     behind `GridCellScheduler`."""
     from ray import tune
@@ -168,7 +170,7 @@ def make_tuner(trainable, plans, settings: StudySettings, *, storage: Path, name
         ),
         run_config=tune.RunConfig(
             # result.json is what the scheduler replays after a resume; progress.csv is for people.
-            name=name, storage_path=str(storage), callbacks=[*callbacks, JsonLoggerCallback(), CSVLoggerCallback()], verbose=0,
+            name=name, **storage.tune_kwargs(), callbacks=[*callbacks, JsonLoggerCallback(), CSVLoggerCallback()], verbose=0,
             failure_config=tune.FailureConfig(max_failures=max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
         ),
@@ -182,8 +184,8 @@ def run(args: argparse.Namespace, *, train_fn=None) -> int:
     from deepdiff_study import records, resume
 
     experiment = args.experiment or DEFAULT_EXPERIMENT
-    storage = Path(args.storage).resolve()
-    exp_dir = storage / experiment
+    storage = StudyStorage.parse(args.storage)
+    exp_dir = storage.experiment_dir(experiment)
     manifest_path = exp_dir / resume.MANIFEST
     resume.check_start(exp_dir, experiment, resume=args.resume)
 
@@ -207,7 +209,7 @@ def run(args: argparse.Namespace, *, train_fn=None) -> int:
     pairs = [Pair(*p) for p in manifest["pairs"]]
 
     # Data first: a missing file is one clear error before Ray, MLflow or Tune start.
-    sources = pair_files.pair_sources(pairs, data_dir=manifest["data"], synthetic_root=storage / "synthetic",
+    sources = pair_files.pair_sources(pairs, data_dir=manifest["data"], synthetic_root=storage.local_dir / "synthetic",
                                       genes=manifest["sizes"]["synthetic_genes"], seed=manifest["seed"])
     pair_files.check_files(sources)
     if not args.resume:
@@ -220,8 +222,8 @@ def run(args: argparse.Namespace, *, train_fn=None) -> int:
                               "that name; choose another --experiment (or --resume the study it belongs to)")
     started = time.monotonic()
     print(f"preparing data for {len(pairs)} pair(s)" + ("" if manifest["data"] else
-          f" (synthetic, {manifest['sizes']['synthetic_genes']} genes each, in {storage / 'synthetic'})"), flush=True)
-    pair_data = pair_files.load_sources(sources, cache_dir=storage / "cache")
+          f" (synthetic, {manifest['sizes']['synthetic_genes']} genes each, in {storage.local_dir / 'synthetic'})"), flush=True)
+    pair_data = pair_files.load_sources(sources, cache_dir=storage.local_dir / "cache")
 
     start_ray(args.address)
     import ray
@@ -261,7 +263,7 @@ def run(args: argparse.Namespace, *, train_fn=None) -> int:
     return report(mlflow_uri, experiment, exp_dir, wall, manifest)
 
 
-def report(mlflow_uri: str, experiment: str, exp_dir: Path, wall: float, manifest: dict) -> int:
+def report(mlflow_uri: str, experiment: str, exp_dir, wall: float, manifest: dict) -> int:
     """The closing summary: best PCC per grid cell in plan order (the winner of each variant and pair
     marked), trial counts, the data, where everything is and how to look at it."""
     from mlflow.tracking import MlflowClient
