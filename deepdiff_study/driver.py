@@ -293,7 +293,10 @@ def report(mlflow_uri: str, experiment: str, exp_dir, wall: float, manifest: dic
     db = mlflow_uri[len("sqlite:///"):] if mlflow_uri.startswith("sqlite:///") else None
     print(f"\nMLflow:        {mlflow_uri}" + (f"  (database file {db})" if db else ""))
     print(f"Tune results:  {exp_dir}  (rerun with --resume to finish an interrupted study)")
-    print(f"Look at it:    mlflow ui --backend-store-uri {mlflow_uri}   then open http://127.0.0.1:5000,")
+    if mlflow_uri.startswith(("http://", "https://")):  # a tracking server (on a cluster: reached through a tunnel)
+        print(f"Look at it:    open {mlflow_uri} (the head's server: `ray attach cluster.yaml -p 5000`, then http://127.0.0.1:5000),")
+    else:
+        print(f"Look at it:    mlflow ui --backend-store-uri {mlflow_uri}   then open http://127.0.0.1:5000,")
     print("               switch to 'Model training' (top left) if MLflow opens its GenAI view, click experiment")
     print(f"               {experiment!r}; tick grid-cell runs and press Compare (params = each one's best trial).")
     print(f"Export:        python tune/export_best.py --experiment {experiment} --out best_configs"
