@@ -39,7 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--variants", help="comma-separated variants (default all seven)")
     g.add_argument("--aux", help="aux modes for the aux variants: regression,classification (default both)")
     g.add_argument("--margins", help="contrastive margins for the siamese variants, e.g. 0.5,1,2,4")
-    g.add_argument("--dry-run", action="store_true", help="print the grid cells and planned trials; train nothing")
+    g.add_argument("--dry-run", action="store_true", help="print the grid cells and planned trials; train nothing "
+                   "(with --address: also trials at once and GPU/CPU-hours from a short calibration on the cluster)")
     s = p.add_argument_group("search and ASHA")
     s.add_argument("--samples", type=int, help="trials per grid cell, the published setting first")
     s.add_argument("--max-epochs", type=int, help="epochs of a trial that is never stopped early")
@@ -177,6 +178,38 @@ def make_tuner(trainable, plans, settings: StudySettings, *, storage: StudyStora
     )
 
 
+def trial_gpus(args: argparse.Namespace) -> float:
+    """--gpus-per-trial, or 0.25 when the (connected) cluster has GPUs, else 0."""
+    import ray
+
+    if args.gpus_per_trial is not None:
+        return args.gpus_per_trial
+    return 0.25 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
+
+
+def estimate_cost(args: argparse.Namespace, grid: Grid, cells: list[GridCell], settings: StudySettings, sizes: dict) -> None:
+    """--dry-run --address: trials at once on the cluster and the GPU-/CPU-hours of the study, from a short
+    calibration run there (`deepdiff_study.calibrate`)."""
+    from deepdiff_study import calibrate
+    from deepdiff_study import pairs as pair_files
+
+    plans = plan_grid_cells(grid, cells, settings)
+    if args.data:
+        pair_files.check_files(pair_files.pair_sources(sorted({c.pair for c in cells}, key=lambda p: p.number), data_dir=args.data,
+                                                       synthetic_root=".", genes=sizes["synthetic_genes"]))
+    genes = calibrate.study_genes(args.data, plans, sizes["synthetic_genes"])
+    start_ray(args.address)
+    import ray
+
+    gpus = trial_gpus(args)
+    print(f"\ncalibrating on the cluster at {args.address}: {len({p.cell.variant for p in plans})} variant(s), "
+          f"{calibrate.CALIBRATION_EPOCHS} epochs each (waits for the autoscaler if no node fits a trial yet)", flush=True)
+    measured = calibrate.calibrate(plans, min(genes, calibrate.CALIBRATION_GENES_MAX), cpus=args.cpus_per_trial,
+                                   gpus=gpus, seed=args.seed)
+    nodes = [n["Resources"] for n in ray.nodes() if n["Alive"]]
+    calibrate.print_estimate(plans, settings, measured, genes=genes, nodes=nodes, cpus=args.cpus_per_trial, gpus=gpus)
+
+
 def run(args: argparse.Namespace, *, train_fn=None) -> int:
     """The study the flags describe (or the saved one, with --resume); `train_fn`: the trial function
     (default `deepdiff_study.trainable.train_trial`)."""
@@ -232,9 +265,7 @@ def run(args: argparse.Namespace, *, train_fn=None) -> int:
     from deepdiff_study.progress import ProgressLine
     from deepdiff_study.tracker import MlflowTracker
 
-    gpus = args.gpus_per_trial
-    if gpus is None:
-        gpus = 0.25 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
+    gpus = trial_gpus(args)
     refs = {number: ray.put(data) for number, data in pair_data.items()}
     del pair_data
     ended = records.ended_trials(mlflow_uri, experiment) if args.resume else {}
@@ -308,8 +339,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.dry_run:
-            cells, settings, sizes = resolve(args, load_grid(args.grid))
+            grid = load_grid(args.grid)
+            cells, settings, sizes = resolve(args, grid)
             print_plan(cells, settings, sizes["preset"])
+            if args.address:
+                estimate_cost(args, grid, cells, settings, sizes)
             return 0
         return run(args)
     except DeepDiffError as err:

@@ -88,6 +88,9 @@ def main(workdir: Path, study_flags: list[str]) -> dict:
     try:
         workers = [cluster.add_node(num_cpus=2, num_gpus=1) for _ in range(2)]
         cluster.wait_for_nodes()
+        # The cost estimate first (--dry-run with --address: a calibration as Ray tasks on the cluster).
+        dry_run = driver.main([*study_flags, "--dry-run", "--address", cluster.address, "--data", str(data_dir)])
+        print(f"dry run exit {dry_run}", flush=True)
         args = driver.build_parser().parse_args([
             *study_flags, "--address", cluster.address, "--data", str(data_dir), "--storage", str(storage),
             "--mlflow-uri", f"sqlite:///{workdir / 'mlruns.db'}",

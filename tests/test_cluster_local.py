@@ -4,6 +4,7 @@ trains on the CPU (no CUDA here) through `pick_device`, the pair reaches other n
 object store only, and MLflow and Tune hold the whole study afterwards."""
 
 import json
+import re
 import os
 import subprocess
 import sys
@@ -96,3 +97,16 @@ def test_mlflow_and_tune_hold_every_trial(study):
     state = max((tmp / "results" / "multinode").glob("experiment_state-*.json"))
     trials = [json.loads(t) if isinstance(t, str) else t for t, _ in json.loads(state.read_text())["trial_data"]]
     assert {t["status"] for t in trials} == {"TERMINATED"} and len(trials) == SAMPLES
+
+
+def test_dry_run_on_the_cluster_packs_and_calibrates_there(study):
+    """--dry-run --address (run by the script before the study): trials at once from the nodes' resources
+    and --gpus/--cpus-per-trial, and a calibration run as a Ray task with a trial's resources."""
+    _, _, out = study
+    assert "dry run exit 0" in out
+    assert "3 node(s); 0.25 CPU + 0.5 GPU per trial -> 4 trial(s) at once" in out  # 2 per GPU node, 0 on the head
+    row = re.search(r"^raw_d\s+cpu \(0\)\s+([\d.e-]+)\s+1\s+([\d.e-]+)\s+([\d.e-]+)$", out, re.M)
+    assert row, out  # measured on a worker with Ray GPU 0 assigned, on the CPU (no CUDA here)
+    seconds, most = float(row.group(1)), float(row.group(2))
+    assert seconds > 0 and most == pytest.approx(SAMPLES * 2 * seconds * GPUS_PER_TRIAL / 3600, rel=1e-3)
+    assert re.search(r"estimate: [\d.e-]+ GPU-hours with ASHA pruning", out)
