@@ -20,6 +20,7 @@ from ray_session import REPO_ROOT
 CLUSTER_YAML = REPO_ROOT / "cluster.yaml"
 REMOTE_REPO = "/home/ray/deepdiff-tune"
 RAY_PROVIDED_ENV = {"RAY_HEAD_IP"}  # set by the cluster launcher in worker start commands
+DOCS = [p for p in (REPO_ROOT / "CLUSTER-README.md", REPO_ROOT / "README.md") if p.is_file()]
 
 
 @pytest.fixture(scope="module")
@@ -135,3 +136,32 @@ def test_the_head_s_data_copy_is_valid_python(config):
     argv = words(command)
     compile(argv[2], "head_setup_commands", "exec")
     assert argv[3] == "$DEEPDIFF_BUCKET/deepdiffchrome"
+
+
+def study_commands(text: str) -> list[list[str]]:
+    """Every `run_ablation.py` / `deepdiff-ablation` command line in a document (continuations joined)."""
+    text = text.replace("\\\n", " ")
+    found = []
+    for line in text.splitlines():
+        for marker in ("tune/run_ablation.py", "deepdiff-ablation "):
+            if marker in line and not line.lstrip().startswith(("#", "|", "-", "*")):
+                tail = line.split(marker, 1)[1]
+                for end in ("#", "`", "'"):  # a comment, the end of inline code, the end of `bash -c '...'`
+                    tail = tail.split(end, 1)[0]
+                found.append(shlex.split(tail))
+    return found
+
+
+@pytest.mark.skipif(not DOCS, reason="no cluster how-to")
+def test_every_study_command_in_the_how_to_uses_existing_flags():
+    from deepdiff_study import driver
+
+    known = {opt for action in driver.build_parser()._actions for opt in action.option_strings}
+    text = "\n".join(p.read_text() for p in DOCS)
+    commands = study_commands(text)
+    assert any("--address" in c and "--dry-run" in c for c in commands), "the how-to shows the cluster dry run"
+    assert any("--storage" in c and "--resume" in c for c in commands), "and the resume"
+    assert all("--address" in c for c in commands if "--storage" in c), "a study on the cluster joins it"
+    for argv in commands:
+        flags = {a.split("=")[0] for a in argv if a.startswith("--")}
+        assert flags <= known, (argv, flags - known)
