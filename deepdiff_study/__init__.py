@@ -8,6 +8,7 @@ The study layer of the distribution ``deepdiff-tune`` (installed with the ``tune
 - `plan`        run settings and one plan per grid cell                          (grid, records)
 - `pairs`       the selected pairs' data: real files or synthetic               (deepdiff.data)
 - `export`      best config per grid cell out of MLflow -> files                 (records)
+- `storage`     --storage: a local folder or a URI every node reaches (s3://...) (pyarrow)
 - `ray_private` every Ray/Optuna internal used, in one marked block
 - `resume`      the resume story, told in its docstring, and its mechanics       (records; Ray at call time)
 - `searcher`    per-grid-cell Optuna behind one Tune Searcher                    (Ray, Optuna, plan)
@@ -15,5 +16,6 @@ The study layer of the distribution ``deepdiff-tune`` (installed with the ``tune
 - `trainable`   the Ray trainable around deepdiff.train.fit                      (Ray, torch, resume)
 - `tracker`     the MLflow writer (a Tune callback, on the driver)               (Ray, records, resume)
 - `progress`    the progress lines (a Tune callback)                             (Ray, records)
+- `calibrate`   --dry-run --address: trials at once, measured GPU-/CPU-hours     (Ray at call time, plan)
 - `driver`      flags -> study -> Tuner -> closing table (`tune/run_ablation.py`) (everything above)
 """

@@ -25,6 +25,7 @@ from deepdiff.errors import ConfigError, DeepDiffError
 from deepdiff_study.grid import PAPER_GRID, Grid, GridCell, Pair, load_grid
 from deepdiff_study.plan import StudySettings, plan_grid_cells
 from deepdiff_study.records import DEFAULT_EXPERIMENT, default_mlflow_uri
+from deepdiff_study.storage import StudyStorage
 from deepdiff_study.store import StoreError
 
 EXIT_USAGE = 2  # a flag, a grid file, the data or the study folder: nothing was started
@@ -41,7 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--variants", help="comma-separated variants (default all seven)")
     g.add_argument("--aux", help="aux modes for the aux variants: regression,classification (default both)")
     g.add_argument("--margins", help="contrastive margins for the siamese variants, e.g. 0.5,1,2,4")
-    g.add_argument("--dry-run", action="store_true", help="print the grid cells and planned trials; train nothing")
+    g.add_argument("--dry-run", action="store_true", help="print the grid cells and planned trials; train nothing "
+                   "(with --address: also trials at once and GPU/CPU-hours from a short calibration on the cluster)")
     s = p.add_argument_group("search and ASHA")
     s.add_argument("--samples", type=int, help="trials per grid cell, the published setting first")
     s.add_argument("--max-epochs", type=int, help="epochs of a trial that is never stopped early")
@@ -52,7 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--data", metavar="DIR", help="folder with the paper's files (E123.train.csv ...); default: synthetic pairs")
     d.add_argument("--synthetic-genes", type=int, help="genes per synthetic pair")
     r = p.add_argument_group("where results go")
-    r.add_argument("--storage", default="tune_results", metavar="DIR", help="Tune results folder (default ./tune_results)")
+    r.add_argument("--storage", default="tune_results", metavar="DIR|URI",
+                   help="Tune results: a folder (default ./tune_results) or a URI every node reaches, e.g. s3://bucket/prefix")
     r.add_argument("--experiment", default=None, help="study name: Tune run and MLflow experiment (default deepdiff-ablation)")
     r.add_argument("--mlflow-uri", help="MLflow tracking URI (default sqlite:///mlruns.db in this folder)")
     r.add_argument("--resume", action="store_true", help="finish the study saved under --storage/--experiment")
@@ -151,7 +154,7 @@ def trial_dirname(trial) -> str:
     return f"{grid_cell_of(trial.config)}-{trial.trial_id}"
 
 
-def make_tuner(trainable, plans, settings: StudySettings, *, storage: Path, name: str, callbacks: list, max_failures: int):
+def make_tuner(trainable, plans, settings: StudySettings, *, storage: StudyStorage, name: str, callbacks: list, max_failures: int):
     """One Tuner for the whole study: per-grid-cell Optuna behind `GridCellSearcher`, per-grid-cell ASHA
     behind `GridCellScheduler`."""
     from ray import tune
@@ -173,11 +176,39 @@ def make_tuner(trainable, plans, settings: StudySettings, *, storage: Path, name
         ),
         run_config=tune.RunConfig(
             # result.json is what the scheduler replays after a resume; progress.csv is for people.
-            name=name, storage_path=str(storage), callbacks=[*callbacks, JsonLoggerCallback(), CSVLoggerCallback()], verbose=0,
+            name=name, **storage.tune_kwargs(), callbacks=[*callbacks, JsonLoggerCallback(), CSVLoggerCallback()], verbose=0,
             failure_config=tune.FailureConfig(max_failures=max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
         ),
     )
+
+
+def trial_gpus(args: argparse.Namespace) -> float:
+    """--gpus-per-trial, or 0.25 when the (connected) cluster has GPUs, else 0."""
+    import ray
+
+    if args.gpus_per_trial is not None:
+        return args.gpus_per_trial
+    return 0.25 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
+
+
+def estimate_cost(args: argparse.Namespace, grid: Grid, cells: list[GridCell], settings: StudySettings, sizes: dict) -> None:
+    """--dry-run --address: trials at once on the cluster and the GPU-/CPU-hours of the study, from a short
+    calibration run there (`deepdiff_study.calibrate`)."""
+    from deepdiff_study import calibrate
+
+    plans = plan_grid_cells(grid, cells, settings)
+    genes = calibrate.study_genes(args.data, plans, sizes["synthetic_genes"])
+    start_ray(args.address)
+    import ray
+
+    gpus = trial_gpus(args)
+    print(f"\ncalibrating on the cluster at {args.address}: {len({p.cell.variant for p in plans})} variant(s), "
+          f"{calibrate.CALIBRATION_EPOCHS} epochs each (waits for the autoscaler if no node fits a trial yet)", flush=True)
+    measured = calibrate.calibrate(plans, min(genes, calibrate.CALIBRATION_GENES_MAX), cpus=args.cpus_per_trial,
+                                   gpus=gpus, seed=args.seed)
+    nodes = [n["Resources"] for n in ray.nodes() if n["Alive"]]
+    calibrate.print_estimate(plans, settings, measured, genes=genes, nodes=nodes, cpus=args.cpus_per_trial, gpus=gpus)
 
 
 def run(args: argparse.Namespace, *, train_fn=None) -> int:
@@ -187,8 +218,8 @@ def run(args: argparse.Namespace, *, train_fn=None) -> int:
     from deepdiff_study import records, resume, store
 
     experiment = args.experiment or DEFAULT_EXPERIMENT
-    storage = Path(args.storage).resolve()
-    exp_dir = storage / experiment
+    storage = StudyStorage.parse(args.storage)
+    exp_dir = storage.experiment_dir(experiment)
     manifest_path = exp_dir / resume.MANIFEST
     if not args.resume:  # every flag is checked before anything is written
         grid = load_grid(args.grid)
@@ -213,7 +244,7 @@ def run(args: argparse.Namespace, *, train_fn=None) -> int:
     pairs = [Pair(*p) for p in manifest["pairs"]]
 
     # Data and store first: a missing file or a dead store is one clear error before Ray or Tune start.
-    sources = pair_files.pair_sources(pairs, data_dir=manifest["data"], synthetic_root=storage / "synthetic",
+    sources = pair_files.pair_sources(pairs, data_dir=manifest["data"], synthetic_root=storage.local_dir / "synthetic",
                                       genes=manifest["sizes"]["synthetic_genes"], seed=manifest["seed"])
     pair_files.check_files(sources)
     store.check_store(mlflow_uri)
@@ -229,8 +260,8 @@ def run(args: argparse.Namespace, *, train_fn=None) -> int:
                               "pass the --storage it ran with and --resume")
     started = time.monotonic()
     print(f"preparing data for {len(pairs)} pair(s)" + ("" if manifest["data"] else
-          f" (synthetic, {manifest['sizes']['synthetic_genes']} genes each, in {storage / 'synthetic'})"), flush=True)
-    pair_data = pair_files.load_sources(sources, cache_dir=storage / "cache")
+          f" (synthetic, {manifest['sizes']['synthetic_genes']} genes each, in {storage.local_dir / 'synthetic'})"), flush=True)
+    pair_data = pair_files.load_sources(sources, cache_dir=storage.local_dir / "cache")
 
     start_ray(args.address)
     import ray
@@ -239,9 +270,7 @@ def run(args: argparse.Namespace, *, train_fn=None) -> int:
     from deepdiff_study.progress import ProgressLine
     from deepdiff_study.tracker import MlflowTracker
 
-    gpus = args.gpus_per_trial
-    if gpus is None:
-        gpus = 0.25 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
+    gpus = trial_gpus(args)
     refs = {number: ray.put(data) for number, data in pair_data.items()}
     del pair_data
     ended = records.ended_trials(mlflow_uri, experiment) if args.resume else {}
@@ -279,7 +308,7 @@ def run(args: argparse.Namespace, *, train_fn=None) -> int:
     return report(mlflow_uri, experiment, exp_dir, wall, manifest)
 
 
-def report(mlflow_uri: str, experiment: str, exp_dir: Path, wall: float, manifest: dict) -> int:
+def report(mlflow_uri: str, experiment: str, exp_dir, wall: float, manifest: dict) -> int:
     """The closing summary: best PCC per grid cell in plan order (the winner of each variant and pair
     marked), trial counts, the data, where everything is and how to look at it."""
     from mlflow.tracking import MlflowClient
@@ -310,7 +339,10 @@ def report(mlflow_uri: str, experiment: str, exp_dir: Path, wall: float, manifes
     db = mlflow_uri[len("sqlite:///"):] if mlflow_uri.startswith("sqlite:///") else None
     print(f"\nMLflow:        {mlflow_uri}" + (f"  (database file {db})" if db else ""))
     print(f"Tune results:  {exp_dir}  (rerun with --resume to finish an interrupted study)")
-    print(f"Look at it:    mlflow ui --backend-store-uri {mlflow_uri}   then open http://127.0.0.1:5000,")
+    if mlflow_uri.startswith(("http://", "https://")):  # a tracking server (on a cluster: reached through a tunnel)
+        print(f"Look at it:    open {mlflow_uri} (the head's server: `ray attach cluster.yaml -p 5000`, then http://127.0.0.1:5000),")
+    else:
+        print(f"Look at it:    mlflow ui --backend-store-uri {mlflow_uri}   then open http://127.0.0.1:5000,")
     print("               switch to 'Model training' (top left) if MLflow opens its GenAI view, click experiment")
     print(f"               {experiment!r}; tick grid-cell runs and press Compare (params = each one's best trial).")
     print(f"Export:        python tune/export_best.py --experiment {experiment} --out best_configs"
@@ -322,13 +354,16 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.dry_run:
-            cells, settings, sizes = resolve(args, load_grid(args.grid))
+            grid = load_grid(args.grid)
+            cells, settings, sizes = resolve(args, grid)
             if args.data:  # the same check as the real start, so a dry run vouches for the data
                 from deepdiff_study import pairs as pair_files
 
                 chosen = sorted({c.pair for c in cells}, key=lambda p: p.number)
                 pair_files.check_files(pair_files.pair_sources(chosen, data_dir=args.data, synthetic_root=".", genes=0))
             print_plan(cells, settings, sizes["preset"])
+            if args.address:
+                estimate_cost(args, grid, cells, settings, sizes)
             return 0
         return run(args)
     except StoreError as err:

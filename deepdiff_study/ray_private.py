@@ -43,6 +43,20 @@ def asha_rungs(asha: Any) -> list[dict[str, float]]:
     return [dict(recorded) for _, recorded in reversed(asha._brackets[0]._rungs)]
 
 
+def read_trial_file(trial: Any, name: str) -> str | None:
+    """The text of file `name` in a trial's folder in the study's storage (local or a URI), None if absent.
+
+    A Tune trial's ``storage`` is its `StorageContext`: the storage filesystem and the trial's path on it.
+    """
+    import pyarrow.fs
+
+    fs, path = trial.storage.storage_filesystem, f"{trial.storage.trial_fs_path}/{name}"
+    if fs.get_file_info(path).type != pyarrow.fs.FileType.File:
+        return None
+    with fs.open_input_stream(path) as fh:
+        return fh.read().decode(errors="replace")
+
+
 def optuna_study(search: Any) -> Any:
     """The `optuna.Study` behind an `OptunaSearch` (``_ot_study``), for inspection."""
     return search._ot_study

@@ -130,29 +130,33 @@ def read_manifest(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: unreadable study manifest ({type(err).__name__}); the study cannot be resumed") from None
 
 
-def restore_tuner(trainable, *, storage: Path, name: str):
-    """The study saved under storage/name: finished and failed trials kept, unfinished ones continued
-    from their last checkpoint, the searcher (every grid cell's Optuna study) restored from its save."""
+def restore_tuner(trainable, *, storage, name: str):
+    """The study saved under storage/name (`storage`: a `deepdiff_study.storage.StudyStorage`): finished
+    and failed trials kept, unfinished ones continued from their last checkpoint, the searcher (every
+    grid cell's Optuna study) restored from its save."""
     from ray import tune
 
-    return tune.Tuner.restore(str(storage / name), trainable, resume_unfinished=True, resume_errored=False,
-                              restart_errored=False)
+    return tune.Tuner.restore(trainable=trainable, **storage.tune_restore_kwargs(name), resume_unfinished=True,
+                              resume_errored=False, restart_errored=False)
 
 
 def replay_results(trial, feed: Callable[[dict], Any], *, usable: Callable[[dict], bool]) -> int:
     """Feed every usable result a restored (or retried) trial reported before to `feed`; returns how many.
 
-    Tune keeps ``result.json`` in the driver's staging folder (downloaded there again on restore) and
-    syncs it to the storage folder; whichever is there is read. A line cut short by a kill is skipped.
+    Tune keeps ``result.json`` in the driver's staging folder and syncs it to the study's storage; the
+    staging copy is read if there, else the stored one (a URI storage after a restart on a new driver
+    machine has no staging copy). A line cut short by a kill is skipped.
     """
     if not trial.has_reported_at_least_once:
         return 0
-    paths = [Path(p) / RESULT_FILE for p in (trial.local_path, trial.path) if p]
-    path = next((p for p in paths if p.is_file()), None)
-    if path is None:
+    from deepdiff_study import ray_private
+
+    local = Path(trial.local_path) / RESULT_FILE if trial.local_path else None
+    text = local.read_text() if local is not None and local.is_file() else ray_private.read_trial_file(trial, RESULT_FILE)
+    if text is None:
         return 0
     fed = 0
-    for line in path.read_text().splitlines():
+    for line in text.splitlines():
         try:
             result = json.loads(line)
         except json.JSONDecodeError:

@@ -10,7 +10,6 @@ starts once per session however many modules use it (and is shut down at the end
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from pathlib import Path
 

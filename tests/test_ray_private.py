@@ -56,3 +56,15 @@ def test_public_hooks_the_study_relies_on_keep_their_signatures():
     assert list(inspect.signature(OptunaSearch.restore).parameters) == ["self", "checkpoint_path"]
     for name in ("on_trial_add", "on_trial_result", "on_trial_complete", "on_trial_remove"):
         assert "tune_controller" in inspect.signature(getattr(AsyncHyperBandScheduler, name)).parameters
+
+
+def test_read_trial_file_reads_a_trial_s_folder_in_the_study_storage(tmp_path):
+    from ray.train._internal.storage import StorageContext
+
+    storage = StorageContext(storage_path=str(tmp_path), experiment_dir_name="exp", trial_dir_name="trial1")
+    trial = type("T", (), {"storage": storage})()
+    folder = tmp_path / "exp" / "trial1"
+    folder.mkdir(parents=True)
+    (folder / "result.json").write_text('{"epoch": 1}\n')
+    assert ray_private.read_trial_file(trial, "result.json") == '{"epoch": 1}\n'
+    assert ray_private.read_trial_file(trial, "missing.json") is None

@@ -9,7 +9,7 @@ import torch
 
 from deepdiff.config import ModelConfig, TrainConfig
 from deepdiff.metrics import pcc
-from deepdiff.results import METRIC_NAMES, EpochResult, EpochStatus
+from deepdiff.results import METRIC_NAMES, EpochStatus
 from deepdiff.train import (
     BEST_CHECKPOINT,
     LAST_CHECKPOINT,

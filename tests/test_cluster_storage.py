@@ -1,0 +1,111 @@
+"""Shared storage for real: a study whose --storage is an s3:// URI (a local S3 endpoint, moto's server on
+127.0.0.1, started and stopped here), killed with SIGKILL, every local trace of it on the driver's
+machine deleted (Ray's session folder with Tune's staging files, the synthetic data and cache), then
+finished with --resume from the bucket alone: every trial exactly once in MLflow, every trial ended in
+the bucket's Tune state, checkpoints in the bucket."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from ray_session import TUNE_DIR, write_tiny_grid
+from deepdiff_study.records import Role, study_runs
+
+pytestmark = pytest.mark.slow
+
+BUCKET = "study-bucket"
+CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+@pytest.fixture(scope="module")
+def s3():
+    """A loopback S3 endpoint with an empty bucket; yields (endpoint host:port, boto3 client)."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        client = boto3.client("s3", endpoint_url=f"http://{host}:{port}", aws_access_key_id="testing",
+                              aws_secret_access_key="testing", region_name="us-east-1")
+        client.create_bucket(Bucket=BUCKET)
+        yield f"{host}:{port}", client
+    finally:
+        server.stop()
+
+
+def bucket_keys(client, prefix: str) -> list[str]:
+    keys, token = [], None
+    while True:
+        page = client.list_objects_v2(Bucket=BUCKET, Prefix=prefix, **({"ContinuationToken": token} if token else {}))
+        keys += [o["Key"] for o in page.get("Contents", [])]
+        token = page.get("NextContinuationToken")
+        if not token:
+            return keys
+
+
+def test_study_on_s3_resumes_from_the_bucket_alone_after_sigkill(s3, tmp_path):
+    endpoint, client = s3
+    # pyarrow's S3 options ride on the URI. allow_delayed_open: a small file goes up in one PUT (moto
+    # 5.2's CompleteMultipartUpload answer is read by pyarrow 25 as an error; every file here is small).
+    storage = f"s3://{BUCKET}/results?endpoint_override={endpoint}&scheme=http&allow_delayed_open=true"
+    ray_tmp = tempfile.mkdtemp(prefix="rs", dir="/tmp")  # short: Ray's socket paths live under it
+    home = tmp_path / "home"  # the driver's ~ (its local work dir for synthetic data and the cache)
+    env = {**os.environ, **CREDENTIALS, "RAY_TMPDIR": ray_tmp, "HOME": str(home)}
+    grid = write_tiny_grid(tmp_path)
+    command = [sys.executable, str(TUNE_DIR / "run_ablation.py"), "--grid", str(grid), "--preset", "quick",
+               "--pairs", "1", "--variants", "raw_d,aux", "--aux", "regression", "--samples", "4", "--max-epochs", "3",
+               "--grace-period", "1", "--synthetic-genes", "200", "--experiment", "s3study", "--storage", storage,
+               "--mlflow-uri", f"sqlite:///{tmp_path / 'mlruns.db'}"]
+    try:
+        driver = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+        ended, log = 0, []
+        deadline = time.monotonic() + 240
+        for line in driver.stdout:
+            log.append(line)
+            ended += "trials ended" in line and not line.lstrip().startswith("...")
+            if ended >= 3 or time.monotonic() > deadline:
+                break
+        driver.send_signal(signal.SIGKILL)
+        driver.wait(timeout=30)
+        assert ended >= 3, "".join(log)
+        assert not any(line.startswith("study 's3study'") for line in log), "the study finished before the kill"
+        stored = bucket_keys(client, "results/s3study/")
+        assert "results/s3study/tuner.pkl" in stored and "results/s3study/deepdiff-study.json" in stored, stored
+        assert any(Path(ray_tmp).rglob("driver_artifacts")), "Tune's staging folder was under RAY_TMPDIR"
+        time.sleep(2)  # let the killed driver's Ray processes notice and exit before their files go
+        shutil.rmtree(ray_tmp)  # Tune's staging copy of the study (driver_artifacts) is in here
+        shutil.rmtree(home)  # the synthetic pair and the Parquet cache: rebuilt from the manifest
+        assert not (tmp_path / "results").exists(), "nothing of the study is in a local folder"
+
+        resumed = subprocess.run([*command, "--resume"], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300)
+        assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+        assert f"Tune results:  s3://{BUCKET}/results/s3study" in resumed.stdout
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+
+    mlflow = MlflowClient(f"sqlite:///{tmp_path / 'mlruns.db'}")
+    exp_id = mlflow.get_experiment_by_name("s3study").experiment_id
+    children = study_runs(mlflow, exp_id, Role.TRIAL)
+    ids = Counter(r.data.tags["trial_id"] for r in children)
+    assert len(children) == 8 and set(ids.values()) == {1}, ids
+    assert all(r.data.tags["status"] in ("completed", "pruned") for r in children)
+    state_key = max(k for k in bucket_keys(client, "results/s3study/") if k.rsplit("/", 1)[-1].startswith("experiment_state-"))
+    state = json.loads(client.get_object(Bucket=BUCKET, Key=state_key)["Body"].read())
+    trials = [json.loads(t) if isinstance(t, str) else t for t, _ in state["trial_data"]]
+    assert {t["trial_id"] for t in trials} == set(ids)
+    assert {t["status"] for t in trials} == {"TERMINATED"}
+    keys = bucket_keys(client, "results/s3study/")
+    with_checkpoint = {k.split("/")[2] for k in keys if "/checkpoint_" in k and k.endswith("last.pt")}
+    assert len(with_checkpoint) == 8, with_checkpoint  # every trial's checkpoint went to the bucket
