@@ -4,7 +4,8 @@ The study layer of the distribution ``deepdiff-tune`` (installed with the ``tune
 `deepdiff` library, in layers that each import only the ones below them:
 
 - `grid`        ablations/paper.yaml -> `GridCell`s and search spaces            (yaml, deepdiff.config)
-- `records`     MLflow names, kinds of run, statuses, the trial-config codec, readers   (MLflow only)
+- `records`     MLflow names, kinds of run, statuses, the trial-config codec, readers (MLflow only)
+- `store`       the MLflow store checked before a study, store failures recognised (MLflow only)
 - `plan`        run settings and one plan per grid cell                          (grid, records)
 - `pairs`       the selected pairs' data: real files or synthetic               (deepdiff.data)
 - `export`      best config per grid cell out of MLflow -> files                 (records)

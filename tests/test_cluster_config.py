@@ -20,7 +20,7 @@ from ray_session import REPO_ROOT
 CLUSTER_YAML = REPO_ROOT / "cluster.yaml"
 REMOTE_REPO = "/home/ray/deepdiff-tune"
 RAY_PROVIDED_ENV = {"RAY_HEAD_IP"}  # set by the cluster launcher in worker start commands
-DOCS = [p for p in (REPO_ROOT / "CLUSTER-README.md", REPO_ROOT / "README.md") if p.is_file()]
+DOCS = [REPO_ROOT / "README.md"]
 
 
 @pytest.fixture(scope="module")
