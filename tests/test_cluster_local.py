@@ -16,7 +16,7 @@ from mlflow.tracking import MlflowClient
 
 import deepdiff_study
 from ray_session import write_tiny_grid
-from deepdiff_study.records import Role, study_runs
+from deepdiff_study.records import Kind, study_runs
 
 pytestmark = pytest.mark.slow
 
@@ -89,8 +89,8 @@ def test_mlflow_and_tune_hold_every_trial(study):
     tmp, result, _ = study
     client = MlflowClient(f"sqlite:///{tmp / 'mlruns.db'}")
     exp_id = client.get_experiment_by_name("multinode").experiment_id
-    (parent,) = study_runs(client, exp_id, Role.GRID_CELL)
-    children = study_runs(client, exp_id, Role.TRIAL)
+    (parent,) = study_runs(client, exp_id, Kind.GRID_CELL)
+    children = study_runs(client, exp_id, Kind.TRIAL)
     assert parent.info.status == "FINISHED"
     assert sorted(r.data.tags["trial_id"] for r in children) == sorted(t["trial_id"] for t in result["trials"])
     assert all(r.data.tags["status"] in ("completed", "pruned") and r.info.status == "FINISHED" for r in children)

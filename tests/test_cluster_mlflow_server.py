@@ -15,7 +15,7 @@ from mlflow.tracking import MlflowClient
 
 from ray_session import ray_session, write_tiny_grid  # noqa: F401
 from deepdiff_study import driver
-from deepdiff_study.records import Role, study_runs
+from deepdiff_study.records import Kind, study_runs
 
 pytestmark = pytest.mark.slow
 
@@ -72,8 +72,8 @@ def test_the_study_logs_to_a_tracking_server_over_http(mlflow_server, ray_sessio
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name("served")
     assert experiment.artifact_location.startswith("mlflow-artifacts:")  # the server's artifact store decides
-    parents = study_runs(client, experiment.experiment_id, Role.GRID_CELL)
-    children = study_runs(client, experiment.experiment_id, Role.TRIAL)
+    parents = study_runs(client, experiment.experiment_id, Kind.GRID_CELL)
+    children = study_runs(client, experiment.experiment_id, Kind.TRIAL)
     assert sorted(p.data.tags["grid_cell"] for p in parents) == ["p1-aux-regression", "p1-raw_d"]
     assert len(children) == 4 and len({c.data.tags["trial_id"] for c in children}) == 4
     for child in children:

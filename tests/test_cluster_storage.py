@@ -19,7 +19,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from ray_session import TUNE_DIR, write_tiny_grid
-from deepdiff_study.records import Role, study_runs
+from deepdiff_study.records import Kind, study_runs
 
 pytestmark = pytest.mark.slow
 
@@ -97,7 +97,7 @@ def test_study_on_s3_resumes_from_the_bucket_alone_after_sigkill(s3, tmp_path):
 
     mlflow = MlflowClient(f"sqlite:///{tmp_path / 'mlruns.db'}")
     exp_id = mlflow.get_experiment_by_name("s3study").experiment_id
-    children = study_runs(mlflow, exp_id, Role.TRIAL)
+    children = study_runs(mlflow, exp_id, Kind.TRIAL)
     ids = Counter(r.data.tags["trial_id"] for r in children)
     assert len(children) == 8 and set(ids.values()) == {1}, ids
     assert all(r.data.tags["status"] in ("completed", "pruned") for r in children)
