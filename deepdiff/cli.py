@@ -1,6 +1,6 @@
 """The `deepdiff` command line: a thin layer over the library.
 
-    deepdiff synth OUT_DIR [--genes N] [--seed S]       write a synthetic pair (planted signal)
+    deepdiff synth OUT_DIR [--genes N] [--seed S]       write a synthetic pair (realistic or --signal easy)
     deepdiff prepare --data DIR --pair A B              validate a pair and cache it as Parquet
     deepdiff train --data DIR --pair A B --variant V    train one model; last stdout line is the result
     deepdiff describe --variant V [--aux MODE]          module tree and exact trainable parameter count
@@ -87,6 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cells", nargs=2, default=("Cell1", "Cell2"), metavar=("CELL_A", "CELL_B"),
                    help="file prefixes of the two cells (default Cell1 Cell2)")
+    p.add_argument("--signal", choices=("realistic", "easy"), default="realistic",
+                   help="realistic: calibrated on the real E123-E003 sample (default); easy: the strong planted signal")
+    p.add_argument("--split-fractions", nargs=2, type=float, metavar=("TRAIN", "VALID"),
+                   help="shares of the genes in train and valid, test gets the rest (default 0.54 0.13)")
+    p.add_argument("--imitates", metavar="LABEL", help="recorded in OUT_DIR/synthetic.json, e.g. the real pair it stands in for")
 
     p = sub.add_parser("prepare", help="validate a pair and cache it (Parquet)")
     _add_data_args(p, required=True)
@@ -148,7 +153,12 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
     if args.genes < 3:
         raise ConfigError(f"--genes {args.genes}: expected at least 3 (one gene per split)")
-    paths = write_synthetic_pair(args.out, genes=args.genes, seed=args.seed, cell_a=args.cells[0], cell_b=args.cells[1])
+    options = {"split_fractions": tuple(args.split_fractions)} if args.split_fractions else {}
+    try:
+        paths = write_synthetic_pair(args.out, genes=args.genes, seed=args.seed, cell_a=args.cells[0],
+                                     cell_b=args.cells[1], signal=args.signal, imitates=args.imitates, **options)
+    except ValueError as err:
+        raise ConfigError(f"synth: {err}") from None
     _say(f"wrote {len(paths)} files to {args.out}")
     print(Path(args.out).resolve())
     return 0
