@@ -33,8 +33,9 @@ Runtime: RBF SVR costs O(n^2) in the training genes, so the two SVR baselines fi
 `max_train_genes` training genes (a seeded random subset; linear regression always sees all). Measured
 on a shared 2-core CPU machine, default settings, one process: the real sample pair (200 training genes)
 takes 0.2 s (linear), 0.3 s (svr), 1.3-1.9 s (svr2, 10 regions x (4 C x 5 folds + refit + 5
-out-of-fold fits) + the second layer); 10,000 synthetic training genes (SVRs subsampled to 2,000)
-0.02 s, 8 s and 81 s. `n_jobs` spreads the cross-validation fits over processes.
+out-of-fold fits) + the second layer); 10,000 training genes of a default synthetic pair (SVRs
+subsampled to 2,000) 0.7 s, 34 s and 142 s (8 s and 81 s for the SVRs on the easier `signal="easy"`
+pair, whose fits converge faster). `n_jobs` spreads the cross-validation fits over processes.
 """
 
 from __future__ import annotations
