@@ -1,9 +1,10 @@
 """The `deepdiff` command line: a thin layer over the library.
 
-    deepdiff synth OUT_DIR [--genes N] [--seed S]       write a synthetic pair (planted signal)
+    deepdiff synth OUT_DIR [--genes N] [--seed S]       write a synthetic pair (realistic or --signal easy)
     deepdiff prepare --data DIR --pair A B              validate a pair and cache it as Parquet
     deepdiff train --data DIR --pair A B --variant V    train one model; last stdout line is the result
     deepdiff describe --variant V [--aux MODE]          module tree and exact trainable parameter count
+    deepdiff baselines --data DIR --pair A B            linear regression, one- and two-layer SVR; a result line each
 
 User errors print one line `error: ...` on stderr and exit 2, without a traceback.
 """
@@ -86,6 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cells", nargs=2, default=("Cell1", "Cell2"), metavar=("CELL_A", "CELL_B"),
                    help="file prefixes of the two cells (default Cell1 Cell2)")
+    p.add_argument("--signal", choices=("realistic", "easy"), default="realistic",
+                   help="realistic: calibrated on the real E123-E003 sample (default); easy: the strong planted signal")
+    p.add_argument("--split-fractions", nargs=2, type=float, metavar=("TRAIN", "VALID"),
+                   help="shares of the genes in train and valid, test gets the rest (default 0.54 0.13)")
+    p.add_argument("--imitates", metavar="LABEL", help="recorded in OUT_DIR/synthetic.json, e.g. the real pair it stands in for")
 
     p = sub.add_parser("prepare", help="validate a pair and cache it (Parquet)")
     _add_data_args(p, required=True)
@@ -117,6 +123,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--aux", choices=AUX_MODES, default="regression")
     p.add_argument("--level1-hidden", type=int, default=32)
     p.add_argument("--level2-hidden", type=int, default=16)
+
+    p = sub.add_parser("baselines", help="fit the paper's baselines (linear regression, one- and two-layer SVR)")
+    _add_data_args(p, required=True)
+    p.add_argument("--baselines", metavar="NAMES",
+                   help="comma-separated subset, e.g. linear,svr2 (default all: linear, svr, svr2)")
+    p.add_argument("--input-transform", choices=INPUT_TRANSFORMS, default="raw",
+                   help="applied to the counts as for the deep models (default raw)")
+    p.add_argument("--seed", type=int, default=0, help="cross-validation folds and SVR subsample")
+    p.add_argument("--max-train-genes", type=int, default=2000,
+                   help="the SVRs fit on a random subset of at most this many training genes (default 2000)")
+    p.add_argument("--jobs", type=int, default=1, help="processes for cross-validation (default 1)")
     return parser
 
 
@@ -136,7 +153,12 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
     if args.genes < 3:
         raise ConfigError(f"--genes {args.genes}: expected at least 3 (one gene per split)")
-    paths = write_synthetic_pair(args.out, genes=args.genes, seed=args.seed, cell_a=args.cells[0], cell_b=args.cells[1])
+    options = {"split_fractions": tuple(args.split_fractions)} if args.split_fractions else {}
+    try:
+        paths = write_synthetic_pair(args.out, genes=args.genes, seed=args.seed, cell_a=args.cells[0],
+                                     cell_b=args.cells[1], signal=args.signal, imitates=args.imitates, **options)
+    except ValueError as err:
+        raise ConfigError(f"synth: {err}") from None
     _say(f"wrote {len(paths)} files to {args.out}")
     print(Path(args.out).resolve())
     return 0
@@ -272,7 +294,23 @@ def cmd_describe(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"synth": cmd_synth, "prepare": cmd_prepare, "train": cmd_train, "describe": cmd_describe}
+def cmd_baselines(args: argparse.Namespace) -> int:
+    from deepdiff.baselines import BASELINE_NAMES, run_baseline
+
+    names = [name.strip() for name in (args.baselines or ",".join(BASELINE_NAMES)).split(",") if name.strip()]
+    if not names or any(name not in BASELINE_NAMES for name in names):
+        raise ConfigError(f"--baselines {args.baselines!r}: expected a comma-separated subset of {','.join(BASELINE_NAMES)}")
+    pair = _load(args, args.data, *args.pair)
+    for name in names:
+        _say(f"fitting {name} on {pair.cell_a} -> {pair.cell_b} ({len(pair.train)} train genes)")
+        result = run_baseline(name, pair, input_transform=args.input_transform, seed=args.seed,
+                              max_train_genes=args.max_train_genes, n_jobs=args.jobs)
+        print(result.line(), flush=True)
+    return 0
+
+
+COMMANDS = {"synth": cmd_synth, "prepare": cmd_prepare, "train": cmd_train, "describe": cmd_describe,
+            "baselines": cmd_baselines}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -26,9 +26,9 @@ def sample_pair(sample_dir):
 
 @pytest.fixture(scope="session")
 def small_synthetic_dir(tmp_path_factory) -> Path:
-    """~120 synthetic genes: for fast training tests."""
+    """~120 synthetic genes with the strong planted signal: for fast training tests."""
     out = tmp_path_factory.mktemp("small_synthetic")
-    write_synthetic_pair(out, genes=120, seed=1)
+    write_synthetic_pair(out, genes=120, seed=1, signal="easy")
     return out
 
 
@@ -39,7 +39,7 @@ def small_synthetic_pair(small_synthetic_dir):
 
 @pytest.fixture(scope="session")
 def synthetic_pair(tmp_path_factory):
-    """The default-sized synthetic pair (`deepdiff synth --genes 2000 --seed 0`)."""
+    """2000 genes with the strong planted signal (`deepdiff synth --genes 2000 --seed 0 --signal easy`)."""
     out = tmp_path_factory.mktemp("synthetic")
-    write_synthetic_pair(out, genes=2000, seed=0)
+    write_synthetic_pair(out, genes=2000, seed=0, signal="easy")
     return load_pair(out, "Cell1", "Cell2")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -130,3 +132,121 @@ def test_ensure_synthetic_pair_writes_once_and_completes_a_partial_folder(tmp_pa
     assert ensure_synthetic_pair(out, cell_a="E123", cell_b="E003", genes=30, seed=2)
     assert (out / "E123.expr.csv").is_file() and (out / "E003.test.csv").read_bytes() == before
     assert sorted(p.name for p in out.parent.iterdir()) == ["p1"]  # no temporary folder left
+
+
+# ---------------------------------------------------------------------------------------------------
+# The default ("realistic") generator imitates the real sample pair (Cell1 = E123, Cell2 = E003)
+
+CALIBRATION_SEED = 0
+
+
+@pytest.fixture(scope="module")
+def calibrated_pair(tmp_path_factory):
+    """A default synthetic pair with the real sample's 200 training genes; valid 200, test 1000 genes
+    (a larger test split only makes its PCC less noisy)."""
+    out = tmp_path_factory.mktemp("calibrated")
+    write_synthetic_pair(out, genes=1400, seed=CALIBRATION_SEED, split_fractions=(1 / 7, 1 / 7))
+    return load_pair(out, "Cell1", "Cell2")
+
+
+def _all_genes(pair, field):
+    return torch.cat([getattr(pair.split(name), field) for name in SPLITS]).double().numpy()
+
+
+def test_calibrated_pair_has_the_real_samples_training_size(calibrated_pair, sample_pair):
+    assert [len(calibrated_pair.split(s)) for s in SPLITS] == [200, 200, 1000]
+    assert len(calibrated_pair.train) == len(sample_pair.train)
+
+
+STATISTICS = {
+    "mean": np.mean,
+    "share of zeros": lambda v: np.mean(v == 0),
+    "99th percentile": lambda v: np.quantile(v, 0.99),
+}
+
+
+@pytest.mark.parametrize("statistic", list(STATISTICS))
+@pytest.mark.parametrize("cell", ["x_a", "x_b"])
+def test_per_mark_count_statistics_are_within_a_factor_1_5_of_the_real_sample(calibrated_pair, sample_pair, cell,
+                                                                              statistic):
+    real, synthetic = _all_genes(sample_pair, cell), _all_genes(calibrated_pair, cell)
+    for j, mark in enumerate(MARKS):
+        want, got = STATISTICS[statistic](real[:, j]), STATISTICS[statistic](synthetic[:, j])
+        assert want / 1.5 <= got <= want * 1.5, f"{cell} {mark} {statistic}: real {want:.3g}, synthetic {got:.3g}"
+
+
+def test_signal_is_concentrated_around_the_tss_as_on_the_real_sample(calibrated_pair, sample_pair):
+    """H3K4me3 peaks at the TSS bins (100/101), H3K36me3 dips there, in both cells."""
+    tss, flank = slice(N_BINS // 2 - 10, N_BINS // 2 + 10), np.r_[0:40, N_BINS - 40:N_BINS]
+    for pair in (sample_pair, calibrated_pair):
+        for cell in ("x_a", "x_b"):
+            profile = _all_genes(pair, cell).mean(0)  # (M, T)
+            ratio = profile[:, tss].mean(1) / profile[:, flank].mean(1)
+            assert ratio[MARKS.index("H3K4me3")] > 5 and ratio[MARKS.index("H3K36me3")] < 0.9
+            assert abs(int(np.argmax(profile[MARKS.index("H3K4me3")])) - N_BINS // 2) <= 5
+
+
+def test_differential_target_is_distributed_as_on_the_real_sample(calibrated_pair, sample_pair):
+    real, synthetic = _all_genes(sample_pair, "diff"), _all_genes(calibrated_pair, "diff")
+    assert abs(np.mean(np.abs(synthetic) >= 2) - np.mean(np.abs(real) >= 2)) < 0.1
+    assert real.std() / 1.25 < synthetic.std() < real.std() * 1.25
+    assert abs(np.median(synthetic) - np.median(real)) < 0.5
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("input_transform", ["raw", "log1p"])
+@pytest.mark.parametrize("baseline", ["linear", "svr"])
+def test_baselines_score_within_0_1_pcc_of_the_real_sample(calibrated_pair, sample_pair, baseline, input_transform):
+    """Mean of valid and test PCC, same baseline settings (200 training genes on both)."""
+    from deepdiff.baselines import run_baseline
+
+    real = run_baseline(baseline, sample_pair, input_transform=input_transform)
+    synthetic = run_baseline(baseline, calibrated_pair, input_transform=input_transform)
+    real_pcc, synthetic_pcc = (real.valid_pcc + real.test_pcc) / 2, (synthetic.valid_pcc + synthetic.test_pcc) / 2
+    assert abs(synthetic_pcc - real_pcc) < 0.1, (real, synthetic)
+
+
+def test_easy_signal_is_kept_and_much_easier(tmp_path, calibrated_pair):
+    from deepdiff.baselines import run_baseline
+
+    write_synthetic_pair(tmp_path, genes=1400, seed=CALIBRATION_SEED, split_fractions=(1 / 7, 1 / 7), signal="easy")
+    easy = run_baseline("linear", load_pair(tmp_path, "Cell1", "Cell2"), input_transform="log1p")
+    realistic = run_baseline("linear", calibrated_pair, input_transform="log1p")
+    assert easy.test_pcc > 0.85 and easy.test_pcc > realistic.test_pcc + 0.15
+
+
+def test_synthetic_json_records_the_arguments_and_what_it_imitates(tmp_path):
+    import json
+
+    files = write_synthetic_pair(tmp_path / "p", genes=12, seed=4, imitates="E123-E003")
+    assert set(files) == {f"{cell}.{kind}" for cell in ("Cell1", "Cell2") for kind in KINDS}  # no real names
+    record = json.loads((tmp_path / "p" / "synthetic.json").read_text())
+    assert record["signal"] == "realistic" and record["imitates"] == "E123-E003"
+    assert record["calibrated_on"] == "E123-E003" and (record["genes"], record["seed"]) == (12, 4)
+    assert (record["cell_a"], record["cell_b"]) == ("Cell1", "Cell2")
+    write_synthetic_pair(tmp_path / "q", genes=12, signal="easy")
+    record = json.loads((tmp_path / "q" / "synthetic.json").read_text())
+    assert record["signal"] == "easy" and record["imitates"] is None and record["calibrated_on"] is None
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"signal": "hard"}, "signal='hard'"),
+    ({"split_fractions": (0.7, 0.3)}, "split_fractions"),
+])
+def test_bad_generator_arguments(tmp_path, kwargs, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        write_synthetic_pair(tmp_path, genes=12, **kwargs)
+
+
+def test_synth_command_takes_signal_split_fractions_and_imitates(tmp_path, capsys):
+    import json
+
+    from deepdiff.cli import main
+
+    assert main(["synth", str(tmp_path / "p"), "--genes", "30", "--signal", "easy", "--split-fractions", "0.5", "0.25",
+                 "--imitates", "E123-E003"]) == 0
+    record = json.loads((tmp_path / "p" / "synthetic.json").read_text())
+    assert (record["signal"], record["split_fractions"], record["imitates"]) == ("easy", [0.5, 0.25], "E123-E003")
+    assert len(load_pair(tmp_path / "p", "Cell1", "Cell2").train) == 15
+    assert main(["synth", str(tmp_path / "q"), "--genes", "30", "--split-fractions", "0.9", "0.2"]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("error: synth: split_fractions=")
