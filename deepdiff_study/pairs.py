@@ -2,8 +2,9 @@
 
 With ``--data DIR`` a pair's files are the paper's, named by epigenome (``E123.train.csv`` ...); every
 missing file of every selected pair is reported in one `DataError` before anything runs. Without it,
-each selected pair gets a synthetic planted-signal pair (`deepdiff.synthetic`) written once under the
-study's storage and reused by later runs and by `deepdiff train --config` of an exported trial.
+each selected pair gets a synthetic stand-in imitating the real sample's statistics (`deepdiff.synthetic`,
+signal "realistic"), written once under the study's storage and reused by later runs and by
+`deepdiff train --config` of an exported trial.
 """
 
 from __future__ import annotations
@@ -16,6 +17,10 @@ from deepdiff.data import FILE_KINDS, PairData, load_pair, pair_files
 from deepdiff.errors import DataError
 from deepdiff.synthetic import ensure_synthetic_pair
 from deepdiff_study.grid import Pair
+
+# The synthetic generator the study uses, written into every exported config's data section so that
+# `deepdiff train --config` regenerates the same pair whatever the generator's default becomes.
+SIGNAL = "realistic"
 
 
 @dataclass(frozen=True)
@@ -35,7 +40,8 @@ def pair_sources(pairs: list[Pair], *, data_dir: str | Path | None, synthetic_ro
         return [PairSource(p, Path(data_dir).resolve(), None) for p in pairs]
     root = Path(synthetic_root).resolve()
     return [
-        PairSource(p, root / f"pair{p.number}-{p.name}-genes{genes}-seed{seed}", {"genes": genes, "seed": seed})
+        PairSource(p, root / f"pair{p.number}-{p.name}-{SIGNAL}-genes{genes}-seed{seed}",
+                   {"genes": genes, "seed": seed, "signal": SIGNAL, "imitates": p.imitates})
         for p in pairs
     ]
 

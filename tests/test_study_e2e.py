@@ -139,7 +139,7 @@ def test_export_round_trip_reproduces_the_valid_pcc(tiny_study, tmp_path):
     config = tmp_path / "best" / row["config"]
     model_cfg, train_cfg, data = load_config(config)
     assert train_cfg.epochs == row["epochs_trained"]
-    assert Path(data["dir"]).is_dir() and data["synthetic"] == {"genes": 100, "seed": 0}
+    assert Path(data["dir"]).is_dir() and data["synthetic"] == {"genes": 100, "seed": 0, "signal": "realistic", "imitates": "E123-E003"}
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as in the trial (Ray gives a 1-CPU trial one thread): same float summation order
     try:
