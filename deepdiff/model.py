@@ -107,13 +107,10 @@ class DeepDiff(nn.Module):
                     self.heads[cell] = nn.Linear(2 * h2, n_out)
         if spec.level1_inputs:
             self.level1["diff"] = BinEncoder(n_main, h1)
-            extra = 2 * m if spec.cell_encoders else 0
             self.level2["diff"] = MarkEncoder(2 * h1, h2)
             self.heads["diff"] = nn.Linear(2 * h2, 1)
-            self._main_channels = n_main + extra
         else:
             self.heads["diff"] = nn.Sequential(nn.Linear(4 * h2, 2 * h2), nn.ReLU(), nn.Linear(2 * h2, 1))
-            self._main_channels = 0
         self.reset_parameters()
 
     @classmethod
