@@ -19,13 +19,35 @@ import torch
 from torch import nn
 
 from deepdiff.config import ModelConfig
+from deepdiff.grouped_lstm import grouped_bilstm
 from deepdiff.variants import VariantSpec, get_variant
 
 INIT_RANGE = 0.1  # all parameters ~ U(-0.1, 0.1), as published
 
 
+LEVEL1_IMPLS = ("grouped", "per_channel")
+
+
+def level1_impl(device: torch.device) -> str:
+    """How Level I runs on `device`: the one place this is decided (never a config field, so MLflow
+    params and checkpoints do not depend on the machine; both ways read the same parameters).
+
+    "grouped" (`deepdiff.grouped_lstm`: all channels and directions in one recurrence, hand-written
+    backward) on CUDA: per channel would be 2K cuDNN calls per batch, each far too small to fill a
+    GPU, and the grouped step is CUDA-graph capturable. On CPU, "per_channel" (one `nn.LSTM` per
+    channel, which PyTorch runs as fused oneDNN RNN kernels) was measured at least as fast at batch 10
+    (benchmarks/bench_train.py prints both); the tests run "grouped" on CPU, so the GPU code is tested.
+    """
+    return "grouped" if device.type == "cuda" else "per_channel"
+
+
 class BinEncoder(nn.Module):
-    """Level I: per-channel biLSTM over bins + bin attention. (N, K, T) -> (N, K, 2*H1), (N, K, T)."""
+    """Level I: per-channel biLSTM over bins + bin attention. (N, K, T) -> (N, K, 2*H1), (N, K, T).
+
+    The parameters are K `nn.LSTM(1, H1, bidirectional=True)` modules (state_dict keys
+    ``lstms.{k}.weight_ih_l0`` ...) and the contexts; `impl` (None: `level1_impl(device)`, or one of
+    `LEVEL1_IMPLS`) only picks how the recurrence runs, never what it computes.
+    """
 
     def __init__(self, n_channels: int, hidden: int) -> None:
         super().__init__()
@@ -33,17 +55,36 @@ class BinEncoder(nn.Module):
             nn.LSTM(1, hidden, batch_first=True, bidirectional=True) for _ in range(n_channels)
         )
         self.context = nn.Parameter(torch.empty(n_channels, 2 * hidden))  # W_b_j, one per channel
+        self.impl: str | None = None
 
     @property
     def n_channels(self) -> int:
         return len(self.lstms)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        states = torch.stack(
-            [lstm(x[:, j, :, None])[0] for j, lstm in enumerate(self.lstms)], dim=1
-        )  # (N, K, T, 2H)
+        impl = self.impl or level1_impl(x.device)
+        if impl == "grouped":
+            return self._grouped(x)
+        if impl == "per_channel":
+            return self._per_channel(x)
+        raise ValueError(f"Level I impl {impl!r}: expected one of {', '.join(LEVEL1_IMPLS)}")
+
+    def _per_channel(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        states = torch.stack([lstm(x[:, j, :, None])[0] for j, lstm in enumerate(self.lstms)], dim=1)  # (N, K, T, 2H)
         alpha = torch.softmax(torch.einsum("nkth,kh->nkt", states, self.context), dim=-1)
         return torch.einsum("nkt,nkth->nkh", alpha, states), alpha
+
+    def _grouped(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The same attention, computed in the grouped layout (T, G = 2K, N, H) of `grouped_bilstm`, so
+        the (N, K, T, 2H) states are never assembled: only (T, K, N) scores are flipped in time."""
+        k = self.n_channels
+        h = grouped_bilstm(x, self.lstms)  # (T, 2K, N, H); groups K.. in reversed time
+        context = self.context.view(k, 2, -1).transpose(0, 1).reshape(2 * k, -1)  # (2K, H)
+        part = (h * context[:, None, :]).sum(-1)  # (T, 2K, N): h_t . W_b per direction
+        alpha = torch.softmax(part[:, :k] + part[:, k:].flip(0), dim=0)  # (T, K, N)
+        weights = torch.cat((alpha, alpha.flip(0)), dim=1)  # (T, 2K, N), each group's own time order
+        m = (weights[..., None] * h).sum(0)  # (2K, N, H)
+        return torch.cat((m[:k], m[k:]), dim=-1).transpose(0, 1), alpha.permute(2, 1, 0)
 
 
 class MarkEncoder(nn.Module):
@@ -122,6 +163,14 @@ class DeepDiff(nn.Module):
         with torch.no_grad():
             for p in self.parameters():
                 p.uniform_(-INIT_RANGE, INIT_RANGE)
+
+    def set_level1_impl(self, impl: str | None) -> "DeepDiff":
+        """Run every Level I module the given way (None: chosen by device); for tests and benchmarks."""
+        if impl is not None and impl not in LEVEL1_IMPLS:
+            raise ValueError(f"Level I impl {impl!r}: expected one of {', '.join(LEVEL1_IMPLS)}")
+        for encoder in self.level1.values():
+            encoder.impl = impl
+        return self
 
     def _cell_level1(self, cell: str) -> BinEncoder:
         return self.level1["AB" if self.spec.share_cell_encoder else cell]
