@@ -75,16 +75,40 @@ class BinEncoder(nn.Module):
         return torch.einsum("nkt,nkth->nkh", alpha, states), alpha
 
     def _grouped(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The same attention, computed in the grouped layout (T, G = 2K, N, H) of `grouped_bilstm`, so
-        the (N, K, T, 2H) states are never assembled: only (T, K, N) scores are flipped in time."""
-        k = self.n_channels
-        h = grouped_bilstm(x, self.lstms)  # (T, 2K, N, H); groups K.. in reversed time
-        context = self.context.view(k, 2, -1).transpose(0, 1).reshape(2 * k, -1)  # (2K, H)
-        part = (h * context[:, None, :]).sum(-1)  # (T, 2K, N): h_t . W_b per direction
-        alpha = torch.softmax(part[:, :k] + part[:, k:].flip(0), dim=0)  # (T, K, N)
-        weights = torch.cat((alpha, alpha.flip(0)), dim=1)  # (T, 2K, N), each group's own time order
-        m = (weights[..., None] * h).sum(0)  # (2K, N, H)
-        return torch.cat((m[:k], m[k:]), dim=-1).transpose(0, 1), alpha.permute(2, 1, 0)
+        return grouped_level1(x, list(self.lstms), self.context)
+
+
+def grouped_level1(x: torch.Tensor, lstms: list[nn.LSTM], context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Level I of K channels (each its biLSTM and context row) as one grouped recurrence + attention.
+
+    x (N, K, T), context (K, 2H) -> (N, K, 2H), alpha (N, K, T). Attention is computed in the grouped
+    layout (T, G = 2K, N, H) of `grouped_bilstm`, so the (N, K, T, 2H) states are never assembled.
+    """
+    k = len(lstms)
+    h = grouped_bilstm(x, lstms)  # (T, 2K, N, H); groups K.. in reversed time
+    steps, groups, n, hid = h.shape
+    by_gene = h.view(steps, groups * n, hid).transpose(0, 1)  # (2K*N, T, H), a view: batched products, no copy
+    context = context.view(k, 2, hid).transpose(0, 1).reshape(groups, 1, hid, 1)  # (2K, 1, H, 1)
+    part = torch.bmm(by_gene, context.expand(groups, n, hid, 1).reshape(groups * n, hid, 1))
+    part = part.view(groups, n, steps)  # h_t . W_b per direction, each group in its own time order
+    alpha = torch.softmax(part[:k] + part[k:].flip(-1), dim=-1)  # (K, N, T)
+    weights = torch.cat((alpha, alpha.flip(-1)), dim=0)  # (2K, N, T), each group's own time order
+    m = torch.bmm(weights.view(groups * n, 1, steps), by_gene).view(groups, n, hid)  # (2K, N, H)
+    return torch.cat((m[:k], m[k:]), dim=-1).transpose(0, 1), alpha.transpose(0, 1)
+
+
+def run_level1(calls: list[tuple[BinEncoder, torch.Tensor]]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """encoder(x) for every (encoder, x) of one forward pass; grouped, all of them in ONE recurrence
+    (a siamese encoder called twice contributes its LSTMs twice; their gradients add up)."""
+    encoder, x = calls[0]
+    impl = encoder.impl or level1_impl(x.device)
+    if impl != "grouped" or len(calls) == 1:
+        return [enc(x) for enc, x in calls]
+    lstms = [lstm for enc, _ in calls for lstm in enc.lstms]
+    context = torch.cat([enc.context for enc, _ in calls])
+    m, alpha = grouped_level1(torch.cat([x for _, x in calls], dim=1), lstms, context)
+    sizes = [enc.n_channels for enc, _ in calls]
+    return list(zip(m.split(sizes, dim=1), alpha.split(sizes, dim=1)))
 
 
 class MarkEncoder(nn.Module):
@@ -191,17 +215,21 @@ class DeepDiff(nn.Module):
         beta: dict[str, torch.Tensor] = {}
         v: dict[str, torch.Tensor] = {}
         aux: dict[str, torch.Tensor] = {}
+        calls: dict[str, tuple[BinEncoder, torch.Tensor]] = {}
         if self.spec.cell_encoders:
-            for cell, x in (("A", x_a), ("B", x_b)):
-                level1[cell], alpha[cell] = self._cell_level1(cell)(x)
+            calls.update(A=(self._cell_level1("A"), x_a), B=(self._cell_level1("B"), x_b))
+        if self.spec.level1_inputs:
+            groups = {"A": x_a, "B": x_b, "A-B": x_a - x_b}
+            calls["diff"] = (self.level1["diff"], torch.cat([groups[g] for g in self.spec.level1_inputs], dim=1))
+        for path, (m, a) in zip(calls, run_level1(list(calls.values()))):
+            level1[path], alpha[path] = m, a
+        if self.spec.cell_encoders:
+            for cell in ("A", "B"):
                 v[cell], beta[cell] = self.level2[cell](self.dropout(level1[cell]))
                 if self.spec.aux:
                     out = self.heads[cell](self.dropout(v[cell]))
                     aux[cell] = out.squeeze(-1) if out.shape[-1] == 1 else out
         if self.spec.level1_inputs:
-            groups = {"A": x_a, "B": x_b, "A-B": x_a - x_b}
-            x = torch.cat([groups[g] for g in self.spec.level1_inputs], dim=1)
-            level1["diff"], alpha["diff"] = self.level1["diff"](x)
             seq = [level1["diff"]] + ([level1["A"], level1["B"]] if self.spec.cell_encoders else [])
             v["diff"], beta["diff"] = self.level2["diff"](self.dropout(torch.cat(seq, dim=1)))
             prediction = self.heads["diff"](self.dropout(v["diff"]))
