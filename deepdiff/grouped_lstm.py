@@ -1,22 +1,24 @@
 """Level I's K per-channel biLSTMs run as one grouped recurrence, with a hand-written backward.
 
 `BinEncoder` owns K `nn.LSTM(1, H, bidirectional=True)` modules (their parameters are the model's
-state_dict). Run one after another they cost 2K recurrences of T tiny steps each; at the published
-batch of 10 the time goes to per-op dispatch and autograd bookkeeping, not arithmetic. Here the
-G = 2K (direction x channel) recurrences advance together, reading the same parameters:
+state_dict). Run one after another they are 2K recurrences of T tiny steps each (on CPU PyTorch runs
+each as a fused oneDNN kernel; on a GPU each is a cuDNN call far too small to fill the device). Here
+the G = 2K (direction x channel) recurrences, or those of several encoders, advance together, reading
+the same parameters:
 
-- `stack_lstm_weights` stacks the K modules' parameters per forward (autograd flows back to them) into
+- `stack_lstm_weights` stacks the modules' parameters per forward (autograd flows back to them) into
   one (G, H + 2, 4H) matrix per group: [W_hh^T; W_ih; b_ih + b_hh], groups in direction-major order
   g = d*K + k (d = 0 forward, 1 backward). The input has size 1, so input projection and biases ride
   in the same product as the recurrence: [h_{t-1}, x_t, 1] @ W.
 - Per time step ONE batched matrix product over the G groups (`torch.bmm`), then the gates (PyTorch's
   order i, f, g, o), c = f*c + i*g, h = o*tanh(c). The backward direction reads its channel reversed in
   time, in the same step.
-- `GroupedLSTM` is a `torch.autograd.Function`: its forward records no autograd graph (it keeps the
-  gate activations and cell states of every step), and its backward runs back-propagation through time
-  in one reverse loop of batched products (dW accumulated per step with `baddbmm_`, d[h, x] in one
-  more), everything not recurrent computed in bulk before the loop. That replaces ~10 autograd nodes
-  per step with one node per call, and the loop runs 6 ops per step.
+- `GroupedLSTM` is a `torch.autograd.Function`: its forward records no autograd graph and, while each
+  step's values are in cache, stores what back-propagation needs (gate derivatives times their
+  partners, o (1 - tanh^2 c), f). Its backward runs back-propagation through time in one reverse loop
+  of 6 ops per step: two `addcmul`/`mul_` for the cell and gate gradients, one `baddbmm_` accumulating
+  dW for all groups, one `baddbmm_` giving d[h_{t-1}, x_t]. That is one autograd node per forward
+  instead of ~10 per step and group.
 
 No Python branch depends on data or shapes inside either time loop and nothing syncs with the host, so
 the loops can be captured in a CUDA graph. Contract: `grouped_bilstm(x (N, K, T), lstms) -> (T, 2K, N, H)`,
