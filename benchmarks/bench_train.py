@@ -5,6 +5,8 @@
         [--sweep-variant raw --batches 10,32,64,128,256] [--reference MIRROR_GITDIR --reference-python PY]
 
 Prints, for the device it runs on (never asserts anything):
+0. CPU time (process time, so other load on the machine matters less) per training step and per
+   inference batch of each variant, both Level I ways alternating in one process, batches 10 and 64.
 1. s/epoch at batch 10 of every variant with Level I "grouped" and "per_channel", alternating, repeated
    (`--repeats`), median; an epoch is what `deepdiff train` runs: the training pass plus the valid and
    test evaluation (`deepdiff.train.fit`). With `--reference`, the reference (DeepDiffChrome, run by
@@ -55,7 +57,7 @@ def _child(job: dict) -> dict:
 
     if job["threads"]:
         torch.set_num_threads(job["threads"])
-    deepdiff.model.level1_impl = lambda device: job["impl"]  # force the way Level I runs, nothing else
+    deepdiff.model.level1_impl = lambda device, batch: job["impl"]  # force the way Level I runs, nothing else
     device = pick_device(job["device"])
     pair = load_pair(job["data"], *job["pair"])
     n_train = len(pair.train)
@@ -102,7 +104,7 @@ def _profile_child(job: dict) -> str:
 
     if job["threads"]:
         torch.set_num_threads(job["threads"])
-    deepdiff.model.level1_impl = lambda device: job["impl"]
+    deepdiff.model.level1_impl = lambda device, batch: job["impl"]
     device = pick_device(job["device"])
     pair = load_pair(job["data"], *job["pair"])
     runs = fit(ModelConfig(variant=job["variant"]), TrainConfig(epochs=2, batch_size=job["batch"]), pair, device=device)
@@ -112,6 +114,48 @@ def _profile_child(job: dict) -> str:
         result = next(runs)
     table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=job["rows"], max_name_column_width=40)
     return f"{job['variant']} {job['impl']} batch {job['batch']} on {device}: epoch {result.seconds:.2f} s\n{table}"
+
+
+def _steps_child(job: dict) -> dict:
+    """CPU seconds (process time: robust to other load) per training step (forward, backward, clip,
+    Adam) on random count-like inputs, both Level I ways alternating in this process; median per way."""
+    sys.path.insert(0, str(ROOT))
+    import torch
+
+    import deepdiff.model
+    from deepdiff.config import ModelConfig
+    from deepdiff.model import DeepDiff
+
+    if job["threads"]:
+        torch.set_num_threads(job["threads"])
+    torch.manual_seed(0)
+    model = DeepDiff.from_config(ModelConfig(variant=job["variant"]))
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    x_a, x_b = (torch.poisson(torch.rand(job["batch"], 5, 200) * 4) for _ in range(2))
+
+    def step() -> None:
+        out = model(x_a, x_b)
+        loss = out.prediction.square().mean() + sum(a.float().square().mean() for a in out.aux.values())
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+
+    def infer() -> None:
+        with torch.no_grad():
+            model(x_a, x_b)
+
+    times: dict[str, list[float]] = {}
+    for _ in range(job["rounds"]):
+        for impl in IMPLS:
+            deepdiff.model.level1_impl = lambda device, batch: impl
+            for name, fn in (("train", step), ("infer", infer)):
+                fn()
+                started = time.process_time()
+                for _ in range(job["steps"]):
+                    fn()
+                times.setdefault(f"{impl} {name}", []).append((time.process_time() - started) / job["steps"])
+    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def run_child(**job) -> dict:
@@ -158,7 +202,8 @@ def main() -> None:
     parser.add_argument("--reference", metavar="MIRROR_GITDIR", help="bare git dir of QData/DeepDiffChrome")
     parser.add_argument("--reference-python", default="python3", metavar="PY", help="a Python with the reference's deps")
     parser.add_argument("--quick", action="store_true", help="1 round, 2 epochs, sweep 10,64,256, 4 update-epochs")
-    parser.add_argument("--skip", default="", help="comma list of parts to skip: epochs,sweep,pcc")
+    parser.add_argument("--skip", default="", help="comma list of parts to skip: steps,epochs,sweep,pcc")
+    parser.add_argument("--step-batches", default="10,64", help="batch sizes of part 0 (CPU time per step)")
     parser.add_argument("--profile", metavar="VARIANT", help="only print a torch.profiler table of one epoch per Level I way")
     parser.add_argument("--profile-batch", type=int, default=10)
     args = parser.parse_args()
@@ -178,6 +223,16 @@ def main() -> None:
     print(f"device={probe['device']} threads={probe['threads']} data={args.data} ({probe['n_train']} train genes; "
           f"valid and test evaluated every epoch) epochs/run={args.epochs} rounds={args.repeats}")
     print(f"start: {load_now()}")
+
+    if "steps" not in skip:
+        print("\n0. CPU ms per training step (fwd+bwd+clip+Adam) and per inference batch, process time, median of 5 rounds x 3")
+        for variant in variants:
+            for batch in (int(b) for b in args.step_batches.split(",")):
+                t = run_child(**job, _worker=_steps_child, variant=variant, batch=batch, rounds=5, steps=3)
+                print(f"  {variant:16s} batch {batch:4d}: train grouped {1e3 * t['grouped train']:7.1f}  per_channel "
+                      f"{1e3 * t['per_channel train']:7.1f}  x{t['per_channel train'] / t['grouped train']:4.2f} | infer grouped "
+                      f"{1e3 * t['grouped infer']:7.1f}  per_channel {1e3 * t['per_channel infer']:7.1f}  "
+                      f"x{t['per_channel infer'] / t['grouped infer']:4.2f}  (xR = per_channel / grouped)")
 
     if "epochs" not in skip:
         print("\n1. s/epoch at batch 10 (train + valid + test), median over rounds of the median epoch")

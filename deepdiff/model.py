@@ -28,24 +28,34 @@ INIT_RANGE = 0.1  # all parameters ~ U(-0.1, 0.1), as published
 LEVEL1_IMPLS = ("grouped", "per_channel")
 
 
-def level1_impl(device: torch.device) -> str:
-    """How Level I runs on `device`: the one place this is decided (never a config field, so MLflow
-    params and checkpoints do not depend on the machine; both ways read the same parameters).
+GROUPED_MIN_CPU_TRAIN_BATCH = 64  # on CPU, training batches from this size run Level I grouped
 
-    "grouped" (`deepdiff.grouped_lstm`: all channels and directions in one recurrence, hand-written
-    backward) on CUDA: per channel would be 2K cuDNN calls per batch, each far too small to fill a
-    GPU, and the grouped step is CUDA-graph capturable. On CPU, "per_channel" (one `nn.LSTM` per
-    channel, which PyTorch runs as fused oneDNN RNN kernels) was measured at least as fast at batch 10
-    (benchmarks/bench_train.py prints both); the tests run "grouped" on CPU, so the GPU code is tested.
+
+def level1_impl(device: torch.device, batch: int) -> str:
+    """How Level I runs for a batch of `batch` genes on `device`: the one place this is decided (never
+    a config field, so MLflow params and checkpoints do not depend on the machine; both ways read the
+    same parameters and compute the same function).
+
+    - CUDA: "grouped" (`deepdiff.grouped_lstm`, all channels, directions and encoders of a forward in
+      one recurrence with a hand-written backward). Per channel would be 2K cuDNN calls per batch, each
+      far too small to fill a GPU; the grouped step is CUDA-graph capturable. (Not measured here, as no
+      GPU was at hand: for very large batches per-channel cuDNN may catch up.)
+    - CPU: "per_channel" (one `nn.LSTM` per channel, which PyTorch runs as a fused oneDNN kernel) for
+      inference and for training batches below `GROUPED_MIN_CPU_TRAIN_BATCH`; "grouped" for training
+      batches from there. CPU time per step, 1 thread (benchmarks/bench_train.py part 0): training at
+      batch 64 grouped was 1.10-1.23x faster (raw_d, raw, aux, raw_aux_siamese); at batch 10 0.84-1.07x;
+      inference per-channel was 1.3-2.2x faster.
     """
-    return "grouped" if device.type == "cuda" else "per_channel"
+    if device.type == "cuda":
+        return "grouped"
+    return "grouped" if torch.is_grad_enabled() and batch >= GROUPED_MIN_CPU_TRAIN_BATCH else "per_channel"
 
 
 class BinEncoder(nn.Module):
     """Level I: per-channel biLSTM over bins + bin attention. (N, K, T) -> (N, K, 2*H1), (N, K, T).
 
     The parameters are K `nn.LSTM(1, H1, bidirectional=True)` modules (state_dict keys
-    ``lstms.{k}.weight_ih_l0`` ...) and the contexts; `impl` (None: `level1_impl(device)`, or one of
+    ``lstms.{k}.weight_ih_l0`` ...) and the contexts; `impl` (None: `level1_impl(device, batch)`, or one of
     `LEVEL1_IMPLS`) only picks how the recurrence runs, never what it computes.
     """
 
@@ -62,7 +72,7 @@ class BinEncoder(nn.Module):
         return len(self.lstms)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        impl = self.impl or level1_impl(x.device)
+        impl = self.impl or level1_impl(x.device, x.shape[0])
         if impl == "grouped":
             return self._grouped(x)
         if impl == "per_channel":
@@ -101,7 +111,7 @@ def run_level1(calls: list[tuple[BinEncoder, torch.Tensor]]) -> list[tuple[torch
     """encoder(x) for every (encoder, x) of one forward pass; grouped, all of them in ONE recurrence
     (a siamese encoder called twice contributes its LSTMs twice; their gradients add up)."""
     encoder, x = calls[0]
-    impl = encoder.impl or level1_impl(x.device)
+    impl = encoder.impl or level1_impl(x.device, x.shape[0])
     if impl != "grouped" or len(calls) == 1:
         return [enc(x) for enc, x in calls]
     lstms = [lstm for enc, _ in calls for lstm in enc.lstms]

@@ -189,8 +189,11 @@ def test_level1_impl_is_not_part_of_the_model_state():
     model = DeepDiff.from_config(ModelConfig(variant="raw_d", **SMALL))
     keys = [k for k in model.state_dict() if k.startswith("level1.diff.lstms.0.")]
     assert keys == [f"level1.diff.lstms.0.{w}_l0{s}" for s in ("", "_reverse") for w in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
-    assert level1_impl(torch.device("cuda")) == "grouped"
-    assert level1_impl(torch.device("cpu")) in ("grouped", "per_channel")
+    assert level1_impl(torch.device("cuda"), 10) == "grouped"
+    assert level1_impl(torch.device("cpu"), 10) == "per_channel"  # the published batch
+    assert level1_impl(torch.device("cpu"), 64) == "grouped"
+    with torch.no_grad():
+        assert level1_impl(torch.device("cpu"), 256) == "per_channel"  # evaluation
     other = DeepDiff.from_config(ModelConfig(variant="raw_d", **SMALL)).set_level1_impl("per_channel")
     other.load_state_dict(model.state_dict())
     x = torch.rand(2, 5, 12)
