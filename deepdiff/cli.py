@@ -1,7 +1,7 @@
 """The `deepdiff` command line: a thin layer over the library.
 
     deepdiff synth OUT_DIR [--genes N] [--seed S]       write a synthetic pair (realistic or --signal easy)
-    deepdiff prepare --data DIR --pair A B              validate a pair and cache it as Parquet
+    deepdiff prepare --data DIR --pair A B              validate a pair and cache it (Arrow IPC)
     deepdiff train --data DIR --pair A B --variant V    train one model; last stdout line is the result
     deepdiff describe --variant V [--aux MODE]          module tree and exact trainable parameter count
     deepdiff baselines --data DIR --pair A B            linear regression, one- and two-layer SVR; a result line each
@@ -71,7 +71,7 @@ def _add_data_args(p: argparse.ArgumentParser, *, required: bool) -> None:
     p.add_argument("--data", metavar="DIR", required=required, help="folder with CELL.{train,valid,test,expr}.csv")
     p.add_argument("--pair", nargs=2, metavar=("CELL_A", "CELL_B"), required=required,
                    help="the two cell types (file prefixes, e.g. Cell1 Cell2 or E123 E003); diff = B - A")
-    p.add_argument("--cache-dir", metavar="DIR", help=f"Parquet cache of validated pairs (default {default_cache_dir()})")
+    p.add_argument("--cache-dir", metavar="DIR", help=f"cache of validated pairs (default {default_cache_dir()})")
     p.add_argument("--no-cache", action="store_true", help="always re-read the CSV files")
     p.add_argument("--strict-genes", action="store_true",
                    help="refuse genes present in one cell but not the other (default: report and drop them)")
@@ -93,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="shares of the genes in train and valid, test gets the rest (default 0.54 0.13)")
     p.add_argument("--imitates", metavar="LABEL", help="recorded in OUT_DIR/synthetic.json, e.g. the real pair it stands in for")
 
-    p = sub.add_parser("prepare", help="validate a pair and cache it (Parquet)")
+    p = sub.add_parser("prepare", help="validate a pair and cache it (Arrow IPC)")
     _add_data_args(p, required=True)
 
     p = sub.add_parser("train", help="train one model and print its PCC")

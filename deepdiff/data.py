@@ -19,7 +19,7 @@ returns a `PairData` of three `SplitData`. Tensor contracts (N genes of a split,
 - ``similar``: (N,) float32, the siamese S = 1.0 if |diff| >= `SIMILARITY_THRESHOLD` else 0.0.
 
 Every problem in the files is a `DataError` with a one-line message naming the file, the 1-based line
-(as in a text editor), the field, and what was expected. A validated pair can be cached as one Parquet
+(as in a text editor), the field, and what was expected. A validated pair can be cached as one Arrow IPC
 file, keyed by the contents of the eight files (an edited file is never served stale).
 """
 
@@ -42,7 +42,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
-import pyarrow.parquet as pq
+import pyarrow.ipc  # noqa: F401  (pa.ipc)
 import torch
 
 from deepdiff.errors import DataError
@@ -53,7 +53,7 @@ SPLITS = ("train", "valid", "test")
 SIMILARITY_THRESHOLD = 2.0
 UNPAIRED_MODES = ("drop", "error")
 
-CACHE_FORMAT_VERSION = 1  # bump when parsing, validation or the cache layout changes
+CACHE_FORMAT_VERSION = 2  # bump when parsing, validation or the cache layout changes
 _ID_FIELD = "gene_bin id"
 _EXPR_FIELD = "expression"
 _HM_FIELDS = (_ID_FIELD, *MARKS)
@@ -214,8 +214,9 @@ def load_pair(
     Genes are matched by gene id between the two cells and with each cell's expression file; the output
     order is cell A's file order. `unpaired`: "drop" genes listed by only one cell's split file (counted
     in `PairData.notes`) or "error" (a `DataError` naming the file, line and gene). `cache_dir`: if given,
-    the validated pair is stored there as Parquet, keyed by the sha256 of the files' contents, and served
-    from there while the files are unchanged. `progress`: optional callable receiving status lines
+    the validated pair is stored there (Arrow IPC, memory-mapped on read), keyed by the sha256 of the
+    files' contents, and served from there while the files are unchanged (unchanged by their stat
+    fingerprint: then the files are not even read; see the cache section below). `progress`: optional callable receiving status lines
     (notes are not sent there: they are returned in `PairData.notes`, for the caller to report once).
     `n_bins`: bins per gene (T) the split files must have (the paper's files: 200).
     Raises `DataError` (one line: file, line, field, what was expected) for any problem in the files.
@@ -226,19 +227,30 @@ def load_pair(
     if cell_a == cell_b:
         _fail(f"cells {cell_a!r} and {cell_b!r}", "expected two different cell types")
     paths = _pair_paths(Path(data_dir), cell_a, cell_b)
+    cache_path = stat_path = None
+    if cache_dir is not None:
+        # Fast hit: the files' stat fingerprint, taken before any read, names the content key it had.
+        stat_path = _stat_index_path(Path(cache_dir), paths, cell_a, cell_b, unpaired, n_bins)
+        key = _read_stat_index(stat_path)
+        if key is not None:
+            cached = _read_cache(_cache_path(Path(cache_dir), cell_a, cell_b, key), key, say)
+            if cached is not None:
+                return cached
     raw = {key: _read_raw(path) for key, path in paths.items()}
-    cache_path = None
     if cache_dir is not None:
         key = _cache_key(raw, cell_a, cell_b, unpaired, n_bins)
-        cache_path = Path(cache_dir) / f"{_safe(cell_a)}-{_safe(cell_b)}-{key[:24]}.parquet"
+        cache_path = _cache_path(Path(cache_dir), cell_a, cell_b, key)
         cached = _read_cache(cache_path, key, say)
         if cached is not None:
+            _write_stat_index(stat_path, key)
             return cached
     started = time.perf_counter()
     pair = _build_pair(raw, paths, cell_a, cell_b, unpaired, n_bins, say)
     say(f"{cell_a}/{cell_b}: read and validated in {time.perf_counter() - started:.1f} s")
     if cache_path is not None:
         pair = _write_cache(cache_path, key, pair, say)
+        if not any("cache not written" in note for note in pair.notes):
+            _write_stat_index(stat_path, key)
     return pair
 
 
@@ -594,7 +606,13 @@ def _build_pair(
 
 
 # ---------------------------------------------------------------------------------------------------
-# Parquet cache: one file per pair; rows = genes of all splits; medians and notes in schema metadata
+# Cache: one uncompressed Arrow IPC file per pair (rows = genes of train, valid, test in that order;
+# medians, notes and row counts in schema metadata), memory-mapped on read. Its name holds the sha256
+# of the eight files' contents (`_cache_key`). Hashing ~260 MB of paper-size CSVs costs more than
+# reading the cache, so a small index file maps the files' stat fingerprint (path, size, mtime_ns,
+# ctime_ns, inode, device of each) to that content key: any write to a file changes its ctime (which
+# no user tool can set back) and a replacement changes its inode, so a changed file always misses the
+# index and is hashed again. Unchanged files are neither read nor hashed.
 
 
 def _cache_key(raw: dict, cell_a: str, cell_b: str, unpaired: str, n_bins: int) -> str:
@@ -611,13 +629,44 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", name)
 
 
+def _cache_path(cache_dir: Path, cell_a: str, cell_b: str, key: str) -> Path:
+    return cache_dir / f"{_safe(cell_a)}-{_safe(cell_b)}-{key[:24]}.arrow"
+
+
+def _stat_index_path(cache_dir: Path, paths: dict, cell_a: str, cell_b: str, unpaired: str, n_bins: int) -> Path:
+    """Where the content key of the files in their current state (by `os.stat`) is remembered."""
+    stats = []
+    for path in paths.values():
+        st = path.stat()
+        stats.append([str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev])
+    fingerprint = json.dumps([CACHE_FORMAT_VERSION, cell_a, cell_b, unpaired, n_bins, MARKS, stats])
+    return cache_dir / f"{_safe(cell_a)}-{_safe(cell_b)}-{hashlib.sha256(fingerprint.encode()).hexdigest()[:24]}.key"
+
+
+def _read_stat_index(path: Path) -> str | None:
+    try:
+        key = path.read_text().strip()
+    except OSError:
+        return None
+    return key if re.fullmatch(r"[0-9a-f]{64}", key) else None
+
+
+def _write_stat_index(path: Path, key: str) -> None:
+    """Best effort (a failure only costs a hash next time); atomic, so a reader never sees half a key."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        tmp.write_text(key + "\n")
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+
+
 def _write_cache(path: Path, key: str, pair: PairData, say: Progress) -> PairData:
     """Store `pair` at `path` atomically (tmp + rename); a failure is a note, not an error."""
-    columns: dict[str, list] = {k: [] for k in ("split", "gene_id", "expr_a", "expr_b", "x_a", "x_b")}
+    columns: dict[str, list] = {k: [] for k in ("gene_id", "expr_a", "expr_b", "x_a", "x_b")}
     for name in SPLITS:
         part = pair.split(name).to("cpu")
         width = part.x_a.shape[1] * part.x_a.shape[2]
-        columns["split"].append(pa.array([name] * len(part), pa.string()))
         columns["gene_id"].append(pa.array(part.gene_ids, pa.string()))
         for col in ("expr_a", "expr_b"):
             columns[col].append(pa.array(getattr(part, col).numpy()))
@@ -627,12 +676,13 @@ def _write_cache(path: Path, key: str, pair: PairData, say: Progress) -> PairDat
     table = pa.table({k: pa.concat_arrays(v) for k, v in columns.items()})
     meta = {"format": CACHE_FORMAT_VERSION, "key": key, "cell_a": pair.cell_a, "cell_b": pair.cell_b,
             "median_a": pair.median_a, "median_b": pair.median_b, "notes": list(pair.notes),
-            "shape": list(pair.train.x_a.shape[1:])}
+            "shape": list(pair.train.x_a.shape[1:]), "rows": {name: len(pair.split(name)) for name in SPLITS}}
     table = table.replace_schema_metadata({_CACHE_META_KEY: json.dumps(meta).encode()})
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(table, tmp, compression="zstd")
+        with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+            writer.write_table(table)
         os.replace(tmp, path)
     except OSError as err:
         tmp.unlink(missing_ok=True)
@@ -646,11 +696,15 @@ def _read_cache(path: Path, key: str, say: Progress) -> PairData | None:
     if not path.is_file():
         return None
     try:
-        table = pq.read_table(path)
-        meta = json.loads(table.schema.metadata[_CACHE_META_KEY])
-        if meta["format"] != CACHE_FORMAT_VERSION or meta["key"] != key:
-            return None
-        splits = {name: _split_from_table(table, name, meta) for name in SPLITS}
+        with pa.memory_map(str(path)) as source:
+            table = pa.ipc.open_file(source).read_all()
+            meta = json.loads(table.schema.metadata[_CACHE_META_KEY])
+            if meta["format"] != CACHE_FORMAT_VERSION or meta["key"] != key:
+                return None
+            splits, start = {}, 0
+            for name in SPLITS:
+                splits[name] = _split_from_table(table.slice(start, meta["rows"][name]), meta)
+                start += meta["rows"][name]
     except (OSError, KeyError, ValueError, TypeError, pa.ArrowException) as err:
         say(f"ignoring unreadable cache {path}: {err}")
         return None
@@ -659,8 +713,8 @@ def _read_cache(path: Path, key: str, say: Progress) -> PairData | None:
                     notes=tuple(meta["notes"]))
 
 
-def _split_from_table(table: pa.Table, name: str, meta: dict) -> SplitData:
-    part = table.filter(pc.equal(table.column("split"), name))
+def _split_from_table(part: pa.Table, meta: dict) -> SplitData:
+    """One split's rows of the memory-mapped table, copied into tensors (the map is read-only)."""
     shape = (part.num_rows, *meta["shape"])
 
     def x(col: str) -> torch.Tensor:

@@ -19,13 +19,45 @@ import torch
 from torch import nn
 
 from deepdiff.config import ModelConfig
+from deepdiff.grouped_lstm import grouped_bilstm
 from deepdiff.variants import VariantSpec, get_variant
 
 INIT_RANGE = 0.1  # all parameters ~ U(-0.1, 0.1), as published
 
 
+LEVEL1_IMPLS = ("grouped", "per_channel")
+
+
+GROUPED_MIN_CPU_TRAIN_BATCH = 64  # on CPU, training batches from this size run Level I grouped
+
+
+def level1_impl(device: torch.device, batch: int) -> str:
+    """How Level I runs for a batch of `batch` genes on `device`: the one place this is decided (never
+    a config field, so MLflow params and checkpoints do not depend on the machine; both ways read the
+    same parameters and compute the same function).
+
+    - CUDA: "grouped" (`deepdiff.grouped_lstm`, all channels, directions and encoders of a forward in
+      one recurrence with a hand-written backward). Per channel would be 2K cuDNN calls per batch, each
+      far too small to fill a GPU; the grouped step is CUDA-graph capturable. (Not measured here, as no
+      GPU was at hand: for very large batches per-channel cuDNN may catch up.)
+    - CPU: "per_channel" (one `nn.LSTM` per channel, which PyTorch runs as a fused oneDNN kernel) for
+      inference and for training batches below `GROUPED_MIN_CPU_TRAIN_BATCH`; "grouped" for training
+      batches from there. CPU time per step, 1 thread (benchmarks/bench_train.py part 0): training at
+      batch 64 grouped was 1.10-1.23x faster (raw_d, raw, aux, raw_aux_siamese); at batch 10 0.84-1.07x;
+      inference per-channel was 1.3-2.2x faster.
+    """
+    if device.type == "cuda":
+        return "grouped"
+    return "grouped" if torch.is_grad_enabled() and batch >= GROUPED_MIN_CPU_TRAIN_BATCH else "per_channel"
+
+
 class BinEncoder(nn.Module):
-    """Level I: per-channel biLSTM over bins + bin attention. (N, K, T) -> (N, K, 2*H1), (N, K, T)."""
+    """Level I: per-channel biLSTM over bins + bin attention. (N, K, T) -> (N, K, 2*H1), (N, K, T).
+
+    The parameters are K `nn.LSTM(1, H1, bidirectional=True)` modules (state_dict keys
+    ``lstms.{k}.weight_ih_l0`` ...) and the contexts; `impl` (None: `level1_impl(device, batch)`, or one of
+    `LEVEL1_IMPLS`) only picks how the recurrence runs, never what it computes.
+    """
 
     def __init__(self, n_channels: int, hidden: int) -> None:
         super().__init__()
@@ -33,17 +65,60 @@ class BinEncoder(nn.Module):
             nn.LSTM(1, hidden, batch_first=True, bidirectional=True) for _ in range(n_channels)
         )
         self.context = nn.Parameter(torch.empty(n_channels, 2 * hidden))  # W_b_j, one per channel
+        self.impl: str | None = None
 
     @property
     def n_channels(self) -> int:
         return len(self.lstms)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        states = torch.stack(
-            [lstm(x[:, j, :, None])[0] for j, lstm in enumerate(self.lstms)], dim=1
-        )  # (N, K, T, 2H)
+        impl = self.impl or level1_impl(x.device, x.shape[0])
+        if impl == "grouped":
+            return self._grouped(x)
+        if impl == "per_channel":
+            return self._per_channel(x)
+        raise ValueError(f"Level I impl {impl!r}: expected one of {', '.join(LEVEL1_IMPLS)}")
+
+    def _per_channel(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        states = torch.stack([lstm(x[:, j, :, None])[0] for j, lstm in enumerate(self.lstms)], dim=1)  # (N, K, T, 2H)
         alpha = torch.softmax(torch.einsum("nkth,kh->nkt", states, self.context), dim=-1)
         return torch.einsum("nkt,nkth->nkh", alpha, states), alpha
+
+    def _grouped(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return grouped_level1(x, list(self.lstms), self.context)
+
+
+def grouped_level1(x: torch.Tensor, lstms: list[nn.LSTM], context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Level I of K channels (each its biLSTM and context row) as one grouped recurrence + attention.
+
+    x (N, K, T), context (K, 2H) -> (N, K, 2H), alpha (N, K, T). Attention is computed in the grouped
+    layout (T, G = 2K, N, H) of `grouped_bilstm`, so the (N, K, T, 2H) states are never assembled.
+    """
+    k = len(lstms)
+    h = grouped_bilstm(x, lstms)  # (T, 2K, N, H); groups K.. in reversed time
+    steps, groups, n, hid = h.shape
+    by_gene = h.view(steps, groups * n, hid).transpose(0, 1)  # (2K*N, T, H), a view: batched products, no copy
+    context = context.view(k, 2, hid).transpose(0, 1).reshape(groups, 1, hid, 1)  # (2K, 1, H, 1)
+    part = torch.bmm(by_gene, context.expand(groups, n, hid, 1).reshape(groups * n, hid, 1))
+    part = part.view(groups, n, steps)  # h_t . W_b per direction, each group in its own time order
+    alpha = torch.softmax(part[:k] + part[k:].flip(-1), dim=-1)  # (K, N, T)
+    weights = torch.cat((alpha, alpha.flip(-1)), dim=0)  # (2K, N, T), each group's own time order
+    m = torch.bmm(weights.view(groups * n, 1, steps), by_gene).view(groups, n, hid)  # (2K, N, H)
+    return torch.cat((m[:k], m[k:]), dim=-1).transpose(0, 1), alpha.transpose(0, 1)
+
+
+def run_level1(calls: list[tuple[BinEncoder, torch.Tensor]]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """encoder(x) for every (encoder, x) of one forward pass; grouped, all of them in ONE recurrence
+    (a siamese encoder called twice contributes its LSTMs twice; their gradients add up)."""
+    encoder, x = calls[0]
+    impl = encoder.impl or level1_impl(x.device, x.shape[0])
+    if impl != "grouped" or len(calls) == 1:
+        return [enc(x) for enc, x in calls]
+    lstms = [lstm for enc, _ in calls for lstm in enc.lstms]
+    context = torch.cat([enc.context for enc, _ in calls])
+    m, alpha = grouped_level1(torch.cat([x for _, x in calls], dim=1), lstms, context)
+    sizes = [enc.n_channels for enc, _ in calls]
+    return list(zip(m.split(sizes, dim=1), alpha.split(sizes, dim=1)))
 
 
 class MarkEncoder(nn.Module):
@@ -107,13 +182,10 @@ class DeepDiff(nn.Module):
                     self.heads[cell] = nn.Linear(2 * h2, n_out)
         if spec.level1_inputs:
             self.level1["diff"] = BinEncoder(n_main, h1)
-            extra = 2 * m if spec.cell_encoders else 0
             self.level2["diff"] = MarkEncoder(2 * h1, h2)
             self.heads["diff"] = nn.Linear(2 * h2, 1)
-            self._main_channels = n_main + extra
         else:
             self.heads["diff"] = nn.Sequential(nn.Linear(4 * h2, 2 * h2), nn.ReLU(), nn.Linear(2 * h2, 1))
-            self._main_channels = 0
         self.reset_parameters()
 
     @classmethod
@@ -125,6 +197,14 @@ class DeepDiff(nn.Module):
         with torch.no_grad():
             for p in self.parameters():
                 p.uniform_(-INIT_RANGE, INIT_RANGE)
+
+    def set_level1_impl(self, impl: str | None) -> "DeepDiff":
+        """Run every Level I module the given way (None: chosen by device); for tests and benchmarks."""
+        if impl is not None and impl not in LEVEL1_IMPLS:
+            raise ValueError(f"Level I impl {impl!r}: expected one of {', '.join(LEVEL1_IMPLS)}")
+        for encoder in self.level1.values():
+            encoder.impl = impl
+        return self
 
     def _cell_level1(self, cell: str) -> BinEncoder:
         return self.level1["AB" if self.spec.share_cell_encoder else cell]
@@ -145,17 +225,21 @@ class DeepDiff(nn.Module):
         beta: dict[str, torch.Tensor] = {}
         v: dict[str, torch.Tensor] = {}
         aux: dict[str, torch.Tensor] = {}
+        calls: dict[str, tuple[BinEncoder, torch.Tensor]] = {}
         if self.spec.cell_encoders:
-            for cell, x in (("A", x_a), ("B", x_b)):
-                level1[cell], alpha[cell] = self._cell_level1(cell)(x)
+            calls.update(A=(self._cell_level1("A"), x_a), B=(self._cell_level1("B"), x_b))
+        if self.spec.level1_inputs:
+            groups = {"A": x_a, "B": x_b, "A-B": x_a - x_b}
+            calls["diff"] = (self.level1["diff"], torch.cat([groups[g] for g in self.spec.level1_inputs], dim=1))
+        for path, (m, a) in zip(calls, run_level1(list(calls.values()))):
+            level1[path], alpha[path] = m, a
+        if self.spec.cell_encoders:
+            for cell in ("A", "B"):
                 v[cell], beta[cell] = self.level2[cell](self.dropout(level1[cell]))
                 if self.spec.aux:
                     out = self.heads[cell](self.dropout(v[cell]))
                     aux[cell] = out.squeeze(-1) if out.shape[-1] == 1 else out
         if self.spec.level1_inputs:
-            groups = {"A": x_a, "B": x_b, "A-B": x_a - x_b}
-            x = torch.cat([groups[g] for g in self.spec.level1_inputs], dim=1)
-            level1["diff"], alpha["diff"] = self.level1["diff"](x)
             seq = [level1["diff"]] + ([level1["A"], level1["B"]] if self.spec.cell_encoders else [])
             v["diff"], beta["diff"] = self.level2["diff"](self.dropout(torch.cat(seq, dim=1)))
             prediction = self.heads["diff"](self.dropout(v["diff"]))

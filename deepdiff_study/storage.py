@@ -24,7 +24,7 @@ import pyarrow.fs
 
 from deepdiff.errors import ConfigError
 
-# Generated synthetic pairs and the Parquet cache of a study whose --storage is a URI: on the driver's
+# Generated synthetic pairs and the data cache of a study whose --storage is a URI: on the driver's
 # disk (both are rebuilt from their inputs when missing, e.g. on a new head node).
 LOCAL_WORK_DIR = Path("~/.cache/deepdiff-tune/study").expanduser()
 
@@ -105,7 +105,7 @@ class StudyStorage:
 
     @property
     def local_dir(self) -> Path:
-        """Where the driver keeps synthetic pairs and the Parquet cache: the folder itself when local."""
+        """Where the driver keeps synthetic pairs and the data cache: the folder itself when local."""
         return Path(self.root) if self.fs is None else LOCAL_WORK_DIR
 
     def tune_kwargs(self) -> dict:

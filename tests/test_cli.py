@@ -69,7 +69,7 @@ def test_synth_then_prepare_uses_the_cache(tmp_path):
     code, stdout, stderr = _run(["prepare", "--data", "pair", "--pair", "Cell1", "Cell2"], tmp_path)
     assert code == 0, stderr
     assert re.search(r"^train: \d+ genes, x \(\d+, 5, 200\)$", stdout, re.M)
-    assert any((tmp_path / "cache" / "deepdiff-tune").rglob("*.parquet"))
+    assert any((tmp_path / "cache" / "deepdiff-tune").rglob("*.arrow"))
 
 
 def test_describe_prints_the_exact_parameter_count(tmp_path):

@@ -1,4 +1,4 @@
-"""Tests of deepdiff.data: reading, validation messages, gene-id alignment, targets, Parquet cache."""
+"""Tests of deepdiff.data: reading, validation messages, gene-id alignment, targets, cache."""
 
 from __future__ import annotations
 
@@ -331,7 +331,7 @@ def test_missing_file_and_directory(pair_dir):
 
 
 # ---------------------------------------------------------------------------------------------------
-# Parquet cache
+# Cache (Arrow IPC)
 
 
 def assert_same_pair(a: PairData, b: PairData) -> None:
@@ -353,7 +353,7 @@ def test_cache_is_used_for_unchanged_files(tmp_path, pair_dir, monkeypatch):
     cache = tmp_path / "cache"
     before = sorted(p.name for p in pair_dir.iterdir())
     cold = load_pair(pair_dir, "Cell1", "Cell2", cache_dir=cache)
-    assert len(cold.notes) == 1 and len(list(cache.glob("*.parquet"))) == 1
+    assert len(cold.notes) == 1 and len(list(cache.glob("*.arrow"))) == 1
     assert sorted(p.name for p in pair_dir.iterdir()) == before  # nothing written beside the data
     monkeypatch.setattr(data_module, "_parse_split_file", refuse_to_parse)
     monkeypatch.setattr(data_module, "_parse_expr_file", refuse_to_parse)
@@ -375,18 +375,39 @@ def test_cache_is_never_stale_after_an_edit_of_same_size_and_mtime(tmp_path, pai
     assert path.stat().st_size == stat.st_size and path.stat().st_mtime_ns == stat.st_mtime_ns
     fresh = load_pair(pair_dir, "Cell1", "Cell2", cache_dir=cache)
     assert fresh.test.x_a[0, 0, 0] == 6 and cold.test.x_a[0, 0, 0] == 1
-    assert len(list(cache.glob("*.parquet"))) == 2
+    assert len(list(cache.glob("*.arrow"))) == 2
     # the options are part of the key too
     monkeypatch.setattr(data_module, "_parse_split_file", refuse_to_parse)
     with pytest.raises(AssertionError, match="cache should have been used"):
         load_pair(pair_dir, "Cell1", "Cell2", cache_dir=cache, unpaired="error")
 
 
+def test_cache_hit_on_unchanged_files_reads_no_file(tmp_path, pair_dir, monkeypatch):
+    """Unchanged files (same stat fingerprint) are served without reading or hashing them; a file whose
+    stat changed but whose contents did not is read and hashed once, and served from the cache."""
+    cache = tmp_path / "cache"
+    cold = load_pair(pair_dir, "Cell1", "Cell2", cache_dir=cache)
+    monkeypatch.setattr(data_module, "_parse_split_file", refuse_to_parse)
+    monkeypatch.setattr(data_module, "_parse_expr_file", refuse_to_parse)
+    real_read_raw = data_module._read_raw
+    monkeypatch.setattr(data_module, "_read_raw", refuse_to_parse)
+    assert_same_pair(cold, load_pair(pair_dir, "Cell1", "Cell2", cache_dir=cache))
+    path = pair_dir / "Cell2.valid.csv"
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))  # same contents, new stat
+    with pytest.raises(AssertionError, match="cache should have been used"):
+        load_pair(pair_dir, "Cell1", "Cell2", cache_dir=cache)  # it must read the files again
+    monkeypatch.setattr(data_module, "_read_raw", real_read_raw)
+    assert_same_pair(cold, load_pair(pair_dir, "Cell1", "Cell2", cache_dir=cache))  # hashed: same contents
+    monkeypatch.setattr(data_module, "_read_raw", refuse_to_parse)
+    assert_same_pair(cold, load_pair(pair_dir, "Cell1", "Cell2", cache_dir=cache))  # and remembered
+    assert len(list(cache.glob("*.arrow"))) == 1
+
+
 def test_unreadable_cache_is_rebuilt(tmp_path, pair_dir):
     cache = tmp_path / "cache"
     cold = load_pair(pair_dir, "Cell1", "Cell2", cache_dir=cache)
-    (entry,) = cache.glob("*.parquet")
-    entry.write_bytes(b"not parquet")
+    (entry,) = cache.glob("*.arrow")
+    entry.write_bytes(b"not arrow")
     messages: list[str] = []
     assert_same_pair(cold, load_pair(pair_dir, "Cell1", "Cell2", cache_dir=cache, progress=messages.append))
     assert any("ignoring unreadable cache" in m for m in messages)

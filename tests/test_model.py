@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from deepdiff.config import ModelConfig
-from deepdiff.model import INIT_RANGE, BinEncoder, DeepDiff, MarkEncoder, count_parameters
+from deepdiff.model import INIT_RANGE, BinEncoder, DeepDiff, MarkEncoder, count_parameters, level1_impl
 from deepdiff.variants import VARIANTS, VariantSpec
 
 # Exact trainable parameter counts at the published sizes (Level I hidden 32, Level II hidden 16).
@@ -112,3 +112,91 @@ def test_an_eighth_variant_is_one_row():
     spec = VariantSpec("raw_c_aux", ("A", "B"), True, False, True, False)
     out = DeepDiff(spec, ModelConfig(variant="raw", **SMALL))(torch.rand(2, 5, 12), torch.rand(2, 5, 12))
     assert out.prediction.shape == (2,) and set(out.aux) == {"A", "B"}
+
+
+
+# --- Level I: the grouped recurrence computes exactly what the per-channel nn.LSTMs compute ----------
+
+
+def _outputs_and_grads(model, impl, x_a, x_b):
+    """Every output of a forward pass, and the gradients (inputs, every parameter) of a fixed random
+    weighted sum of all of them (the same weights for both implementations)."""
+    model.set_level1_impl(impl)
+    x_a, x_b = x_a.clone().requires_grad_(), x_b.clone().requires_grad_()
+    out = model(x_a, x_b)
+    tensors = [out.prediction, *out.aux.values(), *out.level1.values(), *out.bin_attention.values(),
+               *out.mark_attention.values()]
+    gen = torch.Generator().manual_seed(1)
+    loss = sum((t * torch.randn(t.shape, generator=gen)).sum() for t in tensors)
+    grads = torch.autograd.grad(loss, [x_a, x_b, *model.parameters()])
+    return [t.detach() for t in tensors], grads
+
+
+def _assert_impls_agree(model, x_a, x_b, atol=1e-5):
+    model.eval()  # no dropout, so both passes compute the same function
+    ref_out, ref_grads = _outputs_and_grads(model, "per_channel", x_a, x_b)
+    out, grads = _outputs_and_grads(model, "grouped", x_a, x_b)
+    for a, b in zip(out, ref_out, strict=True):
+        torch.testing.assert_close(a, b, atol=atol, rtol=0)
+    names = ["x_a", "x_b", *(name for name, _ in model.named_parameters())]
+    for name, a, b in zip(names, grads, ref_grads, strict=True):
+        torch.testing.assert_close(a, b, atol=atol, rtol=0, msg=lambda m: f"gradient of {name}: {m}")
+    with torch.no_grad():  # the inference path keeps no per-step buffers; same outputs
+        model.set_level1_impl("grouped")
+        torch.testing.assert_close(model(x_a, x_b).prediction, ref_out[0], atol=atol, rtol=0)
+
+
+def _counts(shape, seed):
+    """Count-like inputs (the model sees raw read counts: mostly small, some larger)."""
+    gen = torch.Generator().manual_seed(seed)
+    return torch.poisson(torch.rand(shape, generator=gen) * 4, generator=gen)
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_grouped_level1_matches_per_channel_lstms(variant):
+    torch.manual_seed(0)
+    model = DeepDiff.from_config(ModelConfig(variant=variant, **SMALL))
+    _assert_impls_agree(model, _counts((3, 5, 12), 1), _counts((3, 5, 12), 2))
+
+
+def test_grouped_level1_matches_at_published_sizes():
+    torch.manual_seed(0)
+    model = DeepDiff.from_config(ModelConfig(variant="raw_aux_siamese"))  # hidden 32/16, 200 bins, 25 channels
+    _assert_impls_agree(model, _counts((2, 5, 200), 1), _counts((2, 5, 200), 2))
+
+
+def test_grouped_level1_check_fails_on_a_wrong_gate_order(monkeypatch):
+    """The equivalence check is not vacuous: grouped weights with i and f swapped are caught."""
+    from deepdiff import grouped_lstm
+
+    stack = grouped_lstm.stack_lstm_weights
+
+    def swapped(lstms):
+        w = stack(lstms)
+        hid = w.shape[-1] // 4
+        return torch.cat((w[..., hid : 2 * hid], w[..., :hid], w[..., 2 * hid :]), dim=-1)
+
+    monkeypatch.setattr(grouped_lstm, "stack_lstm_weights", swapped)
+    torch.manual_seed(0)
+    model = DeepDiff.from_config(ModelConfig(variant="raw_d", **SMALL))
+    with pytest.raises(AssertionError):
+        _assert_impls_agree(model, _counts((3, 5, 12), 1), _counts((3, 5, 12), 2))
+
+
+def test_level1_impl_is_not_part_of_the_model_state():
+    """The way Level I runs is chosen by device, never stored: same state_dict keys as plain nn.LSTMs,
+    so checkpoints load either way; a GPU runs the grouped path, which the tests above run on CPU."""
+    model = DeepDiff.from_config(ModelConfig(variant="raw_d", **SMALL))
+    keys = [k for k in model.state_dict() if k.startswith("level1.diff.lstms.0.")]
+    assert keys == [f"level1.diff.lstms.0.{w}_l0{s}" for s in ("", "_reverse") for w in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+    assert level1_impl(torch.device("cuda"), 10) == "grouped"
+    assert level1_impl(torch.device("cpu"), 10) == "per_channel"  # the published batch
+    assert level1_impl(torch.device("cpu"), 64) == "grouped"
+    with torch.no_grad():
+        assert level1_impl(torch.device("cpu"), 256) == "per_channel"  # evaluation
+    other = DeepDiff.from_config(ModelConfig(variant="raw_d", **SMALL)).set_level1_impl("per_channel")
+    other.load_state_dict(model.state_dict())
+    x = torch.rand(2, 5, 12)
+    torch.testing.assert_close(other.eval()(x, x).prediction, model.eval()(x, x).prediction, atol=1e-6, rtol=0)
+    with pytest.raises(ValueError, match="expected one of grouped, per_channel"):
+        model.set_level1_impl("cudnn")

@@ -1,0 +1,287 @@
+"""Training speed: s/epoch per variant, grouped vs per-channel Level I, batch sweep, and the reference.
+
+    python benchmarks/bench_train.py --profile raw [--profile-batch 10]   # where an epoch's time goes
+    python benchmarks/bench_train.py [--quick] [--variants raw_d,raw,raw_aux_siamese] [--threads 1]
+        [--sweep-variant raw --batches 10,32,64,128,256] [--reference MIRROR_GITDIR --reference-python PY]
+
+Prints, for the device it runs on (never asserts anything):
+0. CPU time (process time, so other load on the machine matters less) per training step and per
+   inference batch of each variant, both Level I ways alternating in one process, batches 10 and 64.
+1. s/epoch at batch 10 of every variant with Level I "grouped" and "per_channel", alternating, repeated
+   (`--repeats`), median; an epoch is what `deepdiff train` runs: the training pass plus the valid and
+   test evaluation (`deepdiff.train.fit`). With `--reference`, the reference (DeepDiffChrome, run by
+   /work/shared/tools/refbench) runs the same variant and epochs in the same rounds, and the ratios
+   reference / ours are printed (its epoch: training pass + valid pass + a torch.save; no test pass).
+2. A batch sweep of one variant: training genes/s (training pass only) per batch size and Level I
+   way, peak resident memory (and CUDA max allocated on a GPU) of a process running only that setting.
+3. Valid PCC after the same number of gene-updates (`--updates-epochs` epochs of the training split)
+   at the fastest batch vs batch 10, with the learning rate scaled by sqrt(batch / 10).
+
+Every measurement runs in a fresh child process (so peak memory is its own); the Level I way is forced
+there by replacing `deepdiff.model.level1_impl`, the one place it is chosen. Default data: the real
+DeepDiffChrome sample pair (Cell1 Cell2, 200 genes per split).
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as futures
+import math
+import multiprocessing
+import os
+import re
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = ROOT.parent / "shared" / "data" / "deepdiffchrome-sample"
+REFBENCH = ROOT.parent / "shared" / "tools" / "refbench" / "run-reference.sh"
+IMPLS = ("grouped", "per_channel")
+ALL_VARIANTS = ("raw_d", "raw_c", "raw", "aux", "raw_aux", "aux_siamese", "raw_aux_siamese")
+
+
+def _child(job: dict) -> dict:
+    """Run `fit` for one setting in this (fresh) process; return per-epoch times, PCCs and peak memory."""
+    sys.path.insert(0, str(ROOT))
+    import torch
+
+    import deepdiff.model
+    from deepdiff.config import ModelConfig, TrainConfig
+    from deepdiff.data import load_pair
+    from deepdiff.device import pick_device
+    from deepdiff.train import fit
+
+    if job["threads"]:
+        torch.set_num_threads(job["threads"])
+    deepdiff.model.level1_impl = lambda device, batch: job["impl"]  # force the way Level I runs, nothing else
+    device = pick_device(job["device"])
+    pair = load_pair(job["data"], *job["pair"])
+    n_train = len(pair.train)
+    marks: dict[str, float] = {}
+
+    def on_batch(done: int, total: int) -> None:
+        if done == total:
+            marks["train_end"] = time.perf_counter()
+
+    cfg = TrainConfig(epochs=job["epochs"], batch_size=job["batch"], lr=job["lr"], seed=0)
+    epochs, train_s = [], []
+    last = time.perf_counter()
+    for result in fit(ModelConfig(variant=job["variant"]), cfg, pair, device=device, on_batch=on_batch):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        epochs.append(result.seconds)
+        train_s.append(marks["train_end"] - last)  # epoch 1 includes model build and data transfer
+        last = time.perf_counter()
+        valid = result.valid_pcc
+    return {
+        "epoch_s": epochs,
+        "train_s": train_s,
+        "n_train": n_train,
+        "valid_pcc": valid,
+        "best_valid_pcc": result.best_valid_pcc,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "cuda_max_mb": torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None,
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+    }
+
+
+def _profile_child(job: dict) -> str:
+    """torch.profiler table of the second epoch of `fit` (the first warms up), by self CPU time."""
+    sys.path.insert(0, str(ROOT))
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    import deepdiff.model
+    from deepdiff.config import ModelConfig, TrainConfig
+    from deepdiff.data import load_pair
+    from deepdiff.device import pick_device
+    from deepdiff.train import fit
+
+    if job["threads"]:
+        torch.set_num_threads(job["threads"])
+    deepdiff.model.level1_impl = lambda device, batch: job["impl"]
+    device = pick_device(job["device"])
+    pair = load_pair(job["data"], *job["pair"])
+    runs = fit(ModelConfig(variant=job["variant"]), TrainConfig(epochs=2, batch_size=job["batch"]), pair, device=device)
+    next(runs)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        result = next(runs)
+    table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=job["rows"], max_name_column_width=40)
+    return f"{job['variant']} {job['impl']} batch {job['batch']} on {device}: epoch {result.seconds:.2f} s\n{table}"
+
+
+def _steps_child(job: dict) -> dict:
+    """CPU seconds (process time: robust to other load) per training step (forward, backward, clip,
+    Adam) on random count-like inputs, both Level I ways alternating in this process; median per way."""
+    sys.path.insert(0, str(ROOT))
+    import torch
+
+    import deepdiff.model
+    from deepdiff.config import ModelConfig
+    from deepdiff.model import DeepDiff
+
+    if job["threads"]:
+        torch.set_num_threads(job["threads"])
+    torch.manual_seed(0)
+    model = DeepDiff.from_config(ModelConfig(variant=job["variant"]))
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    x_a, x_b = (torch.poisson(torch.rand(job["batch"], 5, 200) * 4) for _ in range(2))
+
+    def step() -> None:
+        out = model(x_a, x_b)
+        loss = out.prediction.square().mean() + sum(a.float().square().mean() for a in out.aux.values())
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+
+    def infer() -> None:
+        with torch.no_grad():
+            model(x_a, x_b)
+
+    times: dict[str, list[float]] = {}
+    for _ in range(job["rounds"]):
+        for impl in IMPLS:
+            deepdiff.model.level1_impl = lambda device, batch: impl
+            for name, fn in (("train", step), ("infer", infer)):
+                fn()
+                started = time.process_time()
+                for _ in range(job["steps"]):
+                    fn()
+                times.setdefault(f"{impl} {name}", []).append((time.process_time() - started) / job["steps"])
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def run_child(**job) -> dict:
+    ctx = multiprocessing.get_context("spawn")
+    with futures.ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
+        return pool.submit(job.pop("_worker", _child), job).result()
+
+
+def steady(times: list[float]) -> float:
+    """Median over epochs, the first left out when there are others (it includes start-up work)."""
+    return statistics.median(times[1:] if len(times) > 1 else times)
+
+
+def run_reference(args, variant: str) -> float | None:
+    """s/epoch of the reference for `variant` (its RESULT line), or None if the harness failed."""
+    env = dict(os.environ, REFBENCH_QUIET="1")
+    if args.threads:
+        env["OMP_NUM_THREADS"] = str(args.threads)
+    cmd = ["bash", str(REFBENCH), args.reference, variant, str(args.epochs), args.data, args.reference_python]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    match = re.search(r"^RESULT .*\bseconds_per_epoch=([0-9.]+).*\bthreads=(\d+)", done.stdout, re.M)
+    if not match:
+        print(f"  reference {variant}: no RESULT line (exit {done.returncode}): {done.stderr.strip()[-300:]}")
+        return None
+    return float(match[1])
+
+
+def load_now() -> str:
+    return "load average " + " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", default=str(DEFAULT_DATA))
+    parser.add_argument("--pair", nargs=2, default=("Cell1", "Cell2"))
+    parser.add_argument("--variants", default="raw_d,raw,raw_aux_siamese", help="comma list, or 'all'")
+    parser.add_argument("--epochs", type=int, default=3, help="epochs per timed run (the first is left out)")
+    parser.add_argument("--repeats", type=int, default=3, help="alternating rounds per variant")
+    parser.add_argument("--sweep-variant", default="raw")
+    parser.add_argument("--batches", default="10,32,64,128,256")
+    parser.add_argument("--updates-epochs", type=int, default=10, help="gene-updates = this many training epochs")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default); also OMP_NUM_THREADS of the reference")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--reference", metavar="MIRROR_GITDIR", help="bare git dir of QData/DeepDiffChrome")
+    parser.add_argument("--reference-python", default="python3", metavar="PY", help="a Python with the reference's deps")
+    parser.add_argument("--quick", action="store_true", help="1 round, 2 epochs, sweep 10,64,256, 4 update-epochs")
+    parser.add_argument("--skip", default="", help="comma list of parts to skip: steps,epochs,sweep,pcc")
+    parser.add_argument("--step-batches", default="10,64", help="batch sizes of part 0 (CPU time per step)")
+    parser.add_argument("--profile", metavar="VARIANT", help="only print a torch.profiler table of one epoch per Level I way")
+    parser.add_argument("--profile-batch", type=int, default=10)
+    args = parser.parse_args()
+    if args.quick:
+        args.repeats, args.epochs, args.batches, args.updates_epochs = 1, 2, "10,64,256", 4
+    variants = ALL_VARIANTS if args.variants == "all" else tuple(args.variants.split(","))
+    skip = set(filter(None, args.skip.split(",")))
+    job = dict(data=args.data, pair=tuple(args.pair), threads=args.threads, device=args.device, lr=1e-4)
+
+    if args.profile:
+        print(load_now())
+        for impl in IMPLS:
+            print(run_child(**job, _worker=_profile_child, variant=args.profile, impl=impl, batch=args.profile_batch, rows=22))
+        print(load_now())
+        return
+    probe = run_child(**job, variant="raw_d", impl="grouped", batch=10, epochs=1)
+    print(f"device={probe['device']} threads={probe['threads']} data={args.data} ({probe['n_train']} train genes; "
+          f"valid and test evaluated every epoch) epochs/run={args.epochs} rounds={args.repeats}")
+    print(f"start: {load_now()}")
+
+    if "steps" not in skip:
+        print("\n0. CPU ms per training step (fwd+bwd+clip+Adam) and per inference batch, process time, median of 5 rounds x 3")
+        for variant in variants:
+            for batch in (int(b) for b in args.step_batches.split(",")):
+                t = run_child(**job, _worker=_steps_child, variant=variant, batch=batch, rounds=5, steps=3)
+                print(f"  {variant:16s} batch {batch:4d}: train grouped {1e3 * t['grouped train']:7.1f}  per_channel "
+                      f"{1e3 * t['per_channel train']:7.1f}  x{t['per_channel train'] / t['grouped train']:4.2f} | infer grouped "
+                      f"{1e3 * t['grouped infer']:7.1f}  per_channel {1e3 * t['per_channel infer']:7.1f}  "
+                      f"x{t['per_channel infer'] / t['grouped infer']:4.2f}  (xR = per_channel / grouped)")
+
+    if "epochs" not in skip:
+        print("\n1. s/epoch at batch 10 (train + valid + test), median over rounds of the median epoch")
+        for variant in variants:
+            runs: dict[str, list[float]] = {impl: [] for impl in IMPLS}
+            ref: list[float] = []
+            for _ in range(args.repeats):
+                for impl in IMPLS:
+                    runs[impl].append(steady(run_child(**job, variant=variant, impl=impl, batch=10, epochs=args.epochs)["epoch_s"]))
+                if args.reference:
+                    sec = run_reference(args, variant)
+                    if sec is not None:
+                        ref.append(sec)
+            g, p = statistics.median(runs["grouped"]), statistics.median(runs["per_channel"])
+            line = f"  {variant:16s} grouped {g:6.2f}  per_channel {p:6.2f}  per_channel/grouped x{p / g:4.2f}"
+            if ref:
+                r = statistics.median(ref)
+                line += f"  reference {r:6.2f}  reference/grouped x{r / g:4.2f}  reference/per_channel x{r / p:4.2f}"
+            print(line + f"   (rounds: g {fmt(runs['grouped'])}; p {fmt(runs['per_channel'])}" + (f"; ref {fmt(ref)})" if ref else ")"))
+
+    rates: dict[int, float] = {}
+    if "sweep" not in skip:
+        print(f"\n2. batch sweep, {args.sweep_variant}: training genes/s (training pass only), peak memory")
+        for batch in (int(b) for b in args.batches.split(",")):
+            cells = []
+            for impl in IMPLS:
+                out = run_child(**job, variant=args.sweep_variant, impl=impl, batch=batch, epochs=args.epochs)
+                rate = out["n_train"] / steady(out["train_s"])
+                rates[batch] = max(rates.get(batch, 0.0), rate)
+                mem = f"rss {out['peak_rss_mb']:.0f} MB" + (f", cuda {out['cuda_max_mb']:.0f} MB" if out["cuda_max_mb"] is not None else "")
+                cells.append(f"{impl} {rate:6.1f} genes/s ({mem})")
+            print(f"  batch {batch:4d}: " + "; ".join(cells))
+        best = max(rates, key=rates.get)
+        print(f"  fastest batch: {best} ({rates[best]:.1f} genes/s, x{rates[best] / rates.get(10, math.nan):.2f} batch 10)")
+
+    if "pcc" not in skip:
+        best = max(rates, key=rates.get) if rates else 64
+        print(f"\n3. valid PCC after {args.updates_epochs} epochs of gene-updates, {args.sweep_variant}; lr = 1e-4 * sqrt(batch / 10)")
+        for batch in sorted({10, best}):
+            lr = 1e-4 * math.sqrt(batch / 10)
+            out = run_child(**{**job, "lr": lr}, variant=args.sweep_variant, impl="grouped", batch=batch, epochs=args.updates_epochs)
+            print(f"  batch {batch:4d} lr {lr:.2e}: last valid PCC {out['valid_pcc']:.4f}, best {out['best_valid_pcc']:.4f}, "
+                  f"{sum(out['epoch_s']):.1f} s")
+    print(f"\nend: {load_now()}")
+
+
+def fmt(values: list[float]) -> str:
+    return ",".join(f"{v:.2f}" for v in values)
+
+
+if __name__ == "__main__":
+    main()

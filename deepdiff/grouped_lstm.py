@@ -1,0 +1,150 @@
+"""Level I's K per-channel biLSTMs run as one grouped recurrence, with a hand-written backward.
+
+`BinEncoder` owns K `nn.LSTM(1, H, bidirectional=True)` modules (their parameters are the model's
+state_dict). Run one after another they are 2K recurrences of T tiny steps each (on CPU PyTorch runs
+each as a fused oneDNN kernel; on a GPU each is a cuDNN call far too small to fill the device). Here
+the G = 2K (direction x channel) recurrences, or those of several encoders, advance together, reading
+the same parameters:
+
+- `stack_lstm_weights` stacks the modules' parameters per forward (autograd flows back to them) into
+  one (G, H + 2, 4H) matrix per group: [W_hh^T; W_ih; b_ih + b_hh], groups in direction-major order
+  g = d*K + k (d = 0 forward, 1 backward). The input has size 1, so input projection and biases ride
+  in the same product as the recurrence: [h_{t-1}, x_t, 1] @ W.
+- Per time step ONE batched matrix product over the G groups (`torch.bmm`), then the gates (PyTorch's
+  order i, f, g, o), c = f*c + i*g, h = o*tanh(c). The backward direction reads its channel reversed in
+  time, in the same step.
+- `GroupedLSTM` is a `torch.autograd.Function`: its forward records no autograd graph and, while each
+  step's values are in cache, stores what back-propagation needs (gate derivatives times their
+  partners, o (1 - tanh^2 c), f). Its backward runs back-propagation through time in one reverse loop
+  of 6 ops per step: two `addcmul`/`mul_` for the cell and gate gradients, one `baddbmm_` accumulating
+  dW for all groups, one `baddbmm_` giving d[h_{t-1}, x_t]. That is one autograd node per forward
+  instead of ~10 per step and group.
+
+No Python branch depends on data or shapes inside either time loop and nothing syncs with the host, so
+the loops can be captured in a CUDA graph. Contract: `grouped_bilstm(x (N, K, T), lstms) -> (T, 2K, N, H)`,
+the states of ``stack([lstm(x[:, k, :, None])[0] for k, lstm in enumerate(lstms)], 1)`` (N, K, T, 2H)
+(to float rounding) in the grouped layout, the backward direction in its own (reversed) time order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+from torch.autograd.function import once_differentiable
+
+
+def stack_lstm_weights(lstms: Sequence[nn.LSTM]) -> torch.Tensor:
+    """W (G, H + 2, 4H) of K one-layer biLSTMs with input size 1, for [h, x, 1] (G, N, H + 2) @ W.
+
+    Group g = d*K + k (d = 0 forward, 1 backward direction). Rows: W_hh transposed (H rows), then
+    W_ih (the input has size 1), then b_ih + b_hh. Columns in PyTorch's gate order i, f, g, o, with the
+    g columns doubled: `GroupedLSTM` evaluates tanh(z) as 2 * sigmoid(2z) - 1 (one sigmoid over all
+    four gates; CPU tanh is several times slower than sigmoid). Built from the parameters with autograd
+    ops, so gradients flow back to every parameter of every `nn.LSTM`.
+    """
+    hid = lstms[0].hidden_size
+    rows = []
+    for suffix in ("", "_reverse"):
+        for m in lstms:
+            w_hh, w_ih = getattr(m, "weight_hh_l0" + suffix), getattr(m, "weight_ih_l0" + suffix)
+            bias = getattr(m, "bias_ih_l0" + suffix) + getattr(m, "bias_hh_l0" + suffix)
+            rows.append(torch.cat((w_hh, w_ih, bias[:, None]), dim=1))  # (4H, H + 2)
+    w = torch.stack(rows)  # (G, 4H, H + 2)
+    scale = w.new_ones(4 * hid)
+    scale[2 * hid : 3 * hid] = 2.0
+    return (w * scale[:, None]).transpose(1, 2)
+
+
+def _recurrence(seq: torch.Tensor, w: torch.Tensor, keep: bool):
+    """Run the grouped LSTM without autograd. seq: (T, G, N) inputs; w: (G, H + 2, 4H) from
+    `stack_lstm_weights`.
+
+    Returns (z, saved): z (T + 1, G, N, H + 2) holds [h_{t-1}, x_t, 1] at step t, so h_t is
+    z[t + 1, ..., :H] (z[0] holds the zero initial state). With `keep`, saved = (q, p, f), what
+    back-propagation needs from step t, computed here while the step's values are in cache:
+    q (T, G, N, 4H) = sigmoid'(gate) times what multiplies the gate (g, c_{t-1}, i, tanh c_t for
+    i, f, g, o; the g gate is 2 sigmoid(2 z) - 1 so its factor carries a 2); p (T, G, N, H) =
+    o (1 - tanh^2 c_t), how h_t reaches c_t; f (T, G, N, H), how c_{t-1} reaches c_t.
+    """
+    steps, groups, n = seq.shape
+    hid = w.shape[-1] // 4
+    w = w.contiguous()
+    z = seq.new_empty(steps + 1, groups, n, hid + 2)
+    z[0, ..., :hid] = 0.0
+    z[:steps, ..., hid] = seq
+    z[steps, ..., hid] = 0.0
+    z[..., hid + 1] = 1.0
+    c = seq.new_zeros(groups, n, hid)
+    a = seq.new_empty(groups, n, 4 * hid)
+    if keep:
+        q = seq.new_empty(steps, groups, n, 4 * hid)
+        p = seq.new_empty(steps, groups, n, hid)
+        f_all = seq.new_empty(steps, groups, n, hid)
+    for t in range(steps):
+        torch.bmm(z[t], w, out=a)
+        a.sigmoid_()
+        i, f, s, o = a.chunk(4, dim=-1)
+        g = s * 2 - 1
+        c_prev, c = c, torch.addcmul(f * c, i, g)
+        tanh_c = torch.sigmoid(c * 2).mul_(2).sub_(1)
+        torch.mul(o, tanh_c, out=z[t + 1, ..., :hid])
+        if keep:  # a Python constant of the call, not data: the loop stays capturable
+            torch.mul(a, 1 - a, out=q[t])
+            qi, qf, qs, qo = q[t].chunk(4, dim=-1)
+            qi.mul_(g)
+            qf.mul_(c_prev)
+            qs.mul_(i).mul_(2)
+            qo.mul_(tanh_c)
+            torch.mul(o, 1 - tanh_c * tanh_c, out=p[t])
+            f_all[t] = f
+    return z, ((q, p, f_all) if keep else None)
+
+
+class GroupedLSTM(torch.autograd.Function):
+    """h (T, G, N, H) of G independent LSTMs over inputs seq (T, G, N) with weights w (G, H + 2, 4H)
+    from `stack_lstm_weights`; zero initial state. Backward: hand-written BPTT, returns d seq and d w."""
+
+    @staticmethod
+    def forward(ctx, seq: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        keep = any(ctx.needs_input_grad)
+        z, saved = _recurrence(seq, w, keep)
+        if keep:
+            ctx.save_for_backward(w)
+            ctx.buffers = z, *saved
+        return z[1:, ..., : w.shape[-1] // 4]
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        (w,) = ctx.saved_tensors
+        z, q, p, f = ctx.buffers
+        del ctx.buffers
+        steps, groups, n, hid = p.shape
+        q_gates = q.view(steps, groups, n, 4, hid)
+        w_t = w.transpose(1, 2).contiguous()  # (G, 4H, H + 2)
+        d_w = w.new_zeros(w.shape)  # contiguous (w itself is a transposed view): baddbmm_'s fast path
+        # dz[t] accumulates d[h_{t-1}, x_t, 1]; it starts as the gradient arriving at h_{t-1} from above.
+        dz = grad_h.new_zeros(steps, groups, n, hid + 2)
+        dz[1:, ..., :hid] = grad_h[:-1]
+        dh, dc_next = grad_h[steps - 1], torch.zeros_like(p[0])  # dc_next = d c_{t+1} * f_{t+1}
+        for t in range(steps - 1, -1, -1):  # 6 ops per step
+            dc = torch.addcmul(dc_next, dh, p[t])
+            q_gates[t, :, :, :3].mul_(dc[:, :, None])  # q[t] becomes d pre-activations of i, f, g ...
+            q_gates[t, :, :, 3].mul_(dh)  # ... and o
+            d_w.baddbmm_(z[t].transpose(1, 2), q[t])
+            dz[t].baddbmm_(q[t], w_t)
+            dh, dc_next = dz[t, ..., :hid], dc * f[t]
+        return dz[..., hid], d_w
+
+
+def grouped_bilstm(x: torch.Tensor, lstms: Sequence[nn.LSTM]) -> torch.Tensor:
+    """(N, K, T) -> h (T, G, N, H): channel k through bidirectional `lstms[k]` (input size 1), all at once.
+
+    Group g = d*K + k. h[t, k] is the forward state of channel k at bin t; h[t, K + k] is its backward
+    state at bin T - 1 - t (each group in its own reading order; flip it on time to align).
+    """
+    xt = x.permute(2, 1, 0)  # (T, K, N)
+    seq = torch.cat((xt, xt.flip(0)), dim=1)  # (T, G, N): backward groups read time reversed
+    return GroupedLSTM.apply(seq, stack_lstm_weights(lstms))
