@@ -214,7 +214,21 @@ def _paired(cells: pd.DataFrame, key: list[str], column: str, a: Any, b: Any) ->
     both = left.index.intersection(right.index)
     diffs = (left.loc[both] - right.loc[both]).astype(float)
     diffs = diffs[np.isfinite(diffs)]
-    return diffs.to_numpy(), [str(i) for i in diffs.index]
+    return diffs.to_numpy(), [_key_label(key, i) for i in diffs.index]
+
+
+def _key_label(key: list[str], value: Any) -> str:
+    """``pair 1 aux_siamese m2`` for a matched key (not-applicable parts left out)."""
+    values = value if isinstance(value, tuple) else (value,)
+    parts = []
+    for name, v in zip(key, values):
+        if name == "pair":
+            parts.append(f"pair {v}")
+        elif name == "margin_key":
+            parts += [] if v < 0 else [f"m{v:g}"]
+        elif v != NOT_APPLICABLE:
+            parts.append(str(v))
+    return " ".join(parts)
 
 
 def _fmt(x: float) -> str:
@@ -231,8 +245,9 @@ def axis_row(axis: str, comparison: str, diffs: np.ndarray, matched: list[str]) 
     elif n < 2:
         sentence = f"{comparison}: {_fmt(mean)} test PCC (n=1, interval undefined): too few to tell."
     else:
+        first = comparison.split(" vs ")[0]
         verdict = ("no clear effect" if low <= 0 <= high
-                   else ("higher" if low > 0 else "lower") + " across the resamples")
+                   else f"{first} {'higher' if low > 0 else 'lower'} (the interval excludes 0)")
         sentence = f"{comparison}: {_fmt(mean)} test PCC (95% interval {_fmt(low)} to {_fmt(high)}, n={n}): {verdict}."
     if isinstance(p, float):
         sentence = sentence[:-1] + f" (Wilcoxon p={p:.3g})."
@@ -251,7 +266,7 @@ def axes_table(study: Study) -> pd.DataFrame:
         for variant in [v for v in VARIANTS if v in set(best["variant"]) and v != REFERENCE_VARIANT]:
             diffs, matched = _paired(best, ["pair"], "variant", variant, REFERENCE_VARIANT)
             rows.append(axis_row("variant", f"{VARIANT_LABELS[variant]} vs {VARIANT_LABELS[REFERENCE_VARIANT]}",
-                                 diffs, [f"pair {m}" for m in matched]))
+                                 diffs, matched))
     modes = set(cells["aux_mode"].dropna())
     if {"classification", "regression"} <= modes:
         diffs, matched = _paired(cells, ["pair", "variant", "margin_key"], "aux_mode", "classification", "regression")
@@ -370,7 +385,7 @@ def plot_by_variant(study: Study, path: Path) -> None:
     columns += [(BASELINE_LABELS[b], study.baselines[study.baselines["baseline"] == b][["pair", "test_pcc"]].to_numpy())
                 for b in BASELINES if b in set(study.baselines["baseline"])]
     colors = _pair_colors(study)
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(columns) + 2), 4.5))
+    fig, ax = plt.subplots(figsize=(max(6.5, 0.9 * len(columns) + 2), 5.0))
     labelled = set()
     for x, (_, points) in enumerate(columns):
         for k, (pair, pcc) in enumerate(points):
@@ -386,9 +401,9 @@ def plot_by_variant(study: Study, path: Path) -> None:
     if n_variants < len(columns):
         ax.axvline(n_variants - 0.5, color="grey", linestyle=":", linewidth=1)
     ax.set_xticks(range(len(columns)), [c for c, _ in columns], rotation=35, ha="right")
-    ax.set_ylabel("test PCC (Pearson r, predicted vs true log2 fold change)")
-    ax.set_xlabel("DeepDiff variant (best grid cell per pair by valid PCC) | baselines")
-    ax.set_title("Test PCC per variant across cell-type pairs")
+    ax.set_ylabel("test PCC (Pearson r, unitless)")
+    ax.set_xlabel("DeepDiff variant (best grid cell per pair by valid PCC)  |  baselines")
+    ax.set_title("Test PCC of predicted vs true log2 fold change, per variant and pair")
     ax.axhline(0, color="grey", linewidth=0.5)
     ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
@@ -424,7 +439,11 @@ def plot_aux_mode(study: Study, path: Path) -> None:
             if len(values):
                 ax.hlines(values.mean(), x - 0.3, x + 0.3, color="black", linewidth=2, zorder=4)
     ax.set_xticks(ticks, labels, rotation=30, ha="right", fontsize=8)
+    ax.set_xlabel("variant and mode of the cell-specific auxiliary task")
     ax.set_ylabel("best test PCC of the grid cell (Pearson r)")
+    for pair, color in colors.items():
+        ax.scatter([], [], color=color, s=24, label=f"pair {pair}")
+    ax.legend(fontsize=8, loc="best")
     ax.set_title("Cell-specific auxiliary task: regression vs classification\n(lines join the same pair and margin; bars: means)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -441,17 +460,22 @@ def plot_margin(study: Study, path: Path) -> None:
     for i, variant in enumerate(variants):
         mine = cells[cells["variant"] == variant]
         color = cmap(i % 10)
-        for _, group in mine.groupby(["pair", mine["aux_mode"].fillna(NOT_APPLICABLE)]):
+        modes = mine["aux_mode"].fillna(NOT_APPLICABLE)
+        for (_, mode), group in mine.groupby(["pair", modes]):
             group = group.sort_values("margin")
-            ax.plot(group["margin"], group["best_test_pcc"], color=color, alpha=0.35, linewidth=1, marker="o", markersize=3)
-        means = mine.groupby("margin")["best_test_pcc"].mean()
-        ax.plot(means.index, means.to_numpy(), color=color, linewidth=2.5, marker="s", label=f"{VARIANT_LABELS[variant]} (mean)")
+            ax.plot(group["margin"], group["best_test_pcc"], color=color, alpha=0.35, linewidth=1, marker="o", markersize=3,
+                    linestyle="--" if mode == "classification" else "-")
+        for mode, group in mine.groupby(modes):
+            means = group.groupby("margin")["best_test_pcc"].mean()
+            ax.plot(means.index, means.to_numpy(), color=color, linewidth=2.5, marker="s",
+                    linestyle="--" if mode == "classification" else "-",
+                    label=f"{VARIANT_LABELS[variant]}, aux {mode} (mean)")
     margins = sorted(set(cells["margin"]))
     if margins:
         ax.set_xticks(margins, [f"{m:g}" for m in margins])
     ax.set_xlabel("contrastive margin m (embedding distance units)")
     ax.set_ylabel("best test PCC of the grid cell (Pearson r)")
-    ax.set_title("Siamese variants: test PCC vs margin\n(thin lines: one pair and aux mode each)")
+    ax.set_title("Siamese variants: test PCC vs margin\n(thin lines: one pair each; thick: mean over pairs)")
     if variants:
         ax.legend(fontsize=8)
     fig.tight_layout()
