@@ -234,3 +234,39 @@ def test_entry_script_runs(study, tmp_path):
                            "--mlflow-uri", study["uri"], "--no-log"], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("report: ")
+
+
+def _study_from_frames(cells, baselines):
+    """A `Study` built from rows as `load_study` reads them (for the pure table functions)."""
+    import pandas as pd
+
+    cells = pd.DataFrame(cells)
+    pairs = cells[["pair", "pair_name"]].drop_duplicates().assign(imitates=None, label="x")
+    return report_mod.Study("sqlite:///none", "e", "0", cells, pd.DataFrame(), pd.DataFrame(baselines), pairs)
+
+
+def test_table3_and_axes_over_several_pairs():
+    def cell(pair, variant, mode, margin, valid, test):
+        return {"grid_cell": f"p{pair}-{variant}-{mode}-{margin}", "pair": pair, "pair_name": f"P{pair}",
+                "variant": variant, "aux_mode": mode, "margin": margin, "best_valid_pcc": valid, "best_test_pcc": test}
+    cells = []
+    for pair, shift in ((1, 0.0), (2, 0.1)):
+        cells += [cell(pair, "raw_d", None, None, 0.5, 0.40 + shift),
+                  cell(pair, "aux", "regression", None, 0.6, 0.50 + shift),   # best aux cell by valid PCC
+                  cell(pair, "aux", "classification", None, 0.4, 0.70 + shift)]  # best test, but not chosen
+    baselines = [{"pair": 1, "baseline": "svr2", "test_pcc": 0.25}, {"pair": 2, "baseline": "svr2", "test_pcc": -0.5}]
+    study = _study_from_frames(cells, baselines)
+    t3 = report_mod.table3(study).set_index("variant")
+    assert t3.loc["aux", "pair 1"] == pytest.approx(100 * (0.50 - 0.25) / 0.25)
+    assert t3.loc["aux", "pair 2"] == pytest.approx(100 * (0.60 + 0.5) / 0.5)
+    assert t3.loc["aux", "mean"] == pytest.approx((100.0 + 220.0) / 2)
+    axes = report_mod.axes_table(study).set_index("comparison")
+    assert axes.loc["Aux vs Raw:d", "n"] == 2 and axes.loc["Aux vs Raw:d", "mean_diff"] == pytest.approx(0.10)
+    assert axes.loc["Classification vs regression", "mean_diff"] == pytest.approx(0.20)
+    assert axes.loc["Classification vs regression", "matched_on"] == "pair 1 aux; pair 2 aux"
+
+
+def test_a_failing_report_does_not_fail_the_study(tmp_path, capsys):
+    run_ablation.write_study_report(f"sqlite:///{tmp_path / 'missing.db'}", "nope", tmp_path)
+    out = capsys.readouterr().out
+    assert out.startswith("warning: the study report was not written") and out.count("\n") == 1
