@@ -3,7 +3,8 @@ on the driver, each logged as an MLflow run of the study's experiment (tag ``kin
 
 A baseline run carries the pair's tags (pair, pair_name, epigenome_a, epigenome_b, imitates on a synthetic
 pair) and ``baseline``; params input_transform (the grid's published one, as the deep models' first
-trial), C and region_C (svr2's first-layer C per region), train_genes; metrics valid_pcc, valid_mse,
+trial), C and region_C (svr2's first-layer C per region), train_genes, seed (of the CV folds and the SVR
+subsample); metrics valid_pcc, valid_mse,
 test_pcc, test_mse, seconds. Resume-safe: a (pair, baseline) already recorded as FINISHED is not refitted.
 
 Imports MLflow and deepdiff.baselines (scikit-learn, torch); never Ray.
@@ -39,13 +40,13 @@ def recorded_baselines(client: MlflowClient, experiment_id: str) -> set[tuple[in
     }
 
 
-def log_result(client: MlflowClient, experiment_id: str, pair: Pair, result: BaselineResult) -> str:
+def log_result(client: MlflowClient, experiment_id: str, pair: Pair, result: BaselineResult, *, seed: int = 0) -> str:
     """One baseline run for `result`; returns its run id."""
     tags = {Tag.KIND: str(Kind.BASELINE), Tag.BASELINE: result.baseline, **pair_tags(pair)}
     run = client.create_run(experiment_id, tags=tags, run_name=f"p{pair.number}-baseline-{result.baseline}")
     run_id = run.info.run_id
     params = {"input_transform": result.input_transform, "C": "none" if result.c is None else f"{result.c:g}",
-              "train_genes": str(result.train_genes)}
+              "train_genes": str(result.train_genes), "seed": str(seed)}
     if result.region_c:
         params["region_C"] = ",".join(f"{c:g}" for c in result.region_c)
     for key, value in params.items():
@@ -71,7 +72,7 @@ def log_baselines(
             if (pair.number, name) in done:
                 continue
             result = fit(name, data[pair.number], input_transform=input_transform, seed=seed)
-            log_result(client, experiment_id, pair, result)
+            log_result(client, experiment_id, pair, result, seed=seed)
             fitted.append((pair.number, name))
             echo(f"baseline {name:<6} pair {pair.number} {pair.name}: test PCC {result.test_pcc:.4f} "
                  f"({result.seconds:.1f} s)")

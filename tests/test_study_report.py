@@ -73,6 +73,7 @@ def test_baseline_runs_one_per_pair_and_baseline(study):
         assert params["input_transform"] == "raw"  # the tiny grid's published setting
         assert ("region_C" in params) == (tags["baseline"] == "svr2")
         assert (params["C"] == "none") == (tags["baseline"] == "linear")
+        assert params["seed"] == "0"
         assert run.info.status == "FINISHED"
 
 
