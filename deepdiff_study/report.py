@@ -248,6 +248,8 @@ def axis_row(axis: str, comparison: str, diffs: np.ndarray, matched: list[str]) 
         first = comparison.split(" vs ")[0]
         verdict = ("no clear effect" if low <= 0 <= high
                    else f"{first} {'higher' if low > 0 else 'lower'} (the interval excludes 0)")
+        if n < WILCOXON_MIN_N:
+            verdict += f"; only {n} comparisons, a hint at most"
         sentence = f"{comparison}: {_fmt(mean)} test PCC (95% interval {_fmt(low)} to {_fmt(high)}, n={n}): {verdict}."
     if isinstance(p, float):
         sentence = sentence[:-1] + f" (Wilcoxon p={p:.3g})."
