@@ -9,6 +9,8 @@ The study layer of the distribution ``deepdiff-tune`` (installed with the ``tune
 - `plan`        run settings and one plan per grid cell                          (grid, records)
 - `pairs`       the selected pairs' data: real files or synthetic               (deepdiff.data)
 - `export`      best config per grid cell out of MLflow -> files                 (records)
+- `report`      Table 3, figures, axes, importance, cost, index.html out of MLflow (records; optuna at call time)
+- `baseline_runs` linear / svr / svr2 per pair as kind=baseline runs            (records, deepdiff.baselines)
 - `storage`     --storage: a local folder or a URI every node reaches (s3://...) (pyarrow)
 - `ray_private` every Ray/Optuna internal used, in one marked block
 - `resume`      the resume story, told in its docstring, and its mechanics       (records; Ray at call time)

@@ -262,6 +262,9 @@ def run(args: argparse.Namespace, *, train_fn=None) -> int:
     print(f"preparing data for {len(pairs)} pair(s)" + ("" if manifest["data"] else
           f" (synthetic, {manifest['sizes']['synthetic_genes']} genes each, in {storage.local_dir / 'synthetic'})"), flush=True)
     pair_data = pair_files.load_sources(sources, cache_dir=storage.local_dir / "cache")
+    from deepdiff_study.baseline_runs import study_baselines  # linear, svr, svr2 per pair: once, on the driver
+
+    study_baselines(mlflow_uri, experiment, pairs, pair_data, grid_file=manifest["grid"], seed=manifest["seed"])
 
     start_ray(args.address)
     import ray
@@ -347,7 +350,21 @@ def report(mlflow_uri: str, experiment: str, exp_dir, wall: float, manifest: dic
     print(f"               {experiment!r}; tick grid-cell runs and press Compare (params = each one's best trial).")
     print(f"Export:        python tune/export_best.py --experiment {experiment} --out best_configs"
           + ("" if mlflow_uri == default_mlflow_uri() else f" --mlflow-uri {mlflow_uri}"))
+    write_study_report(mlflow_uri, experiment, exp_dir)
     return 0 if counts[TrialStatus.RUNNING] == 0 else EXIT_INTERRUPTED
+
+
+def write_study_report(mlflow_uri: str, experiment: str, exp_dir) -> None:
+    """`deepdiff_study.report` into <study folder>/report (./report-<experiment> for remote storage);
+    a failure of the report never fails the study: one warning line."""
+    out = exp_dir / "report" if isinstance(exp_dir, Path) else Path(f"report-{experiment}")
+    try:
+        from deepdiff_study.report import write_report
+
+        print(f"Report:        {write_report(mlflow_uri, experiment, out)}  (open it in a browser)")
+    except Exception as err:  # noqa: BLE001
+        print(f"warning: the study report was not written ({type(err).__name__}: {err}); "
+              f"try python ablations/report.py --experiment {experiment} --out {out} --mlflow-uri {mlflow_uri}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,7 +11,10 @@ The layout (one MLflow experiment per study):
   trial's config as params, so the MLflow compare view of grid cells shows them;
 - one **trial run** per Tune trial (tag ``kind=trial``), a child of its grid-cell run: tags trial_id,
   status (a `TrialStatus`), status_reason, epoch_status; params: the config fields that apply to its
-  variant (`encode_params`); metrics: every `EpochResult` field per epoch with ``step=epoch``.
+  variant (`encode_params`); metrics: every `EpochResult` field per epoch with ``step=epoch``;
+- one **baseline run** per pair and baseline of `deepdiff.baselines` (tag ``kind=baseline``;
+  `deepdiff_study.baseline_runs`), and the **report run** (tag ``kind=report``) holding the study
+  report's files as artifacts (`deepdiff_study.report`).
 
 "Not applicable" is spelled ``-`` in tags (aux_mode of raw_d, margin of aux).
 """
@@ -46,6 +49,8 @@ class Kind(StrEnum):
 
     GRID_CELL = "grid_cell"
     TRIAL = "trial"
+    BASELINE = "baseline"  # one of deepdiff.baselines fitted once per pair of the study (no parent)
+    REPORT = "report"  # the study report (deepdiff_study.report): its files are the run's artifacts
 
 
 class TrialStatus(StrEnum):
@@ -95,6 +100,7 @@ class Tag:
     EPOCH_STATUS = "epoch_status"  # the trainer's EpochStatus of the last epoch ("error" if it raised)
     RETRIES = "retries"
     LAST_ERROR = "last_error"
+    BASELINE = "baseline"  # a baseline run's name in deepdiff.baselines.BASELINE_NAMES (linear, svr, svr2)
 
 
 GRID_CELL_TAGS = (Tag.GRID_CELL, Tag.VARIANT, Tag.PAIR, Tag.PAIR_NAME, Tag.EPIGENOME_A, Tag.EPIGENOME_B,
@@ -243,6 +249,16 @@ def experiment_id(client: MlflowClient, name: str) -> str:
         raise ConfigError(f"--experiment {name!r}: no such MLflow experiment at {client.tracking_uri}; "
                           f"found {', '.join(known) if known else 'none'}")
     return experiment.experiment_id
+
+
+def ensure_experiment(client: MlflowClient, name: str, artifact_location: str | None = None) -> str:
+    """The id of experiment `name`, created (with `artifact_location`) if it does not exist."""
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        if experiment.lifecycle_stage == "deleted":
+            client.restore_experiment(experiment.experiment_id)
+        return experiment.experiment_id
+    return client.create_experiment(name, artifact_location=artifact_location)
 
 
 def study_runs(client: MlflowClient, experiment_id: str, kind: Kind) -> list:

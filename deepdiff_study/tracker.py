@@ -31,22 +31,13 @@ from deepdiff_study.records import (
     Tag,
     TrialStatus,
     encode_params,
+    ensure_experiment,
     error_reason,
     grid_cell_of,
     outcome_of,
     study_runs,
 )
 from deepdiff_study.resume import reconcile
-
-
-def ensure_experiment(client: MlflowClient, name: str, artifact_location: str | None = None) -> str:
-    """The id of experiment `name`, created (with `artifact_location`) if it does not exist."""
-    experiment = client.get_experiment_by_name(name)
-    if experiment is not None:
-        if experiment.lifecycle_stage == "deleted":
-            client.restore_experiment(experiment.experiment_id)
-        return experiment.experiment_id
-    return client.create_experiment(name, artifact_location=artifact_location)
 
 
 class MlflowTracker(Callback):

@@ -1,0 +1,273 @@
+"""The study report and the baseline runs: a tiny finished study (one synthetic pair, raw_d / aux /
+aux_siamese, both aux modes, margins 1 and 2, 2 trials x 2 epochs) -> every report file, Table 3 and an
+axis difference recomputed by hand from the MLflow runs, links that resolve, baselines recorded once."""
+
+import math
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+
+from ray_session import ray_session, write_tiny_grid  # noqa: F401
+from deepdiff_study import driver as run_ablation
+from deepdiff_study import report as report_mod
+from deepdiff_study.baseline_runs import log_baselines, recorded_baselines
+from deepdiff_study.grid import Pair
+from deepdiff_study.records import Kind, study_runs
+
+EXPERIMENT = "tiny-report"
+BLOCK = """
+import sys
+class Blocked:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("ray", "torch"):
+            raise ImportError(f"{name} is blocked in this test")
+sys.meta_path.insert(0, Blocked())
+"""
+
+
+@pytest.fixture(scope="module")
+def study(ray_session, tmp_path_factory):  # noqa: F811
+    tmp = tmp_path_factory.mktemp("report_study")
+    grid = write_tiny_grid(tmp)
+    uri = f"sqlite:///{tmp / 'mlruns.db'}"
+    args = ["--grid", str(grid), "--preset", "quick", "--pairs", "1", "--synthetic-genes", "100",
+            "--storage", str(tmp / "results"), "--mlflow-uri", uri, "--variants", "raw_d,aux,aux_siamese",
+            "--aux", "regression,classification", "--margins", "1,2", "--samples", "2", "--max-epochs", "2",
+            "--grace-period", "1", "--reduction-factor", "2", "--experiment", EXPERIMENT]
+    assert run_ablation.main(args) == 0
+    client = MlflowClient(uri)
+    exp_id = client.get_experiment_by_name(EXPERIMENT).experiment_id
+    return {"tmp": tmp, "uri": uri, "client": client, "exp_id": exp_id, "out": tmp / "results" / EXPERIMENT / "report"}
+
+
+def _runs(study, kind):
+    return study_runs(study["client"], study["exp_id"], kind)
+
+
+pytestmark = pytest.mark.slow
+
+
+def test_the_study_writes_every_report_file_and_logs_them(study):
+    for name in report_mod.REPORT_FILES:
+        assert (study["out"] / name).is_file() and (study["out"] / name).stat().st_size > 0, name
+    reports = _runs(study, Kind.REPORT)
+    assert len(reports) == 1
+    logged = {a.path for a in study["client"].list_artifacts(reports[0].info.run_id)}
+    assert logged == set(report_mod.REPORT_FILES)
+
+
+def test_baseline_runs_one_per_pair_and_baseline(study):
+    runs = _runs(study, Kind.BASELINE)
+    assert sorted(r.data.tags["baseline"] for r in runs) == ["linear", "svr", "svr2"]
+    for run in runs:
+        tags, metrics, params = run.data.tags, run.data.metrics, run.data.params
+        assert (tags["pair"], tags["pair_name"], tags["epigenome_a"], tags["epigenome_b"], tags["imitates"]) == (
+            "1", "syn1A-syn1B", "syn1A", "syn1B", "E123-E003")
+        assert set(metrics) == {"valid_pcc", "valid_mse", "test_pcc", "test_mse", "seconds"}
+        assert all(math.isfinite(v) for v in metrics.values())
+        assert params["input_transform"] == "raw"  # the tiny grid's published setting
+        assert ("region_C" in params) == (tags["baseline"] == "svr2")
+        assert (params["C"] == "none") == (tags["baseline"] == "linear")
+        assert params["seed"] == "0"
+        assert run.info.status == "FINISHED"
+
+
+def test_a_resumed_study_does_not_refit_recorded_baselines(study):
+    calls = []
+
+    def fit(name, data, **kwargs):  # must not be called: every (pair, baseline) is recorded
+        calls.append(name)
+        raise AssertionError("refitted a recorded baseline")
+
+    pair = Pair(1, "syn1A", "syn1B", imitates="E123-E003")
+    assert recorded_baselines(study["client"], study["exp_id"]) == {(1, "linear"), (1, "svr"), (1, "svr2")}
+    assert log_baselines(study["client"], study["exp_id"], [pair], {1: None}, input_transform="raw", fit=fit) == []
+    assert calls == []
+    # a pair not yet recorded is fitted (all three baselines), in a scratch experiment
+    scratch = study["client"].create_experiment("scratch-baselines")
+    done = log_baselines(study["client"], scratch, [pair], {1: None}, input_transform="raw",
+                         fit=lambda name, data, **kw: _fake_result(name), echo=lambda line: None)
+    assert done == [(1, "linear"), (1, "svr"), (1, "svr2")]
+    assert log_baselines(study["client"], scratch, [pair], {1: None}, input_transform="raw", fit=fit) == []
+    assert len(study_runs(study["client"], scratch, Kind.BASELINE)) == 3
+
+
+def _fake_result(name):
+    """A scored result for the skip test only (the real fit is covered by the study above)."""
+    from deepdiff.baselines import BaselineResult
+
+    return BaselineResult(name, "syn1A-syn1B", "raw", 0.1, 1.0, 0.2, 1.0, None if name == "linear" else 1.0,
+                          (1.0,) if name == "svr2" else (), 50, 0.01)
+
+
+def _hand_best(study):
+    """(variant -> (valid, test)) of the best grid cell per variant, from the trial runs directly."""
+    best = {}
+    for run in _runs(study, Kind.TRIAL):
+        if run.data.tags["status"] not in ("completed", "pruned"):
+            continue
+        v, t = run.data.metrics["best_valid_pcc"], run.data.metrics["best_test_pcc"]
+        variant = run.data.tags["variant"]
+        if math.isfinite(v) and (variant not in best or v > best[variant][0]):
+            best[variant] = (v, t)
+    return best
+
+
+def test_table3_matches_a_hand_computation(study):
+    svr2 = [r for r in _runs(study, Kind.BASELINE) if r.data.tags["baseline"] == "svr2"][0].data.metrics["test_pcc"]
+    best = _hand_best(study)
+    import pandas as pd
+
+    table = pd.read_csv(study["out"] / "table3.csv").set_index("variant")
+    assert list(table.index) == ["raw_d", "aux", "aux_siamese"]
+    for variant, (_, test_pcc) in best.items():
+        expected = 100 * (test_pcc - svr2) / abs(svr2)
+        assert table.loc[variant, "pair 1"] == pytest.approx(expected, rel=1e-9, abs=1e-9)
+        assert table.loc[variant, "mean"] == pytest.approx(expected) and table.loc[variant, "median"] == pytest.approx(expected)
+    md = (study["out"] / "table3.md").read_text()
+    assert f"{table.loc['aux', 'pair 1']:.1f}" in md
+
+
+def test_aux_mode_axis_matches_a_hand_computation(study):
+    import pandas as pd
+
+    cells = {}
+    for run in _runs(study, Kind.GRID_CELL):
+        tags = run.data.tags
+        cells[(tags["variant"], tags["aux_mode"], tags["margin"])] = run.data.metrics["best_test_pcc"]
+    diffs = [cells[(v, "classification", m)] - cells[(v, "regression", m)]
+             for (v, mode, m) in cells if mode == "classification"]
+    assert len(diffs) == 3  # aux, aux_siamese m1, aux_siamese m2
+    axes = pd.read_csv(study["out"] / "axes.csv")
+    row = axes[axes["axis"] == "aux_mode"].iloc[0]
+    assert row["n"] == 3 and row["mean_diff"] == pytest.approx(np.mean(diffs))
+    assert row["wilcoxon_p"] == "n too small"
+    rng = np.random.default_rng(0)
+    means = rng.choice(np.array(diffs), size=(2000, 3), replace=True).mean(axis=1)
+    assert (row["ci_low"], row["ci_high"]) == pytest.approx(tuple(np.percentile(means, [2.5, 97.5])))
+    variant_rows = axes[axes["axis"] == "variant"]
+    assert set(variant_rows["n"]) == {1}  # one pair: the interval is undefined, and said so
+    assert all("interval undefined" in s for s in variant_rows["sentence"])
+    assert set(axes[axes["axis"] == "margin"]["comparison"]) == {"Margin 1 vs 2"}
+
+
+def test_axis_statistics_small_and_large_n():
+    assert all(math.isnan(x) for x in report_mod.bootstrap_interval(np.array([0.1])))
+    diffs = np.array([0.1, 0.2, 0.15, 0.12, 0.3, 0.22])
+    row = report_mod.axis_row("aux_mode", "Classification vs regression", diffs, [])
+    assert row["ci_low"] > 0 and isinstance(row["wilcoxon_p"], float) and row["wilcoxon_p"] < 0.05
+    assert row["sentence"].startswith("Classification vs regression: +0.182 test PCC (95% interval +")
+    assert "n=6" in row["sentence"]
+    assert report_mod.relative_percent(0.5, -0.25) == pytest.approx(300.0)
+
+
+def test_cost_sums_the_per_epoch_seconds(study):
+    import pandas as pd
+
+    cost = pd.read_csv(study["out"] / "cost.csv").set_index("grid_cell")
+    client = study["client"]
+    for cell in cost.index:
+        trials = [r for r in _runs(study, Kind.TRIAL) if r.data.tags["grid_cell"] == cell]
+        seconds = sum(m.value for r in trials for m in client.get_metric_history(r.info.run_id, "seconds"))
+        assert cost.loc[cell, "trials"] == len(trials) == 2
+        assert cost.loc[cell, "trial_seconds"] == pytest.approx(seconds)
+        assert cost.loc[cell, "pruned"] == sum(r.data.tags["status"] == "pruned" for r in trials)
+
+
+def test_importance_rows_name_searched_params(study):
+    import pandas as pd
+
+    importance = pd.read_csv(study["out"] / "importance.csv")
+    html = (study["out"] / "index.html").read_text()
+    # two trials per cell (published + one sampled): importances where params varied, a note otherwise
+    assert not importance.empty or "importance skipped" in html
+    assert set(importance["param"]) <= {"lr", "batch_size", "dropout", "input_transform", "aux_weight", "gamma"}
+    for _, group in importance.groupby("grid_cell"):
+        assert group["importance"].sum() == pytest.approx(1.0, abs=1e-6)
+
+
+def test_every_link_in_index_html_resolves(study):
+    html = (study["out"] / "index.html").read_text()
+    links = re.findall(r"""(?:src|href)=['"]([^'"]+)['"]""", html)
+    assert {"test_pcc_by_variant.png", "aux_mode.png", "margin.png", "table3.csv"} <= set(links)
+    for link in links:
+        assert (study["out"] / link).is_file(), link
+    assert "E123 K562 vs E003 H1" in html and "synthetic" in html.lower()
+    for sentence in pd_sentences(study):
+        assert sentence.replace("'", "&#x27;") in html
+
+
+def pd_sentences(study):
+    import pandas as pd
+
+    return list(pd.read_csv(study["out"] / "axes.csv")["sentence"])
+
+
+def test_report_cli_errors_are_one_line(study, tmp_path, capsys):
+    assert report_mod.main(["--experiment", "nope", "--out", str(tmp_path / "r"), "--mlflow-uri", study["uri"]]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --experiment 'nope'") and err.count("\n") == 1
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    assert report_mod.main(["--experiment", EXPERIMENT, "--out", str(a_file), "--mlflow-uri", study["uri"]]) == 2
+    assert capsys.readouterr().err.startswith("error: --out")
+
+
+def test_report_module_imports_without_ray_or_torch_and_writes(study, tmp_path):
+    out = tmp_path / "again"
+    code = BLOCK + ("from deepdiff_study.report import main\n"
+                    f"rc = main(['--experiment', {EXPERIMENT!r}, '--out', {str(out)!r}, '--mlflow-uri', {study['uri']!r}, '--no-log'])\n"
+                    "assert not any(m.split('.')[0] in ('ray', 'torch') for m in sys.modules), 'imported'\n"
+                    "sys.exit(rc)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert (out / "index.html").is_file()
+
+
+def test_entry_script_runs(study, tmp_path):
+    script = Path(__file__).resolve().parents[1] / "ablations" / "report.py"
+    proc = subprocess.run([sys.executable, str(script), "--experiment", EXPERIMENT, "--out", str(tmp_path / "r"),
+                           "--mlflow-uri", study["uri"], "--no-log"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("report: ")
+
+
+def _study_from_frames(cells, baselines):
+    """A `Study` built from rows as `load_study` reads them (for the pure table functions)."""
+    import pandas as pd
+
+    cells = pd.DataFrame(cells)
+    pairs = cells[["pair", "pair_name"]].drop_duplicates().assign(imitates=None, label="x")
+    return report_mod.Study("sqlite:///none", "e", "0", cells, pd.DataFrame(), pd.DataFrame(baselines), pairs)
+
+
+def test_table3_and_axes_over_several_pairs():
+    def cell(pair, variant, mode, margin, valid, test):
+        return {"grid_cell": f"p{pair}-{variant}-{mode}-{margin}", "pair": pair, "pair_name": f"P{pair}",
+                "variant": variant, "aux_mode": mode, "margin": margin, "best_valid_pcc": valid, "best_test_pcc": test}
+    cells = []
+    for pair, shift in ((1, 0.0), (2, 0.1)):
+        cells += [cell(pair, "raw_d", None, None, 0.5, 0.40 + shift),
+                  cell(pair, "aux", "regression", None, 0.6, 0.50 + shift),   # best aux cell by valid PCC
+                  cell(pair, "aux", "classification", None, 0.4, 0.70 + shift)]  # best test, but not chosen
+    baselines = [{"pair": 1, "baseline": "svr2", "test_pcc": 0.25}, {"pair": 2, "baseline": "svr2", "test_pcc": -0.5}]
+    study = _study_from_frames(cells, baselines)
+    t3 = report_mod.table3(study).set_index("variant")
+    assert t3.loc["aux", "pair 1"] == pytest.approx(100 * (0.50 - 0.25) / 0.25)
+    assert t3.loc["aux", "pair 2"] == pytest.approx(100 * (0.60 + 0.5) / 0.5)
+    assert t3.loc["aux", "mean"] == pytest.approx((100.0 + 220.0) / 2)
+    axes = report_mod.axes_table(study).set_index("comparison")
+    assert axes.loc["Aux vs Raw:d", "n"] == 2 and axes.loc["Aux vs Raw:d", "mean_diff"] == pytest.approx(0.10)
+    assert axes.loc["Classification vs regression", "mean_diff"] == pytest.approx(0.20)
+    assert axes.loc["Classification vs regression", "matched_on"] == "pair 1 aux; pair 2 aux"
+
+
+def test_a_failing_report_does_not_fail_the_study(tmp_path, capsys):
+    run_ablation.write_study_report(f"sqlite:///{tmp_path / 'missing.db'}", "nope", tmp_path)
+    out = capsys.readouterr().out
+    assert out.startswith("warning: the study report was not written") and out.count("\n") == 1
