@@ -30,6 +30,7 @@ def test_console_script_runs():
 @pytest.mark.parametrize("script, entry, flag", [
     ("deepdiff-ablation", "deepdiff_study.driver:main", "--pairs"),
     ("deepdiff-export", "deepdiff_study.export:main", "--experiment"),
+    ("deepdiff-report", "deepdiff_study.report:main", "--experiment"),
 ])
 def test_study_console_scripts(script, entry, flag, tmp_path):
     dist = importlib.metadata.distribution("deepdiff-tune")
