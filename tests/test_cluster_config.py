@@ -144,7 +144,7 @@ def study_commands(text: str) -> list[list[str]]:
     found = []
     for line in text.splitlines():
         for marker in ("tune/run_ablation.py", "deepdiff-ablation "):
-            if marker in line and not line.lstrip().startswith(("#", "|", "-", "*")):
+            if marker in line.replace("--experiment deepdiff-ablation", "") and not line.lstrip().startswith(("#", "|", "-", "*")):
                 tail = line.split(marker, 1)[1]
                 for end in ("#", "`", "'"):  # a comment, the end of inline code, the end of `bash -c '...'`
                     tail = tail.split(end, 1)[0]
