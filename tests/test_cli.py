@@ -2,12 +2,16 @@
 
 import csv
 import json
+import os
 import re
 import subprocess
+from pathlib import Path
 
 import pytest
 
 from deepdiff.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
 
 RESULT = re.compile(
     r"^result variant=(\w+) pair=\S+ best_epoch=(\d+) valid_pcc=(-?[\d.]+) test_pcc=(-?[\d.]+) test_mse=([\d.]+) status=(\w+)$"
@@ -16,9 +20,13 @@ SMALL_FLAGS = ["--level1-hidden", "8", "--level2-hidden", "4", "--batch-size", "
 
 
 def _run(args, tmp_path):
-    """Run the console script; return (exit code, stdout, stderr)."""
+    """Run the console script on this checkout's package; return (exit code, stdout, stderr).
+
+    PYTHONPATH puts this checkout first: the installed script may point at another checkout.
+    """
     proc = subprocess.run(["deepdiff", *args], capture_output=True, text=True, cwd=tmp_path,
-                          env={"XDG_CACHE_HOME": str(tmp_path / "cache"), "PATH": __import__("os").environ["PATH"]})
+                          env={"XDG_CACHE_HOME": str(tmp_path / "cache"), "PATH": os.environ["PATH"],
+                               "PYTHONPATH": str(REPO)})
     return proc.returncode, proc.stdout, proc.stderr
 
 
@@ -110,3 +118,4 @@ def test_train_on_files_named_by_epigenome(sample_dir, tmp_path):
                                  "--epochs", "1", *SMALL_FLAGS], tmp_path)
     assert code == 0, stderr
     assert " pair=E123-E003 " in stdout.splitlines()[-1]
+
