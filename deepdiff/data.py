@@ -25,6 +25,7 @@ file, keyed by the contents of the eight files (an edited file is never served s
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import errno
@@ -689,7 +690,8 @@ def _write_cache(path: Path, key: str, pair: PairData, say: Progress) -> PairDat
         pq.write_table(table, tmp, compression="zstd")
         os.replace(tmp, path)
     except OSError as err:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # e.g. the cache dir is a file: there is no tmp to remove
+            tmp.unlink(missing_ok=True)
         return dataclasses.replace(pair, notes=(*pair.notes, f"cache not written to {path}: {err}"))
     say(f"cached {pair.cell_a}/{pair.cell_b} at {path}")
     return pair

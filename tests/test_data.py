@@ -394,6 +394,14 @@ def test_splits_that_cannot_be_scored_are_refused(pair_dir):
         check_trainable(load_pair(pair_dir, "Cell1", "Cell2"))
 
 
+def test_a_cache_dir_that_is_a_file_is_a_note(tmp_path, pair_dir):
+    cache = tmp_path / "cache"
+    cache.write_text("not a folder")
+    pair = load_pair(pair_dir, "Cell1", "Cell2", cache_dir=cache)
+    assert len(pair.train) == 2 and pair.notes[-1].startswith(f"cache not written to {cache}/")
+    assert cache.read_text() == "not a folder"
+
+
 # ---------------------------------------------------------------------------------------------------
 # Parquet cache
 
