@@ -22,6 +22,7 @@ from deepdiff.errors import ConfigError
 AUX_MODES = ("regression", "classification")
 INPUT_TRANSFORMS = ("raw", "log1p")
 CONTRASTIVE_FORMS = ("paper", "reference")
+MAX_LR = 1e6  # no Adam run means anything beyond; near 3e37 its step overflows float32 and torch raises
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,8 @@ class TrainConfig:
         for name in ("lr", "clip", "margin"):
             if not _finite(getattr(self, name)) > 0:
                 raise ConfigError(f"field {name}: expected a number > 0, got {getattr(self, name)!r}")
+        if not self.lr <= MAX_LR:
+            raise ConfigError(f"field lr: expected a number in (0, {MAX_LR:g}], got {self.lr!r}")
         for name in ("aux_weight", "gamma"):
             if not _finite(getattr(self, name)) >= 0:
                 raise ConfigError(f"field {name}: expected a number >= 0, got {getattr(self, name)!r}")

@@ -19,6 +19,7 @@ class EpochStatus(StrEnum):
     COMPLETED = "completed"  # the last epoch of a run that reached `epochs`
     EARLY_STOPPED = "early_stopped"  # `patience` epochs without a better valid PCC
     NAN = "nan"  # the training loss became NaN/inf; the run ended here
+    DIVERGED = "diverged"  # the training loss is finite but valid/test predictions or metrics are not; ended here
 
     @property
     def final(self) -> bool:
