@@ -239,14 +239,20 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[De
     return model.to(device).eval(), model_cfg, train_cfg
 
 
-def _restore(path, model, optimizer, order_rng, model_cfg, train_cfg) -> tuple[int, _Best]:
-    state = load_checkpoint(path)
+def check_resumable(path: str | Path, state: dict[str, Any], model_cfg: ModelConfig, train_cfg: TrainConfig) -> None:
+    """A `ConfigError` if the configs differ from checkpoint `state` (read from `path`) in a field that
+    a resumed run may not change (all but `RESUMABLE_CHANGES`)."""
     saved = {**state["model_config"], **state["train_config"]}
     current = {**dataclasses.asdict(model_cfg), **dataclasses.asdict(train_cfg)}
     changed = sorted(k for k in current if k not in RESUMABLE_CHANGES and saved.get(k) != current[k])
     if changed:
         k = changed[0]
         raise ConfigError(f"{path}: cannot resume, field {k} is {saved.get(k)!r} in the checkpoint but {current[k]!r} now")
+
+
+def _restore(path, model, optimizer, order_rng, model_cfg, train_cfg) -> tuple[int, _Best]:
+    state = load_checkpoint(path)
+    check_resumable(path, state, model_cfg, train_cfg)
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     torch.set_rng_state(state["torch_rng"])
