@@ -6,7 +6,9 @@
     deepdiff describe --variant V [--aux MODE]          module tree and exact trainable parameter count
     deepdiff baselines --data DIR --pair A B            linear regression, one- and two-layer SVR; a result line each
 
-User errors print one line `error: ...` on stderr and exit 2, without a traceback.
+Every error prints one line `error: ...` on stderr, without a traceback, and exits with:
+0 success; 2 bad input (flags, config or data files, paths that cannot be read or written);
+3 the run diverged (NaN training loss or non-finite predictions); 130 interrupted (Ctrl-C).
 """
 
 from __future__ import annotations
@@ -16,9 +18,11 @@ import csv
 import dataclasses
 import json
 import os
+import re
+import signal
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from deepdiff.config import (
     AUX_MODES,
@@ -26,16 +30,21 @@ from deepdiff.config import (
     INPUT_TRANSFORMS,
     ModelConfig,
     TrainConfig,
+    applicable_fields,
     configs_from_flat,
     flat_config,
     load_config,
     save_config,
 )
 from deepdiff.errors import ConfigError, DeepDiffError
-from deepdiff.variants import VARIANTS
+from deepdiff.variants import VARIANTS, get_variant
 
-EXIT_USAGE = 2  # bad input: files, flags, configs
-EXIT_NAN = 3  # training diverged (NaN loss)
+EXIT_USAGE = 2  # bad input: files, flags, configs, paths that cannot be read or written
+EXIT_NAN = 3  # training diverged (NaN loss or non-finite predictions)
+EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT)
+MIN_SYNTH_GENES = 12  # the smallest synthetic pair whose every split has 2 genes (a PCC)
+LARGE_COUNT = 1e6  # raw counts above this are a likelier cause of divergence than the learning rate
+_NEGATIVE_NUMBER = re.compile(r"-(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|-inf|-nan", re.IGNORECASE)
 
 # `deepdiff train` flags that override config fields: flag dest -> config field.
 TRAIN_OVERRIDES = {
@@ -67,6 +76,26 @@ def _say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with the one-line error of every other `deepdiff` error (no usage dump)."""
+
+    def error(self, message: str) -> NoReturn:
+        _say(f"error: {self.prog}: {message} (see {self.prog} --help)")
+        sys.exit(EXIT_USAGE)
+
+
+def _negative_numbers_as_values(argv: list[str]) -> list[str]:
+    """``--lr -1e-3`` -> ``--lr=-1e-3``: argparse takes ``-1e-3`` for an option, so a negative number
+    would never reach the validator that says what is expected."""
+    out: list[str] = []
+    for token in argv:
+        if out and _NEGATIVE_NUMBER.fullmatch(token) and out[-1].startswith("--") and "=" not in out[-1]:
+            out[-1] = f"{out[-1]}={token}"
+        else:
+            out.append(token)
+    return out
+
+
 def _add_data_args(p: argparse.ArgumentParser, *, required: bool) -> None:
     p.add_argument("--data", metavar="DIR", required=required, help="folder with CELL.{train,valid,test,expr}.csv")
     p.add_argument("--pair", nargs=2, metavar=("CELL_A", "CELL_B"), required=required,
@@ -78,8 +107,8 @@ def _add_data_args(p: argparse.ArgumentParser, *, required: bool) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="deepdiff", description=__doc__.split("\n\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser = _Parser(prog="deepdiff", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
     p = sub.add_parser("synth", help="write a synthetic cell-type pair with a planted signal")
     p.add_argument("out", metavar="OUT_DIR")
@@ -101,19 +130,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", metavar="FILE", help="a config file (e.g. OUT/config.yaml); flags override it")
     p.add_argument("--variant", choices=tuple(VARIANTS))
     p.add_argument("--aux", choices=AUX_MODES, help="cell-specific auxiliary task (aux variants)")
-    p.add_argument("--margin", type=float, help="contrastive margin m (siamese variants)")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--lr", type=float)
-    p.add_argument("--dropout", type=float)
-    p.add_argument("--seed", type=int)
+    # Numbers stay text here: configs_from_flat reads them, as it reads config files and MLflow params.
+    p.add_argument("--margin", metavar="M", help="contrastive margin m (siamese variants)")
+    p.add_argument("--epochs", metavar="N")
+    p.add_argument("--batch-size", metavar="N")
+    p.add_argument("--lr", metavar="LR")
+    p.add_argument("--dropout", metavar="P")
+    p.add_argument("--seed", metavar="S")
     p.add_argument("--input-transform", choices=INPUT_TRANSFORMS)
-    p.add_argument("--aux-weight", type=float)
-    p.add_argument("--gamma", type=float, help="contrastive loss weight (siamese variants)")
+    p.add_argument("--aux-weight", metavar="W")
+    p.add_argument("--gamma", metavar="W", help="contrastive loss weight (siamese variants)")
     p.add_argument("--contrastive-form", choices=CONTRASTIVE_FORMS)
-    p.add_argument("--level1-hidden", type=int)
-    p.add_argument("--level2-hidden", type=int)
-    p.add_argument("--patience", type=int, help="stop after N epochs without a better valid PCC (0 = never)")
+    p.add_argument("--level1-hidden", metavar="N")
+    p.add_argument("--level2-hidden", metavar="N")
+    p.add_argument("--patience", metavar="N", help="stop after N epochs without a better valid PCC (0 = never)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
     p.add_argument("--out", metavar="DIR", help="write config.yaml, metrics.csv, last.pt, best.pt, result.json here")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
@@ -138,29 +168,57 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _load(args: argparse.Namespace, data_dir: str, cell_a: str, cell_b: str):
-    from deepdiff.data import load_pair
+    """The validated pair, refused if a split has no PCC (fewer than 2 genes, a constant target)."""
+    from deepdiff.data import check_trainable, load_pair
 
     cache = None if args.no_cache else Path(args.cache_dir) if args.cache_dir else default_cache_dir()
+    if cache is not None and cache.exists() and not cache.is_dir():
+        raise ConfigError(f"--cache-dir {cache}: is a file; expected a directory for the Parquet cache (or --no-cache)")
     pair = load_pair(data_dir, cell_a, cell_b, cache_dir=cache,
                      unpaired="error" if args.strict_genes else "drop", progress=_say)
     for note in pair.notes:
         _say(f"note: {note}")
+    check_trainable(pair, data_dir)
     return pair
 
 
+def _check_writable_dir(path: Path, flag: str) -> None:
+    """`path` must be a directory or creatable as one, in a writable place: checked before anything is
+    written, so a run is not refused halfway."""
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{flag} {path}: is a file; expected a directory")
+    existing = path
+    while not existing.exists():
+        if existing.is_symlink():
+            raise ConfigError(f"{flag} {path}: {existing} is a dangling symlink; expected a directory")
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(f"{flag} {path}: {existing} is a file; expected a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"{flag} {path}: {existing} is not writable; expected a directory you can write to")
+
+
 def cmd_synth(args: argparse.Namespace) -> int:
+    from deepdiff.data import pair_files
     from deepdiff.synthetic import write_synthetic_pair
 
-    if args.genes < 3:
-        raise ConfigError(f"--genes {args.genes}: expected at least 3 (one gene per split)")
+    if args.genes < MIN_SYNTH_GENES:
+        raise ConfigError(f"--genes {args.genes}: expected at least {MIN_SYNTH_GENES} (two genes in every split)")
+    if args.seed < 0:
+        raise ConfigError(f"--seed {args.seed}: expected an integer >= 0")
+    out = Path(args.out)
+    _check_writable_dir(out, "synth OUT_DIR")
+    existing = [path for path in pair_files(out, *args.cells).values() if path.exists() or path.is_symlink()]
+    if existing:
+        raise ConfigError(f"{existing[0]}: already exists; expected a new OUT_DIR (synth never overwrites a pair)")
     options = {"split_fractions": tuple(args.split_fractions)} if args.split_fractions else {}
     try:
-        paths = write_synthetic_pair(args.out, genes=args.genes, seed=args.seed, cell_a=args.cells[0],
-                                     cell_b=args.cells[1], signal=args.signal, imitates=args.imitates, **options)
+        paths = write_synthetic_pair(out, genes=args.genes, seed=args.seed, cell_a=args.cells[0], cell_b=args.cells[1],
+                                     signal=args.signal, imitates=args.imitates, **options)
     except ValueError as err:
         raise ConfigError(f"synth: {err}") from None
-    _say(f"wrote {len(paths)} files to {args.out}")
-    print(Path(args.out).resolve())
+    _say(f"wrote {len(paths)} files to {out}")
+    print(out.resolve())
     return 0
 
 
@@ -188,16 +246,51 @@ def resolve_train_config(args: argparse.Namespace) -> tuple[ModelConfig, TrainCo
     missing = [k for k in ("dir", "cell_a", "cell_b") if not data.get(k)]
     if missing:
         raise ConfigError("train: --data DIR and --pair CELL_A CELL_B are required (or a --config file with a data section)")
+    for key in ("dir", "cell_a", "cell_b"):
+        if not isinstance(data[key], str):
+            raise ConfigError(f"{args.config} section data: field {key}: expected text, got {data[key]!r}")
+    if data.get("synthetic") is not None and not isinstance(data["synthetic"], dict):
+        raise ConfigError(f"{args.config} section data: field synthetic: expected a mapping of generator options, "
+                          f"got {data['synthetic']!r}")
     return model_cfg, train_cfg, data
 
 
-def _ensure_data(data: dict[str, Any]) -> None:
-    """A config exported from a synthetic study regenerates its pair when the folder is gone."""
-    if data.get("synthetic"):
-        from deepdiff.synthetic import ensure_synthetic_pair
+def _note_inapplicable_flags(args: argparse.Namespace, variant: str) -> None:
+    """One note for flags given that `variant` does not read (e.g. --margin for a non-siamese variant)."""
+    used = set(applicable_fields(variant))
+    ignored = [f"--{dest.replace('_', '-')}" for dest, field in TRAIN_OVERRIDES.items()
+               if getattr(args, dest) is not None and field not in used]
+    if ignored:
+        spec = get_variant(variant)
+        lacks = [part for part, has in (("auxiliary task", spec.aux), ("contrastive loss", spec.siamese)) if not has]
+        _say(f"note: {', '.join(ignored)} ignored: variant {variant} has no {' and no '.join(lacks)}")
 
-        if ensure_synthetic_pair(data["dir"], cell_a=data["cell_a"], cell_b=data["cell_b"], **data["synthetic"]):
-            _say(f"regenerated the synthetic pair in {data['dir']}")
+
+def _ensure_data(data: dict[str, Any], config: str | None) -> None:
+    """A config exported from a synthetic study regenerates its pair when the folder is gone (or empty)."""
+    if not data.get("synthetic"):
+        return
+    from deepdiff.data import pair_files
+    from deepdiff.synthetic import ensure_synthetic_pair
+
+    folder = Path(data["dir"])
+    files = pair_files(folder, data["cell_a"], data["cell_b"]).values()
+    if folder.is_dir() and any(folder.iterdir()) and not all(f.is_file() for f in files):
+        raise ConfigError(f"{folder}: holds other files but not the synthetic pair {data['cell_a']}/{data['cell_b']} "
+                          f"of {config}; expected the pair or a missing or empty folder (never regenerated over files)")
+    try:
+        written = ensure_synthetic_pair(folder, cell_a=data["cell_a"], cell_b=data["cell_b"], **data["synthetic"])
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"{config} section data: field synthetic: {err}") from None
+    if written:
+        _say(f"regenerated the synthetic pair in {folder}")
+
+
+def _write_text(path: Path, text: str) -> None:
+    """Replace `path` by `text` at once (tmp + rename): a reader never sees half a file."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def _write_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -212,73 +305,137 @@ def _write_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
 def _previous_rows(path: Path, up_to_epoch: int) -> list[dict[str, Any]]:
     if not path.is_file():
         return []
-    with path.open() as fh:
-        return [row for row in csv.DictReader(fh) if int(row["epoch"]) <= up_to_epoch]
+    try:
+        with path.open() as fh:
+            return [row for row in csv.DictReader(fh) if int(row["epoch"]) <= up_to_epoch]
+    except (KeyError, TypeError, ValueError, UnicodeDecodeError, csv.Error):
+        raise ConfigError(f"{path}: not a metrics file written by deepdiff train (expected an epoch column)") from None
+
+
+class _DeferredInterrupt:
+    """Ctrl-C while training stops at the next point where the run's files agree with each other.
+
+    fit() writes last.pt, then this CLI writes the epoch's metrics.csv row: an interrupt between the two
+    left a checkpoint one epoch ahead of metrics.csv, and a resume lost that epoch's row. The first
+    Ctrl-C is noted and raised at the next batch (nothing of the epoch written yet) or after the
+    epoch's files; a second one stops at once.
+    """
+
+    def __init__(self) -> None:
+        self.pending = False
+
+    def __enter__(self) -> "_DeferredInterrupt":
+        self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        signal.signal(signal.SIGINT, self._previous)
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.pending:
+            raise KeyboardInterrupt
+        self.pending = True
+        _say("\ninterrupt: stopping once this epoch's files agree (Ctrl-C again to stop at once)")
+
+    def check(self) -> None:
+        if self.pending:
+            raise KeyboardInterrupt
+
+
+def _divergence_hint(pair, train_cfg: TrainConfig) -> str:
+    """What most likely made a run diverge: non-finite inputs, huge raw counts, or the learning rate."""
+    import torch
+
+    from deepdiff.data import SPLITS
+
+    for name in SPLITS:
+        split = pair.split(name)
+        if not (bool(torch.isfinite(split.x_a).all()) and bool(torch.isfinite(split.x_b).all())):
+            return f"the input counts of split {name} are not all finite: the data, not --lr, caused it"
+    largest = max(float(getattr(pair.split(name), x).max()) for name in SPLITS for x in ("x_a", "x_b"))
+    if train_cfg.input_transform == "raw" and largest > LARGE_COUNT:
+        return f"the largest input count is {largest:.3g}: try --input-transform log1p"
+    return f"try a lower --lr (now {train_cfg.lr:g}) or --input-transform log1p"
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from deepdiff.device import pick_device
-    from deepdiff.results import EpochStatus
-    from deepdiff.train import LAST_CHECKPOINT, fit, load_checkpoint
+    from deepdiff.results import EpochStatus, diverged
+    from deepdiff.train import LAST_CHECKPOINT, check_resumable, fit, load_checkpoint
 
     if args.resume and not args.out:
         raise ConfigError("train: --resume needs --out DIR (the run to continue)")
     model_cfg, train_cfg, data = resolve_train_config(args)
+    _note_inapplicable_flags(args, model_cfg.variant)
     device = pick_device(args.device)
     out = Path(args.out) if args.out else None
-    resume_from, rows = None, []
+    resume_from, rows, done = None, [], 0
+    # Everything that can refuse the run is checked before anything in --out is written.
     if out is not None:
+        _check_writable_dir(out, "--out")
         last = out / LAST_CHECKPOINT
         if last.exists() and not args.resume:
             raise ConfigError(f"{out}: already holds a run ({LAST_CHECKPOINT}); pass --resume to continue it or choose another --out")
         if args.resume and last.exists():
+            state = load_checkpoint(last)
+            check_resumable(last, state, model_cfg, train_cfg)
+            done = state["epoch"]
+            if done >= train_cfg.epochs:
+                raise ConfigError(f"{out}: this run already finished {done} epochs; raise --epochs above {done} to train on")
             resume_from = last
-            done = load_checkpoint(last)["epoch"]
             rows = _previous_rows(out / "metrics.csv", done)
-            _say(f"resuming {out} after epoch {done}")
-        out.mkdir(parents=True, exist_ok=True)
-    _ensure_data(data)
+        elif args.resume:
+            _say(f"note: {out} holds no {LAST_CHECKPOINT} to resume; starting a new run there")
+    _ensure_data(data, args.config)
     pair = _load(args, data["dir"], data["cell_a"], data["cell_b"])
     data_section = {**data, "dir": str(Path(data["dir"]).resolve())}
     if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
         save_config(out / "config.yaml", model_cfg, train_cfg, data_section)
+    if resume_from is not None:
+        _say(f"resuming {out} after epoch {done}")
     _say(f"training {model_cfg.variant} on {pair.cell_a} -> {pair.cell_b} "
          f"({len(pair.train)} train genes) on {device}")
 
     bar = tqdm(total=None, unit="batch", file=sys.stderr, dynamic_ncols=True, disable=None, leave=False)
     epochs_label = f"/{train_cfg.epochs}"
-
-    def on_batch(done: int, total: int) -> None:
-        if bar.total != total:
-            bar.reset(total=total)
-        bar.update(1)
-
     result = None
-    for result in fit(model_cfg, train_cfg, pair, device=device, checkpoint_dir=out, resume_from=resume_from, on_batch=on_batch):
-        bar.set_description(f"epoch {result.epoch + 1}{epochs_label}")
-        tqdm.write(
-            f"epoch {result.epoch}{epochs_label} loss={result.train_loss:.4f} valid_pcc={result.valid_pcc:.4f} "
-            f"test_pcc={result.test_pcc:.4f} ({result.seconds:.1f}s)", file=sys.stderr,
-        )
-        if out is not None:
-            rows.append(result.metrics() | {"status": result.status})
-            _write_metrics(out / "metrics.csv", rows)
+    with _DeferredInterrupt() as interrupt:
+
+        def on_batch(done: int, total: int) -> None:
+            interrupt.check()
+            if bar.total != total:
+                bar.reset(total=total)
+            bar.update(1)
+
+        for result in fit(model_cfg, train_cfg, pair, device=device, checkpoint_dir=out, resume_from=resume_from,
+                          on_batch=on_batch):
+            bar.set_description(f"epoch {result.epoch + 1}{epochs_label}")
+            tqdm.write(
+                f"epoch {result.epoch}{epochs_label} loss={result.train_loss:.4f} valid_pcc={result.valid_pcc:.4f} "
+                f"test_pcc={result.test_pcc:.4f} ({result.seconds:.1f}s)", file=sys.stderr,
+            )
+            if out is not None:
+                rows.append(result.metrics() | {"status": result.status})
+                _write_metrics(out / "metrics.csv", rows)
+            interrupt.check()
     bar.close()
-    if result is None:
-        raise ConfigError(f"{out}: this run already finished all {train_cfg.epochs} epochs; raise --epochs to train on")
     summary = {
         "variant": model_cfg.variant, "pair": f"{pair.cell_a}-{pair.cell_b}", "best_epoch": result.best_epoch,
         "valid_pcc": result.best_valid_pcc, "test_pcc": result.best_test_pcc, "test_mse": result.best_test_mse,
         "status": result.status,
     }
     if out is not None:
-        (out / "result.json").write_text(json.dumps(summary | {"config": dataclasses.asdict(model_cfg) | dataclasses.asdict(train_cfg)}, indent=2))
-    if result.status is EpochStatus.NAN:
-        _say(f"error: the training loss became NaN at epoch {result.epoch}; try a lower --lr or --input-transform log1p")
+        _write_text(out / "result.json", json.dumps(summary | {"config": dataclasses.asdict(model_cfg) | dataclasses.asdict(train_cfg)}, indent=2))
+    ended_without_result = diverged(result.status)
+    if ended_without_result:
+        what = ("the training loss became NaN" if result.status is EpochStatus.NAN
+                else "the model's valid/test predictions are not finite")
+        _say(f"error: {what} at epoch {result.epoch}; {_divergence_hint(pair, train_cfg)}")
     print("result " + " ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in summary.items()))
-    return EXIT_NAN if result.status is EpochStatus.NAN else 0
+    return EXIT_NAN if ended_without_result else 0
 
 
 def cmd_describe(args: argparse.Namespace) -> int:
@@ -313,16 +470,26 @@ COMMANDS = {"synth": cmd_synth, "prepare": cmd_prepare, "train": cmd_train, "des
             "baselines": cmd_baselines}
 
 
+def _os_error(err: OSError) -> str:
+    """One line for a file-system error: the path(s), then what went wrong."""
+    where = " -> ".join(str(f) for f in (err.filename, err.filename2) if f is not None)
+    return f"{where}: {err.strerror or err}" if where else str(err)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser().parse_args(_negative_numbers_as_values(argv))
     try:
         return COMMANDS[args.command](args)
     except DeepDiffError as err:
         _say(f"error: {err}")
         return EXIT_USAGE
+    except OSError as err:  # a path that cannot be read or written (permissions, full disk, read-only)
+        _say(f"error: {_os_error(err)}")
+        return EXIT_USAGE
     except KeyboardInterrupt:
         _say("interrupted; everything written so far is kept (resume with --resume)")
-        return 130
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,7 @@ from deepdiff.errors import ConfigError
 AUX_MODES = ("regression", "classification")
 INPUT_TRANSFORMS = ("raw", "log1p")
 CONTRASTIVE_FORMS = ("paper", "reference")
+MAX_LR = 1e6  # no Adam run means anything beyond; near 3e37 its step overflows float32 and torch raises
 
 
 @dataclass(frozen=True)
@@ -41,7 +44,7 @@ class ModelConfig:
         _check_positive_int("level2_hidden", self.level2_hidden)
         _check_positive_int("n_marks", self.n_marks)
         _check_positive_int("n_bins", self.n_bins)
-        if not 0.0 <= float(self.dropout) < 1.0:
+        if not 0.0 <= _finite(self.dropout) < 1.0:
             raise ConfigError(f"field dropout: expected a number in [0, 1), got {self.dropout!r}")
 
 
@@ -67,13 +70,24 @@ class TrainConfig:
         _check_choice("input_transform", self.input_transform, INPUT_TRANSFORMS)
         _check_choice("contrastive_form", self.contrastive_form, CONTRASTIVE_FORMS)
         for name in ("lr", "clip", "margin"):
-            if not float(getattr(self, name)) > 0:
+            if not _finite(getattr(self, name)) > 0:
                 raise ConfigError(f"field {name}: expected a number > 0, got {getattr(self, name)!r}")
+        if not self.lr <= MAX_LR:
+            raise ConfigError(f"field lr: expected a number in (0, {MAX_LR:g}], got {self.lr!r}")
         for name in ("aux_weight", "gamma"):
-            if not float(getattr(self, name)) >= 0:
+            if not _finite(getattr(self, name)) >= 0:
                 raise ConfigError(f"field {name}: expected a number >= 0, got {getattr(self, name)!r}")
-        if int(self.patience) < 0:
+        if isinstance(self.patience, bool) or not isinstance(self.patience, int) or self.patience < 0:
             raise ConfigError(f"field patience: expected an integer >= 0, got {self.patience!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**63:
+            raise ConfigError(f"field seed: expected an integer in [0, 2**63), got {self.seed!r}")
+
+
+def _finite(value: Any) -> float:
+    """`value` as a float, NaN (failing every range check) if it is not a finite number."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return math.nan
+    return float(value)
 
 
 def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
@@ -125,13 +139,37 @@ def configs_from_flat(values: dict[str, Any], *, source: str = "config") -> tupl
 
 
 def _coerce(cls: type, name: str, value: Any) -> Any:
-    """Numbers from YAML/JSON/MLflow may arrive as int for a float field or float/str for an int field."""
+    """The value of field `name` of `cls` as its type; the one place numbers are read.
+
+    Numbers arrive as text from the command line, MLflow params and YAML (PyYAML reads ``1e-3`` as a
+    string), as int for a float field or as float for an int field (JSON, MLflow). A number written as
+    text is the number it says; anything else that is not a number, or an int field's non-integer
+    (``1.5``), is a `ConfigError` naming the field. Range checks are the dataclasses' own.
+    """
     kind = {f.name: f.type for f in dataclasses.fields(cls)}[name]
-    if kind == "float" and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    if kind == "int" and isinstance(value, float) and value.is_integer():
-        return int(value)
-    return value
+    if kind not in ("int", "float"):
+        return value
+    number: int | float | None = None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        number = value
+    elif isinstance(value, str):
+        text = value.strip()
+        try:
+            number = int(text)
+        except ValueError:
+            try:
+                number = float(text)
+            except ValueError:
+                pass
+    if number is None:
+        raise ConfigError(f"field {name}: expected {'an integer' if kind == 'int' else 'a number'}, got {value!r}")
+    if kind == "float":
+        return float(number)
+    if isinstance(number, float):
+        if not number.is_integer():
+            raise ConfigError(f"field {name}: expected an integer, got {value!r}")
+        return int(number)
+    return number
 
 
 def save_config(path: str | Path, model_cfg: ModelConfig, train_cfg: TrainConfig, data: dict[str, Any] | None = None) -> Path:
@@ -145,17 +183,27 @@ def save_config(path: str | Path, model_cfg: ModelConfig, train_cfg: TrainConfig
     if data:
         doc["data"] = dict(data)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(yaml.safe_dump(doc, sort_keys=False))
+    os.replace(tmp, path)  # a reader never sees half a file
     return path
 
 
 def load_config(path: str | Path) -> tuple[ModelConfig, TrainConfig, dict[str, Any]]:
     """Read a config file written by `save_config` (YAML or JSON, same layout)."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a directory; expected a config file (YAML or JSON)")
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot be read ({err.strerror}); expected a readable config file") from None
+    except UnicodeDecodeError as err:
+        line = err.object.count(b"\n", 0, err.start) + 1
+        raise ConfigError(f"{path} line {line}: expected UTF-8 text (YAML or JSON), got byte {err.object[err.start]:#04x}") from None
+    try:
         doc = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
     except (yaml.YAMLError, json.JSONDecodeError) as err:
         line = getattr(getattr(err, "problem_mark", None), "line", None)

@@ -25,8 +25,10 @@ file, keyed by the contents of the eight files (an edited file is never served s
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
+import errno
 import hashlib
 import json
 import os
@@ -51,6 +53,7 @@ MARKS = ("H3K4me1", "H3K4me3", "H3K9me3", "H3K27me3", "H3K36me3")
 N_BINS = 200
 SPLITS = ("train", "valid", "test")
 SIMILARITY_THRESHOLD = 2.0
+FLOAT32_MAX = float(np.finfo(np.float32).max)  # larger counts or expression values become inf in the tensors
 UNPAIRED_MODES = ("drop", "error")
 
 CACHE_FORMAT_VERSION = 2  # bump when parsing, validation or the cache layout changes
@@ -254,6 +257,21 @@ def load_pair(
     return pair
 
 
+def check_trainable(pair: PairData, data_dir: str | Path | None = None) -> None:
+    """A `DataError` unless every split can be scored: at least 2 genes and a differential target that
+    varies (PCC is undefined otherwise). `data_dir` names the split files in the message."""
+    for name in SPLITS:
+        split = pair.split(name)
+        where = (" / ".join(str(pair_files(data_dir, pair.cell_a, pair.cell_b)[cell, name]) for cell in (pair.cell_a, pair.cell_b))
+                 if data_dir is not None else f"pair {pair.cell_a}-{pair.cell_b}")
+        if len(split) < 2:
+            _fail(where, f"split {name} has {len(split)} gene(s) listed by both cells; expected at least 2 "
+                  "(PCC is undefined for fewer)")
+        if bool((split.diff == split.diff[0]).all()):
+            _fail(where, f"the differential expression of all {len(split)} genes of split {name} is "
+                  f"{float(split.diff[0]):g}; expected it to vary (PCC is undefined for a constant target)")
+
+
 def pair_files(data_dir: str | Path, cell_a: str, cell_b: str) -> dict[tuple[str, str], Path]:
     """The eight input files of a pair, keyed by (cell, kind): ``data_dir/CELL.KIND.csv``."""
     return {(cell, kind): Path(data_dir) / f"{cell}.{kind}.csv" for cell in (cell_a, cell_b) for kind in FILE_KINDS}
@@ -267,12 +285,31 @@ def _pair_paths(data_dir: Path, cell_a: str, cell_b: str) -> dict[tuple[str, str
     paths = pair_files(data_dir, cell_a, cell_b)
     for path in paths.values():
         if not path.is_file():
-            _fail(path, f"file not found; {expected} in {data_dir}")
+            _fail(path, f"{_not_a_file(path)}; {expected} in {data_dir}")
     return paths
 
 
+def _not_a_file(path: Path) -> str:
+    """What is at `path` instead of a regular file, e.g. "is a directory", "is a symlink loop"."""
+    if path.is_dir():
+        return "is a directory, not a file"
+    if path.is_symlink():
+        try:
+            path.stat()
+        except OSError as err:
+            if err.errno == errno.ELOOP:
+                return "is a symlink loop"
+            return f"is a symlink to {os.readlink(path)}, which is missing ({err.strerror})"
+    if path.exists():
+        return "is not a regular file"
+    return "file not found"
+
+
 def _read_raw(path: Path) -> "_RawFile":
-    data = path.read_bytes()
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        _fail(path, f"cannot be read ({err.strerror}); expected a readable CSV file")
     if not data.strip():
         _fail(path, f"file is empty; expected {_expected_rows(path)}")
     return _RawFile(str(path), data)
@@ -371,13 +408,27 @@ def _read_table(raw: _RawFile, fields: Sequence[str], what: str) -> pa.Table:
     types = {name: (pa.string() if i == 0 else pa.float64()) for i, name in enumerate(names)}
     try:
         return pa_csv.read_csv(
-            pa.py_buffer(raw.body),
+            _arrow_owned(raw.body),
             read_options=pa_csv.ReadOptions(column_names=names, block_size=1 << 24),
             convert_options=pa_csv.ConvertOptions(column_types=types, null_values=[""], strings_can_be_null=False),
         )
     except pa.ArrowInvalid as err:
         _diagnose(raw, fields, what)
         _fail(raw.path, f"could not be parsed as CSV ({str(err).splitlines()[0]}); expected {_expected_rows(raw.path)}")
+
+
+def _arrow_owned(data: bytes) -> pa.Buffer:
+    """A copy of `data` in memory that Arrow owns, for Arrow's reader threads.
+
+    A buffer wrapping Python `bytes` (`pa.py_buffer`) must take the GIL to be released; Arrow's I/O
+    threads may release it just after `read_csv` returns, and when the process is already exiting (an
+    error found right after parsing) Python ends such a thread mid-C++ and the process aborts (SIGABRT,
+    "terminate called without an active exception") instead of exiting with its status. The copy costs
+    a memcpy (~30 ms for 90 MB); parsing stays multi-threaded.
+    """
+    sink = pa.BufferOutputStream()
+    sink.write(data)
+    return sink.getvalue()
 
 
 def _diagnose(raw: _RawFile, fields: Sequence[str], what: str) -> None:
@@ -403,11 +454,15 @@ def _diagnose(raw: _RawFile, fields: Sequence[str], what: str) -> None:
 
 
 def _check_values(raw: _RawFile, values: np.ndarray, fields: Sequence[str], what: str) -> None:
-    """`values` (rows, len(fields) - 1) must be finite and >= 0; else a `DataError` at the first bad one."""
+    """`values` (rows, len(fields) - 1) must be finite and >= 0, and finite in float32 (the tensors' dtype);
+    else a `DataError` at the first bad one."""
     bad = ~(np.isfinite(values) & (values >= 0))
-    if bad.any():
-        row, col = divmod(int(np.argmax(bad.ravel())), values.shape[1])
+    too_big = ~bad & (values > FLOAT32_MAX)
+    if bad.any() or too_big.any():
+        row, col = divmod(int(np.argmax((bad | too_big).ravel())), values.shape[1])
         got = raw.fields_of(row)[col + 1]
+        if too_big[row, col]:
+            what = f"{what} that fits float32 (at most {FLOAT32_MAX:.4g})"
         _fail(raw.path, f"expected {what}, got {_show(got)}", line=raw.line_of(row), field=fields[col + 1])
 
 
@@ -685,7 +740,8 @@ def _write_cache(path: Path, key: str, pair: PairData, say: Progress) -> PairDat
             writer.write_table(table)
         os.replace(tmp, path)
     except OSError as err:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # e.g. the cache dir is a file: there is no tmp to remove
+            tmp.unlink(missing_ok=True)
         return dataclasses.replace(pair, notes=(*pair.notes, f"cache not written to {path}: {err}"))
     say(f"cached {pair.cell_a}/{pair.cell_b} at {path}")
     return pair

@@ -19,11 +19,18 @@ class EpochStatus(StrEnum):
     COMPLETED = "completed"  # the last epoch of a run that reached `epochs`
     EARLY_STOPPED = "early_stopped"  # `patience` epochs without a better valid PCC
     NAN = "nan"  # the training loss became NaN/inf; the run ended here
+    DIVERGED = "diverged"  # the training loss is finite but valid/test predictions or metrics are not; ended here
 
     @property
     def final(self) -> bool:
         """The run ended by itself at this epoch (nothing outside stopped it)."""
         return self is not EpochStatus.RUNNING
+
+
+def diverged(status: object) -> bool:
+    """`status` (an EpochStatus or its string, e.g. from a Tune result or an MLflow tag) says the run ended
+    without a result: a NaN training loss or non-finite predictions."""
+    return status in (EpochStatus.NAN, EpochStatus.DIVERGED)
 
 
 @dataclass(frozen=True)

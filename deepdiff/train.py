@@ -2,9 +2,11 @@
 
 It owns Adam, gradient clipping, initialisation (through the model), dropout (train/eval modes), the
 best-by-valid-PCC selection with the test PCC of that epoch, checkpoint save/restore (model,
-optimizer, RNG, epoch, best so far) and NaN detection: a non-finite training loss ends the run with
-status `EpochStatus.NAN` instead of an exception. The whole pair lives on the device as tensors; batches are index
-slices of a seeded permutation, so a fixed seed gives the same run on CPU.
+optimizer, RNG, epoch, best so far) and divergence detection: a non-finite training loss ends the run
+with status `EpochStatus.NAN`, non-finite valid/test metrics (the predictions) with
+`EpochStatus.DIVERGED`, instead of an exception or a number that is no result. The whole pair lives
+on the device as tensors; batches are index slices of a seeded permutation, so a fixed seed gives the
+same run on CPU.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import Any
 import torch
 
 from deepdiff.config import ModelConfig, TrainConfig
-from deepdiff.data import PairData, SplitData
+from deepdiff.data import PairData, SplitData, check_trainable
 from deepdiff.device import pick_device
 from deepdiff.errors import ConfigError
 from deepdiff.losses import deepdiff_loss
@@ -109,6 +111,7 @@ def fit(
     """
     device = torch.device(device) if device is not None else pick_device()
     _check_shapes(model_cfg, data)
+    check_trainable(data)
     spec = get_variant(model_cfg.variant)
     torch.manual_seed(train_cfg.seed)
     model = DeepDiff(spec, model_cfg).to(device)
@@ -142,15 +145,21 @@ def fit(
             if on_batch is not None:
                 on_batch(n_batches, batches_per_epoch)
         means = {metric: value for (metric, _), value in zip(LOSS_METRICS, (sums / n_batches).tolist())}  # one sync
+        scores, ended = (math.nan,) * 4, None
         if not all(math.isfinite(x) for x in means.values()):
+            ended = EpochStatus.NAN
+        else:
+            scores = (*evaluate(model, splits["valid"], train_cfg.eval_batch_size),
+                      *evaluate(model, splits["test"], train_cfg.eval_batch_size))
+            ended = None if all(math.isfinite(x) for x in scores) else EpochStatus.DIVERGED
+        valid_pcc, valid_mse, test_pcc, test_mse = scores
+        if ended is not None:  # nothing of this epoch is kept: no checkpoint, no best
             yield EpochResult(
-                epoch=epoch, **means, valid_pcc=math.nan, valid_mse=math.nan, test_pcc=math.nan, test_mse=math.nan,
+                epoch=epoch, **means, valid_pcc=valid_pcc, valid_mse=valid_mse, test_pcc=test_pcc, test_mse=test_mse,
                 best_epoch=best.epoch, best_valid_pcc=best.valid_pcc, best_test_pcc=best.test_pcc,
-                best_test_mse=best.test_mse, seconds=time.perf_counter() - started, status=EpochStatus.NAN,
+                best_test_mse=best.test_mse, seconds=time.perf_counter() - started, status=ended,
             )
             return
-        valid_pcc, valid_mse = evaluate(model, splits["valid"], train_cfg.eval_batch_size)
-        test_pcc, test_mse = evaluate(model, splits["test"], train_cfg.eval_batch_size)
         improved = valid_pcc > best.valid_pcc
         if improved:
             best = _Best(epoch, valid_pcc, test_pcc, test_mse)
@@ -230,14 +239,20 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[De
     return model.to(device).eval(), model_cfg, train_cfg
 
 
-def _restore(path, model, optimizer, order_rng, model_cfg, train_cfg) -> tuple[int, _Best]:
-    state = load_checkpoint(path)
+def check_resumable(path: str | Path, state: dict[str, Any], model_cfg: ModelConfig, train_cfg: TrainConfig) -> None:
+    """A `ConfigError` if the configs differ from checkpoint `state` (read from `path`) in a field that
+    a resumed run may not change (all but `RESUMABLE_CHANGES`)."""
     saved = {**state["model_config"], **state["train_config"]}
     current = {**dataclasses.asdict(model_cfg), **dataclasses.asdict(train_cfg)}
     changed = sorted(k for k in current if k not in RESUMABLE_CHANGES and saved.get(k) != current[k])
     if changed:
         k = changed[0]
         raise ConfigError(f"{path}: cannot resume, field {k} is {saved.get(k)!r} in the checkpoint but {current[k]!r} now")
+
+
+def _restore(path, model, optimizer, order_rng, model_cfg, train_cfg) -> tuple[int, _Best]:
+    state = load_checkpoint(path)
+    check_resumable(path, state, model_cfg, train_cfg)
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     torch.set_rng_state(state["torch_rng"])

@@ -189,6 +189,8 @@ def trial_outcome(last: dict[str, Any] | None, planned_epochs: int | None) -> tu
     epoch, status = last.get("epoch"), last.get("status")
     if status == EpochStatus.NAN:
         return TrialStatus.FAILED, f"training loss became NaN at epoch {epoch}; lower lr or use input_transform log1p"
+    if status == EpochStatus.DIVERGED:
+        return TrialStatus.FAILED, f"predictions or valid/test metrics became non-finite at epoch {epoch}"
     if status != EpochStatus.RUNNING:
         return TrialStatus.COMPLETED, f"trained {epoch} of {planned_epochs} epochs"
     return TrialStatus.PRUNED, (

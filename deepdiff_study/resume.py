@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from deepdiff.errors import ConfigError
-from deepdiff.results import EpochStatus
+from deepdiff.results import diverged
 from deepdiff_study.records import Kind, Tag, TrialStatus, outcome_of, study_runs
 
 MANIFEST = "deepdiff-study.json"  # beside Tune's files: what --resume needs to rebuild the study
@@ -176,7 +176,7 @@ def hand_back(recorded: dict[str, Any], report: Callable[[dict], None]) -> None:
 
     `recorded`: the trial's entry in `records.ended_trials`; `report`: ``ray.tune.report``.
     """
-    if recorded["status"] is TrialStatus.FAILED and recorded["last"].get("status") != EpochStatus.NAN:
+    if recorded["status"] is TrialStatus.FAILED and not diverged(recorded["last"].get("status")):
         raise TrialFailedBefore(f"failed before the restart: {recorded['reason']}")
     report(recorded["last"])
 

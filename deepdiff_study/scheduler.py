@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, TrialScheduler
 
-from deepdiff.results import EpochStatus
+from deepdiff.results import diverged
 from deepdiff_study import ray_private
 from deepdiff_study.records import grid_cell_of
 from deepdiff_study.resume import replay_results
@@ -54,7 +54,7 @@ class GridCellScheduler(FIFOScheduler):
             self._forget(tune_controller, trial)
 
     def on_trial_result(self, tune_controller, trial, result: dict) -> str:
-        if result.get("status") == EpochStatus.NAN:  # the trial ends by itself; its NaN is no evidence for a rung
+        if diverged(result.get("status")):  # the trial ends by itself; a diverged result is no evidence for a rung
             return TrialScheduler.CONTINUE
         return self._of(trial).on_trial_result(tune_controller, trial, result)
 

@@ -23,7 +23,7 @@ import optuna
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
-from deepdiff.results import EpochStatus
+from deepdiff.results import diverged
 from deepdiff_study.grid import Param
 from deepdiff_study.plan import GridCellPlan
 
@@ -49,7 +49,7 @@ def grid_cell_seed(seed: int, key: str) -> int:
 def usable(result: dict, metric: str = METRIC) -> bool:
     """A result an optimiser or a scheduler may learn from: the metric finite, training not diverged."""
     value = result.get(metric)
-    return result.get("status") != EpochStatus.NAN and isinstance(value, (int, float)) and math.isfinite(value)
+    return not diverged(result.get("status")) and isinstance(value, (int, float)) and math.isfinite(value)
 
 
 class GridCellSearcher(Searcher):

@@ -2,12 +2,17 @@
 
 import csv
 import json
+import os
 import re
+import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 
 from deepdiff.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
 
 RESULT = re.compile(
     r"^result variant=(\w+) pair=\S+ best_epoch=(\d+) valid_pcc=(-?[\d.]+) test_pcc=(-?[\d.]+) test_mse=([\d.]+) status=(\w+)$"
@@ -16,10 +21,31 @@ SMALL_FLAGS = ["--level1-hidden", "8", "--level2-hidden", "4", "--batch-size", "
 
 
 def _run(args, tmp_path):
-    """Run the console script; return (exit code, stdout, stderr)."""
+    """Run the console script on this checkout's package; return (exit code, stdout, stderr).
+
+    PYTHONPATH puts this checkout first: the installed script may point at another checkout.
+    """
     proc = subprocess.run(["deepdiff", *args], capture_output=True, text=True, cwd=tmp_path,
-                          env={"XDG_CACHE_HOME": str(tmp_path / "cache"), "PATH": __import__("os").environ["PATH"]})
+                          env={"XDG_CACHE_HOME": str(tmp_path / "cache"), "PATH": os.environ["PATH"],
+                               "PYTHONPATH": str(REPO)})
     return proc.returncode, proc.stdout, proc.stderr
+
+
+def _copy_sample(sample_dir, target):
+    """A writable copy of the real sample pair (Cell1, Cell2) at `target`."""
+    shutil.copytree(sample_dir, target)
+    for path in [target, *target.iterdir()]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    return target
+
+
+def _edit_line(path, line, column, value):
+    """Set field `column` of 1-based `line` of a CSV file to `value`."""
+    lines = path.read_text().split("\n")
+    fields = lines[line - 1].split(",")
+    fields[column] = value
+    lines[line - 1] = ",".join(fields)
+    path.write_text("\n".join(lines))
 
 
 def _last_result(stdout):
@@ -110,3 +136,211 @@ def test_train_on_files_named_by_epigenome(sample_dir, tmp_path):
                                  "--epochs", "1", *SMALL_FLAGS], tmp_path)
     assert code == 0, stderr
     assert " pair=E123-E003 " in stdout.splitlines()[-1]
+
+
+@pytest.mark.slow
+def test_an_error_exit_never_aborts(sample_dir, tmp_path):
+    """A bad value found just after parsing used to race Arrow's reader threads at exit: about one exit
+    in five was SIGABRT (134, "terminate called without an active exception") instead of 2."""
+    data = _copy_sample(sample_dir, tmp_path / "d")
+    _edit_line(data / "Cell1.train.csv", 10, 2, "")
+    codes, stderr = [], ""
+    for _ in range(30):
+        code, _, stderr = _run(["prepare", "--data", "d", "--pair", "Cell1", "Cell2", "--no-cache"], tmp_path)
+        codes.append(code)
+    assert codes == [2] * 30, stderr
+    assert stderr.strip().splitlines()[-1] == "error: d/Cell1.train.csv line 10 field H3K4me3: expected a non-negative count, got ''"
+
+
+# ---------------------------------------------------------------------------------------------------
+# Every error path: one line naming what is wrong, a meaningful exit status, nothing written changed
+
+
+def _train(data, out, *extra, cache=None):
+    return ["train", "--data", str(data), "--pair", "Cell1", "Cell2", "--epochs", "1", *SMALL_FLAGS,
+            *(["--out", str(out)] if out else []), *(["--cache-dir", str(cache)] if cache else ["--no-cache"]), *extra]
+
+
+def _error_line(capsys):
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return err.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("change", [["--variant", "raw_c"], ["--variant", "raw_d", "--lr", "1e-3"]])
+def test_a_refused_resume_changes_nothing(small_synthetic_dir, tmp_path, capsys, change):
+    out = tmp_path / "r"
+    assert main(_train(small_synthetic_dir, out, "--variant", "raw_d")) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert main(_train(small_synthetic_dir, out, *change, "--epochs", "2", "--resume")) == 2
+    assert "cannot resume, field" in _error_line(capsys)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    # a finished run is refused before anything is written, too
+    assert main(_train(small_synthetic_dir, out, "--variant", "raw_d", "--resume")) == 2
+    assert _error_line(capsys) == f"error: {out}: this run already finished 1 epochs; raise --epochs above 1 to train on"
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_numbers_in_a_config_file(small_synthetic_dir, tmp_path, capsys):
+    config = tmp_path / "c.yaml"
+    config.write_text('model:\n  variant: aux_siamese\n  level1_hidden: 8\n  level2_hidden: 4\n  dropout: "0.3"\n'
+                      "train:\n  lr: 1e-3\n  margin: 5e-1\n  epochs: 1\n  batch_size: 32\n")
+    assert main(["train", "--config", str(config), "--data", str(small_synthetic_dir), "--pair", "Cell1", "Cell2",
+                 "--no-cache", "--out", str(tmp_path / "r")]) == 0
+    saved = (tmp_path / "r" / "config.yaml").read_text()
+    assert "lr: 0.001\n" in saved and "margin: 0.5\n" in saved and "dropout: 0.3\n" in saved
+    config.write_text(config.read_text() + "  seed: 1.5\n")
+    assert main(["train", "--config", str(config), "--data", str(small_synthetic_dir), "--pair", "Cell1", "Cell2"]) == 2
+    assert _error_line(capsys) == f"error: {config}: field seed: expected an integer, got 1.5"
+
+
+def test_a_split_without_a_pcc_is_refused(sample_dir, tmp_path, capsys):
+    data = _copy_sample(sample_dir, tmp_path / "d")
+    for cell in ("Cell1", "Cell2"):  # keep the first gene (200 rows) of the valid split
+        path = data / f"{cell}.valid.csv"
+        path.write_text("\n".join(path.read_text().split("\n")[:200]) + "\n")
+    assert main(["prepare", "--data", str(data), "--pair", "Cell1", "Cell2", "--no-cache"]) == 2
+    assert _error_line(capsys) == (f"error: {data}/Cell1.valid.csv / {data}/Cell2.valid.csv: split valid has 1 gene(s) "
+                                   "listed by both cells; expected at least 2 (PCC is undefined for fewer)")
+
+
+def test_a_diverged_run_exits_3_and_names_the_data_as_the_cause(small_synthetic_pair, tmp_path, capsys, monkeypatch):
+    # Files cannot hold a non-finite count any more (the validator refuses it); a pair that does diverges.
+    import dataclasses
+
+    import deepdiff.data
+    import torch
+
+    valid = small_synthetic_pair.valid
+    poisoned = dataclasses.replace(small_synthetic_pair, valid=dataclasses.replace(
+        valid, x_b=valid.x_b.clone().index_fill_(0, torch.tensor([0]), float("nan"))))
+    monkeypatch.setattr(deepdiff.data, "load_pair", lambda *args, **kwargs: poisoned)
+    out = tmp_path / "r"
+    assert main(_train("anywhere", out, "--variant", "raw_d", "--epochs", "3")) == 3
+    captured = capsys.readouterr()
+    assert captured.err.strip().splitlines()[-1] == ("error: the model's valid/test predictions are not finite at epoch 1; "
+                                                     "the input counts of split valid are not all finite: the data, not --lr, caused it")
+    assert captured.out.strip().endswith("status=diverged")
+    assert [row["status"] for row in csv.DictReader((out / "metrics.csv").open())] == ["diverged"]
+    assert not (out / "last.pt").exists()
+
+
+@pytest.mark.parametrize("where", ["file", "under_file", "read_only"])
+def test_an_out_dir_that_cannot_be_written(small_synthetic_dir, tmp_path, capsys, monkeypatch, where):
+    afile = tmp_path / "afile"
+    afile.write_text("keep")
+    out = {"file": afile, "under_file": afile / "run", "read_only": tmp_path / "ro" / "run"}[where]
+    if where == "read_only":
+        (tmp_path / "ro").mkdir()
+        real_access = os.access
+        # root may write anywhere whatever the mode: make the folder read-only to this process's checks
+        monkeypatch.setattr(os, "access", lambda path, mode: False if Path(path) == tmp_path / "ro" else real_access(path, mode))
+    expected = {"file": f"--out {afile}: is a file; expected a directory",
+                "under_file": f"--out {out}: {afile} is a file; expected a directory",
+                "read_only": f"--out {out}: {tmp_path / 'ro'} is not writable; expected a directory you can write to"}
+    assert main(_train(small_synthetic_dir, out, "--variant", "raw_d")) == 2
+    assert _error_line(capsys) == f"error: {expected[where]}"
+    assert afile.read_text() == "keep" and not (tmp_path / "ro" / "run").exists()
+
+
+def test_a_write_that_fails_midway_is_one_line(small_synthetic_dir, tmp_path, capsys, monkeypatch):
+    import errno
+
+    import deepdiff.cli
+
+    def full(path, *args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    monkeypatch.setattr(deepdiff.cli, "save_config", full)
+    assert main(_train(small_synthetic_dir, tmp_path / "r", "--variant", "raw_d")) == 2
+    assert _error_line(capsys) == f"error: {tmp_path / 'r' / 'config.yaml'}: No space left on device"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders; test_an_out_dir_that_cannot_be_written simulates it")
+def test_synth_into_a_read_only_folder(tmp_path, capsys):
+    (tmp_path / "ro").mkdir(mode=0o555)
+    assert main(["synth", str(tmp_path / "ro" / "pair")]) == 2
+    assert "is not writable" in _error_line(capsys)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["synth", "{tmp}/afile/pair"], "synth OUT_DIR {tmp}/afile/pair: {tmp}/afile is a file; expected a directory"),
+        (["synth", "{data}"], "{data}/Cell1.train.csv: already exists; expected a new OUT_DIR (synth never overwrites a pair)"),
+        (["synth", "x", "--genes", "11"], "--genes 11: expected at least 12 (two genes in every split)"),
+        (["synth", "x", "--seed", "-1"], "--seed -1: expected an integer >= 0"),
+        (["train", "--data", "{data}", "--pair", "Cell1", "Cell2", "--variant", "raw_d", "--cache-dir", "{tmp}/afile"],
+         "--cache-dir {tmp}/afile: is a file; expected a directory for the Parquet cache (or --no-cache)"),
+        (["train", "--data", "{data}", "--pair", "Cell1", "Cell2", "--variant", "raw_d", "--seed", "1e20"],
+         "command line: field seed: expected an integer in [0, 2**63), got 100000000000000000000"),
+        (["train", "--data", "{data}", "--pair", "Cell1", "Cell2", "--variant", "raw_d", "--epochs", "0"],
+         "command line: field epochs: expected an integer > 0, got 0"),
+        (["train", "--data", "{data}", "--pair", "Cell1", "Cell2", "--variant", "raw_d", "--batch-size", "0"],
+         "command line: field batch_size: expected an integer > 0, got 0"),
+        (["train", "--data", "{data}", "--pair", "Cell1", "Cell2", "--variant", "raw_d", "--lr", "inf"],
+         "command line: field lr: expected a number > 0, got inf"),
+        (["train", "--data", "{data}", "--pair", "Cell1", "Cell1", "--variant", "raw_d"],
+         "cells 'Cell1' and 'Cell1': expected two different cell types"),
+        (["train", "--config", "{tmp}"], "{tmp}: is a directory; expected a config file (YAML or JSON)"),
+        (["train", "--data", "{data}", "--pair", "Cell1", "Cell2", "--variant", "raw_d", "--epochs", "abc"],
+         "command line: field epochs: expected an integer, got 'abc'"),
+    ],
+)
+def test_more_bad_input_in_process(small_synthetic_dir, tmp_path, capsys, args, message):
+    (tmp_path / "afile").write_text("keep")
+    fill = {"tmp": tmp_path, "data": small_synthetic_dir}
+    before = sorted(p.name for p in small_synthetic_dir.iterdir())
+    assert main([a.format(**fill) for a in args]) == 2
+    assert _error_line(capsys) == "error: " + message.format(**fill)
+    assert sorted(p.name for p in small_synthetic_dir.iterdir()) == before and (tmp_path / "afile").read_text() == "keep"
+
+
+def test_a_truncated_checkpoint_is_refused_unchanged(small_synthetic_dir, tmp_path, capsys):
+    out = tmp_path / "r"
+    assert main(_train(small_synthetic_dir, out, "--variant", "raw_d")) == 0
+    (out / "last.pt").write_bytes((out / "last.pt").read_bytes()[:1000])
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert main(_train(small_synthetic_dir, out, "--variant", "raw_d", "--epochs", "2", "--resume")) == 2
+    assert _error_line(capsys) == f"error: {out / 'last.pt'}: not a readable deepdiff checkpoint (RuntimeError)"
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_flags_a_variant_does_not_use_are_noted(small_synthetic_dir, capsys):
+    assert main(_train(small_synthetic_dir, None, "--variant", "raw_d", "--aux", "classification", "--margin", "3")) == 0
+    notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note: --")]
+    assert notes == ["note: --aux, --margin ignored: variant raw_d has no auxiliary task and no contrastive loss"]
+    assert main(_train(small_synthetic_dir, None, "--variant", "aux", "--margin", "3")) == 0
+    assert "note: --margin ignored: variant aux has no contrastive loss" in capsys.readouterr().err
+
+
+def test_interrupt_leaves_the_run_consistent(small_synthetic_dir, tmp_path, capsys, monkeypatch):
+    """Ctrl-C just after fit() wrote epoch 2's last.pt, before the CLI wrote its metrics row."""
+    import signal
+
+    import deepdiff.train
+
+    save = deepdiff.train._atomic_save
+
+    def save_then_interrupt(state, path):
+        save(state, path)
+        if path.name == "last.pt" and state["epoch"] == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(deepdiff.train, "_atomic_save", save_then_interrupt)
+    out = tmp_path / "r"
+    assert main(_train(small_synthetic_dir, out, "--variant", "raw_d", "--epochs", "4")) == 130
+    assert _error_line(capsys).startswith("interrupted; everything written so far is kept")
+    epochs = [row["epoch"] for row in csv.DictReader((out / "metrics.csv").open())]
+    assert epochs == ["1", "2"] and deepdiff.train.load_checkpoint(out)["epoch"] == 2
+    assert (out / "config.yaml").is_file() and not (out / "result.json").exists()
+    monkeypatch.setattr(deepdiff.train, "_atomic_save", save)
+    assert main(_train(small_synthetic_dir, out, "--variant", "raw_d", "--epochs", "4", "--resume")) == 0
+    assert [row["epoch"] for row in csv.DictReader((out / "metrics.csv").open())] == ["1", "2", "3", "4"]
+
+
+def test_a_negative_number_reaches_the_validator(tmp_path):
+    code, _, stderr = _run(["train", "--data", "d", "--pair", "Cell1", "Cell2", "--variant", "raw_d", "--lr", "-1e-3"], tmp_path)
+    assert code == 2 and stderr.splitlines() == ["error: command line: field lr: expected a number > 0, got -0.001"]
+    code, _, stderr = _run(["train", "--variant", "raw_q"], tmp_path)
+    assert code == 2 and len(stderr.splitlines()) == 1 and stderr.startswith("error: deepdiff train: argument --variant: ")

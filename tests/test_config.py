@@ -55,3 +55,50 @@ def test_applicable_fields_follow_the_variant():
     assert set(applicable_fields("raw_d")) == everything - set(AUX_FIELDS) - set(SIAMESE_FIELDS)
     assert set(applicable_fields("aux")) == everything - set(SIAMESE_FIELDS)
     assert set(applicable_fields("raw_aux_siamese")) == everything
+
+
+def test_numbers_written_as_text_are_numbers(tmp_path):
+    path = tmp_path / "c.yaml"
+    # PyYAML reads 1e-3 and 5e-1 (no dot) as strings; MLflow params are all strings
+    path.write_text('model:\n  variant: aux_siamese\n  dropout: "0.3"\ntrain:\n  lr: 1e-3\n  margin: 5e-1\n'
+                    '  epochs: "7"\n  seed: 2.0\n')
+    m, t, _ = load_config(path)
+    assert (m.dropout, t.lr, t.margin, t.epochs, t.seed) == (0.3, 0.001, 0.5, 7, 2)
+    assert isinstance(t.epochs, int) and isinstance(t.lr, float)
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("train:\n  seed: 1.5\n", "field seed: expected an integer, got 1.5"),
+        ("train:\n  batch_size: abc\n", "field batch_size: expected an integer, got 'abc'"),
+        ('train:\n  epochs: "2.5"\n', "field epochs: expected an integer, got '2.5'"),
+        ("train:\n  lr: fast\n", "field lr: expected a number, got 'fast'"),
+        ("train:\n  lr: [1]\n", "field lr: expected a number, got [1]"),
+        ("train:\n  lr: true\n", "field lr: expected a number, got True"),
+        ("train:\n  lr: .inf\n", "field lr: expected a number > 0, got inf"),
+        ("model:\n  dropout: .nan\n", "field dropout: expected a number in [0, 1), got nan"),
+        ("train:\n  seed: 1e20\n", "field seed: expected an integer in [0, 2**63), got 100000000000000000000"),
+        ("train:\n  seed: -1\n", "field seed: expected an integer in [0, 2**63), got -1"),
+    ],
+)
+def test_a_non_number_names_the_file_and_field(tmp_path, text, message):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value) == f"{path}: {message}"
+
+
+def test_a_config_path_that_is_not_a_readable_text_file(tmp_path):
+    with pytest.raises(ConfigError, match=f"^{tmp_path}: is a directory; expected a config file"):
+        load_config(tmp_path)
+    path = tmp_path / "c.yaml"
+    path.write_bytes(b"model:\n  variant: r\xffaw\n")
+    with pytest.raises(ConfigError, match=f"^{path} line 2: expected UTF-8 text \\(YAML or JSON\\), got byte 0xff$"):
+        load_config(path)
+
+
+def test_save_config_replaces_the_file_whole(tmp_path):
+    path = save_config(tmp_path / "c.yaml", ModelConfig(), TrainConfig(lr=0.5))
+    assert load_config(path)[1].lr == 0.5 and [p.name for p in tmp_path.iterdir()] == ["c.yaml"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from pathlib import Path
@@ -212,6 +213,8 @@ FIELDS = "(gene_bin id, H3K4me1, H3K4me3, H3K9me3, H3K27me3, H3K36me3)"
         (12, "G1_SYM_12,1,2,nan,4,5", "line 12 field H3K9me3: expected a non-negative count, got 'nan'"),
         (12, "G1_SYM_12,1,2,3,4,", "line 12 field H3K36me3: expected a non-negative count, got ''"),
         (12, "G1_SYM_12,inf,2,3,4,5", "line 12 field H3K4me1: expected a non-negative count, got 'inf'"),
+        (12, "G1_SYM_12,1,2,1e308,4,5",
+         "line 12 field H3K9me3: expected a non-negative count that fits float32 (at most 3.403e+38), got '1e308'"),
         (1, "G1,1,2,3,4,5", "line 1 field gene_bin id: expected ENSGID_SYMBOL_BIN with a numeric BIN after the last '_', got 'G1'"),
         (5, "G1_SYM_6,1,2,3,4,5", "line 5 field gene_bin id: expected 'G1_SYM_5' (bin 5 of gene G1, bins 1..200 in order), got 'G1_SYM_6'"),
         (5, "G1_OTHER_5,1,2,3,4,5", "line 5 field gene_bin id: expected 'G1_SYM_5' (bin 5 of gene G1"),
@@ -328,6 +331,75 @@ def test_missing_file_and_directory(pair_dir):
         f"for cells Cell1 and Cell2 in {pair_dir}"
     )
     assert load_error(pair_dir / "nowhere").startswith(f"{pair_dir / 'nowhere'}: directory not found; expected CELL.")
+
+
+def test_expression_that_overflows_float32(pair_dir):
+    path = pair_dir / "Cell2.expr.csv"
+    edit_line(path, 2, "G2,4e38")
+    assert load_error(pair_dir) == (f"{path} line 2 field expression: expected a non-negative expression value "
+                                    "that fits float32 (at most 3.403e+38), got '4e38'")
+
+
+def test_a_directory_or_symlink_where_a_file_should_be(pair_dir):
+    path = pair_dir / "Cell2.valid.csv"
+    path.unlink()
+    path.mkdir()
+    assert load_error(pair_dir).startswith(f"{path}: is a directory, not a file; expected CELL.")
+    path.rmdir()
+    path.symlink_to(path)
+    assert load_error(pair_dir).startswith(f"{path}: is a symlink loop; expected CELL.")
+    path.unlink()
+    path.symlink_to(pair_dir / "gone.csv")
+    assert load_error(pair_dir).startswith(f"{path}: is a symlink to {pair_dir / 'gone.csv'}, which is missing")
+
+
+def test_an_unreadable_file(pair_dir, monkeypatch):
+    # Tests may run as root, where chmod 000 does not stop a read: make the read itself fail.
+    path = pair_dir / "Cell1.test.csv"
+    read_bytes = Path.read_bytes
+
+    def refuse(self):
+        if self == path:
+            raise PermissionError(13, "Permission denied", str(self))
+        return read_bytes(self)
+
+    monkeypatch.setattr(Path, "read_bytes", refuse)
+    assert load_error(pair_dir) == f"{path}: cannot be read (Permission denied); expected a readable CSV file"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode; covered by test_an_unreadable_file")
+def test_an_unreadable_file_by_its_mode(pair_dir):
+    path = pair_dir / "Cell1.test.csv"
+    path.chmod(0)
+    assert load_error(pair_dir) == f"{path}: cannot be read (Permission denied); expected a readable CSV file"
+
+
+def test_splits_that_cannot_be_scored_are_refused(pair_dir):
+    from deepdiff.data import check_trainable
+
+    pair = load_pair(pair_dir, "Cell1", "Cell2")
+    check_trainable(pair, pair_dir)  # two genes with different targets in every split
+    one = dataclasses.replace(pair, valid=pair.valid.subset([0]))
+    with pytest.raises(DataError) as info:
+        check_trainable(one, pair_dir)
+    assert str(info.value) == (f"{pair_dir / 'Cell1.valid.csv'} / {pair_dir / 'Cell2.valid.csv'}: split valid has 1 gene(s) "
+                               "listed by both cells; expected at least 2 (PCC is undefined for fewer)")
+    # G1: 0 -> 3 and G2: 3 -> 15 both have diff 2 (log2(4) - log2(1) = log2(16) - log2(4))
+    write_cell(pair_dir, "Cell2", 3, {**EXPR_B, "G1": 3, "G2": 15})
+    write_cell(pair_dir, "Cell1", 0, {**EXPR_A, "G1": 0, "G2": 3})
+    with pytest.raises(DataError, match=r"Cell2.train.csv: the differential expression of all 2 genes of split train "
+                                        r"is 2; expected it to vary \(PCC is undefined for a constant target\)"):
+        check_trainable(load_pair(pair_dir, "Cell1", "Cell2"), pair_dir)
+    with pytest.raises(DataError, match=r"^pair Cell1-Cell2: the differential"):
+        check_trainable(load_pair(pair_dir, "Cell1", "Cell2"))
+
+
+def test_a_cache_dir_that_is_a_file_is_a_note(tmp_path, pair_dir):
+    cache = tmp_path / "cache"
+    cache.write_text("not a folder")
+    pair = load_pair(pair_dir, "Cell1", "Cell2", cache_dir=cache)
+    assert len(pair.train) == 2 and pair.notes[-1].startswith(f"cache not written to {cache}/")
+    assert cache.read_text() == "not a folder"
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -1,4 +1,7 @@
+import math
+
 import numpy as np
+import pytest
 import torch
 
 from deepdiff.metrics import mse, pcc
@@ -13,6 +16,21 @@ def test_pcc_matches_numpy():
 
 def test_pcc_of_a_constant_prediction_is_zero():
     assert pcc(torch.zeros(10), torch.arange(10.0)) == 0.0
+
+
+@pytest.mark.parametrize(
+    "prediction, target",
+    [
+        (torch.tensor([1.0, float("nan"), 3.0]), torch.arange(3.0)),  # a diverged model
+        (torch.tensor([1.0, float("inf"), 3.0]), torch.arange(3.0)),
+        (torch.arange(3.0), torch.tensor([0.0, float("inf"), 1.0])),  # bad data
+        (torch.tensor([1.0]), torch.tensor([2.0])),  # one gene
+        (torch.arange(3.0), torch.full((3,), 2.0)),  # a constant target
+        (torch.tensor([0.0, 1e300, -1e300], dtype=torch.float64), torch.arange(3.0)),  # overflows float64
+    ],
+)
+def test_pcc_is_nan_where_it_is_undefined(prediction, target):
+    assert math.isnan(pcc(prediction, target))
 
 
 def test_pcc_sign_and_mse():

@@ -138,6 +138,8 @@ def test_trial_outcome_from_the_last_result():
     assert status is TrialStatus.PRUNED and "ASHA at epoch 2 of 6" in reason
     status, reason = trial_outcome({"epoch": 4, "status": "nan", "best_valid_pcc": 0.5}, 6)
     assert status is TrialStatus.FAILED and "NaN at epoch 4" in reason
+    status, reason = trial_outcome({"epoch": 3, "status": "diverged", "best_valid_pcc": 0.5}, 6)
+    assert status is TrialStatus.FAILED and "non-finite at epoch 3" in reason
     # Reaching max_t is the end of training, whatever ASHA returns at that epoch.
     assert trial_outcome({"epoch": 6, "status": "completed"}, 6)[0] is TrialStatus.COMPLETED
 

@@ -138,3 +138,24 @@ def test_model_shape_must_match_the_data(small_synthetic_pair):
 
     with pytest.raises(ConfigError, match="field n_bins: the model expects 100 but the data of Cell1-Cell2 has 200"):
         next(fit(ModelConfig(variant="raw_d", n_bins=100, **TINY), TrainConfig(epochs=1), small_synthetic_pair, device="cpu"))
+
+
+def test_non_finite_predictions_end_the_run_as_diverged(small_synthetic_pair, tmp_path):
+    # The training loss stays finite; the valid split's inputs are not, so its predictions are NaN.
+    valid = small_synthetic_pair.valid
+    poisoned = dataclasses.replace(valid, x_b=valid.x_b.clone().index_fill_(0, torch.tensor([0]), float("nan")))
+    pair = dataclasses.replace(small_synthetic_pair, valid=poisoned)
+    results = list(fit(ModelConfig(variant="raw_d", **TINY), TrainConfig(epochs=5, batch_size=16), pair, device="cpu",
+                       checkpoint_dir=tmp_path))
+    assert [r.status for r in results] == [EpochStatus.DIVERGED] and results[0].status.final
+    assert math.isfinite(results[0].train_loss) and math.isnan(results[0].valid_pcc)
+    assert (results[0].best_epoch, results[0].best_valid_pcc) == (0, -math.inf)  # nothing to report
+    assert not (tmp_path / LAST_CHECKPOINT).exists() and not (tmp_path / BEST_CHECKPOINT).exists()
+
+
+def test_a_split_without_a_pcc_is_refused_before_training(small_synthetic_pair):
+    from deepdiff.errors import DataError
+
+    pair = dataclasses.replace(small_synthetic_pair, valid=small_synthetic_pair.valid.subset([0]))
+    with pytest.raises(DataError, match="^pair Cell1-Cell2: split valid has 1 gene"):
+        next(fit(ModelConfig(variant="raw_d", **TINY), TrainConfig(epochs=1), pair, device="cpu"))
