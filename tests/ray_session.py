@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -46,6 +47,17 @@ def write_tiny_grid(folder: Path, text: str = TINY_GRID) -> Path:
     path = Path(folder) / "tiny.yaml"
     path.write_text(text)
     return path
+
+
+def read_until(proc, ended: int, log: list[str], seconds: float = 240) -> int:
+    """Read the driver's output until `ended` trials have ended (or it exits / time runs out)."""
+    seen, deadline = 0, time.monotonic() + seconds
+    for line in proc.stdout:
+        log.append(line)
+        seen += "trials ended" in line and not line.lstrip().startswith("...")
+        if seen >= ended or time.monotonic() > deadline:
+            break
+    return seen
 
 
 def by_value(module_name: str) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from ray_session import TUNE_DIR, write_tiny_grid
+from ray_session import TUNE_DIR, read_until, write_tiny_grid
 from deepdiff_study.records import Kind, study_runs
 
 pytestmark = pytest.mark.slow
@@ -70,13 +70,8 @@ def test_study_on_s3_resumes_from_the_bucket_alone_after_sigkill(s3, tmp_path):
                "--mlflow-uri", f"sqlite:///{tmp_path / 'mlruns.db'}"]
     try:
         driver = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-        ended, log = 0, []
-        deadline = time.monotonic() + 240
-        for line in driver.stdout:
-            log.append(line)
-            ended += "trials ended" in line and not line.lstrip().startswith("...")
-            if ended >= 3 or time.monotonic() > deadline:
-                break
+        log: list[str] = []
+        ended = read_until(driver, 3, log)
         driver.send_signal(signal.SIGKILL)
         driver.wait(timeout=30)
         assert ended >= 3, "".join(log)

@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import torch
 from mlflow.tracking import MlflowClient
 from ray import tune
 
-from ray_session import TUNE_DIR, by_value, ray_session, write_tiny_grid  # noqa: F401
+from ray_session import TUNE_DIR, by_value, ray_session, read_until, write_tiny_grid  # noqa: F401
 from deepdiff.config import applicable_fields, load_config
 from deepdiff_study import driver as run_ablation
 from deepdiff_study.records import Kind, decode_params, study_runs
@@ -195,13 +194,8 @@ def test_resume_after_sigkill_finishes_the_study_without_repeating_a_trial(tmp_p
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # the installed package, nothing else
     command = [sys.executable, str(TUNE_DIR / "run_ablation.py"), *args]
     driver = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-    ended, log = 0, []
-    deadline = time.monotonic() + 240
-    for line in driver.stdout:
-        log.append(line)
-        ended += "trials ended" in line and not line.lstrip().startswith("...")
-        if ended >= 3 or time.monotonic() > deadline:
-            break
+    log: list[str] = []
+    ended = read_until(driver, 3, log)
     driver.send_signal(signal.SIGKILL)
     driver.wait(timeout=30)
     assert ended >= 3, "".join(log)

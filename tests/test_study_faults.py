@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from ray_session import TUNE_DIR, ray_session, write_tiny_grid  # noqa: F401
+from ray_session import TUNE_DIR, ray_session, read_until, write_tiny_grid  # noqa: F401
 from deepdiff_study.records import Kind, study_runs
 
 pytestmark = pytest.mark.slow
@@ -59,17 +59,6 @@ def study_command(tmp: Path, uri: str, experiment: str, *extra: str) -> list[str
     return [sys.executable, str(TUNE_DIR / "run_ablation.py"), "--grid", str(write_tiny_grid(tmp)), "--preset", "quick",
             "--pairs", "1", "--synthetic-genes", "200", "--storage", str(tmp / "results"), "--mlflow-uri", uri,
             "--experiment", experiment, *extra]
-
-
-def read_until(proc: subprocess.Popen, ended: int, log: list[str], seconds: float = 240) -> int:
-    """Read the driver's output until `ended` trials have ended (or it exits / time runs out)."""
-    seen, deadline = 0, time.monotonic() + seconds
-    for line in proc.stdout:
-        log.append(line)
-        seen += "trials ended" in line and not line.lstrip().startswith("...")
-        if seen >= ended or time.monotonic() > deadline:
-            break
-    return seen
 
 
 def trial_workers(root: int) -> list[int]:
