@@ -407,13 +407,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     }
     if out is not None:
         _write_text(out / "result.json", json.dumps(summary | {"config": dataclasses.asdict(model_cfg) | dataclasses.asdict(train_cfg)}, indent=2))
-    diverged = result.status in (EpochStatus.NAN, EpochStatus.DIVERGED)
-    if diverged:
+    if result.status.diverged:
         what = ("the training loss became NaN" if result.status is EpochStatus.NAN
                 else "the model's valid/test predictions are not finite")
         _say(f"error: {what} at epoch {result.epoch}; {_divergence_hint(pair, train_cfg)}")
     print("result " + " ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in summary.items()))
-    return EXIT_NAN if diverged else 0
+    return EXIT_NAN if result.status.diverged else 0
 
 
 def cmd_describe(args: argparse.Namespace) -> int:

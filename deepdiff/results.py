@@ -22,6 +22,11 @@ class EpochStatus(StrEnum):
     DIVERGED = "diverged"  # the training loss is finite but valid/test predictions or metrics are not; ended here
 
     @property
+    def diverged(self) -> bool:
+        """The run ended because training diverged (NAN or DIVERGED): its metrics are no result."""
+        return self in (EpochStatus.NAN, EpochStatus.DIVERGED)
+
+    @property
     def final(self) -> bool:
         """The run ended by itself at this epoch (nothing outside stopped it)."""
         return self is not EpochStatus.RUNNING
