@@ -344,3 +344,22 @@ def test_a_negative_number_reaches_the_validator(tmp_path):
     assert code == 2 and stderr.splitlines() == ["error: command line: field lr: expected a number > 0, got -0.001"]
     code, _, stderr = _run(["train", "--variant", "raw_q"], tmp_path)
     assert code == 2 and len(stderr.splitlines()) == 1 and stderr.startswith("error: deepdiff train: argument --variant: ")
+
+
+def test_a_config_data_section_is_checked_and_never_regenerated_over_files(tmp_path, capsys):
+    config = tmp_path / "c.yaml"
+    folder = tmp_path / "pair"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("mine")
+    config.write_text(f"model:\n  variant: raw_d\ndata:\n  dir: {folder}\n  cell_a: Cell1\n  cell_b: Cell2\n"
+                      "  synthetic: {genes: 30, seed: 1}\n")
+    assert main(["train", "--config", str(config)]) == 2
+    assert _error_line(capsys).startswith(f"error: {folder}: holds other files but not the synthetic pair Cell1/Cell2")
+    assert [p.name for p in folder.iterdir()] == ["notes.txt"]
+    config.write_text(f"model:\n  variant: raw_d\ndata:\n  dir: {tmp_path / 'new'}\n  cell_a: Cell1\n  cell_b: Cell2\n"
+                      "  synthetic: {genes: 30, colour: red}\n")
+    assert main(["train", "--config", str(config)]) == 2
+    assert _error_line(capsys).startswith(f"error: {config} section data: field synthetic: ")
+    config.write_text("model:\n  variant: raw_d\ndata:\n  dir: 5\n  cell_a: Cell1\n  cell_b: Cell2\n")
+    assert main(["train", "--config", str(config)]) == 2
+    assert _error_line(capsys) == f"error: {config} section data: field dir: expected text, got 5"

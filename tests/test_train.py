@@ -9,7 +9,7 @@ import torch
 
 from deepdiff.config import ModelConfig, TrainConfig
 from deepdiff.metrics import pcc
-from deepdiff.results import METRIC_NAMES, EpochStatus
+from deepdiff.results import METRIC_NAMES, EpochStatus, diverged
 from deepdiff.train import (
     BEST_CHECKPOINT,
     LAST_CHECKPOINT,
@@ -148,6 +148,7 @@ def test_non_finite_predictions_end_the_run_as_diverged(small_synthetic_pair, tm
     results = list(fit(ModelConfig(variant="raw_d", **TINY), TrainConfig(epochs=5, batch_size=16), pair, device="cpu",
                        checkpoint_dir=tmp_path))
     assert [r.status for r in results] == [EpochStatus.DIVERGED] and results[0].status.final
+    assert diverged(EpochStatus("diverged")) and diverged("nan") and not diverged(EpochStatus.COMPLETED)
     assert math.isfinite(results[0].train_loss) and math.isnan(results[0].valid_pcc)
     assert (results[0].best_epoch, results[0].best_valid_pcc) == (0, -math.inf)  # nothing to report
     assert not (tmp_path / LAST_CHECKPOINT).exists() and not (tmp_path / BEST_CHECKPOINT).exists()
