@@ -30,7 +30,8 @@ The whole story, in the order things happen:
    recorded ending instead: the last result for completed, pruned and diverged trials, the same
    failure for trials that raised (`TrialFailedBefore`).
 6. **MLflow runs left RUNNING** (`reconcile`): at its first step after a restart the tracker closes
-   them with their trial's true status from Tune; a run whose trial Tune never saved (started less
+   them with their trial's true status from Tune (and records a trial Tune saw end while the store was
+   failing, which has no run yet); a run whose trial Tune never saved (started less
    than one experiment snapshot before the kill; Tune starts that work again under a new trial id)
    is deleted, so every Tune trial id appears exactly once. The tracker finds each trial's existing
    run by its ``trial_id`` tag and continues it; epochs already logged are not logged again.
@@ -188,14 +189,20 @@ def reconcile(client, experiment_id: str, trials: list, *, finish: Callable, for
     tracker's memory of a run deleted here.
     """
     by_id = {t.trial_id: t for t in trials}
+    recorded = set()
     for run in study_runs(client, experiment_id, Kind.TRIAL):
+        trial_id = run.data.tags[Tag.TRIAL_ID]
+        recorded.add(trial_id)
         if run.info.status != "RUNNING":
             continue
-        trial_id = run.data.tags[Tag.TRIAL_ID]
         trial = by_id.get(trial_id)
         if trial is None:
             client.delete_run(run.info.run_id)
             forget(trial_id)
         elif trial.status in ("TERMINATED", "ERROR"):
+            finish(trial, *outcome_of(trial))
+    # A trial that ended while the store was failing (the driver stopped on it) has no run at all yet.
+    for trial in trials:
+        if trial.trial_id not in recorded and trial.status in ("TERMINATED", "ERROR"):
             finish(trial, *outcome_of(trial))
 

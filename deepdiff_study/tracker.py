@@ -192,6 +192,7 @@ class MlflowTracker(Callback):
             return  # closed already (a resumed study hands back trials that ended before the kill)
         run_id = self._child(trial)
         last = trial.last_result or {}
+        self.on_trial_result(0, [], trial, last)  # its last epoch, if the run never got it (no-op otherwise)
         tags = [
             RunTag(Tag.STATUS, status), RunTag(Tag.STATUS_REASON, reason),
             RunTag(Tag.EPOCH_STATUS, str(last.get("status", EPOCH_ERROR if status is TrialStatus.FAILED else ""))),
