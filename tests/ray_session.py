@@ -60,6 +60,22 @@ def read_until(proc, ended: int, log: list[str], seconds: float = 240) -> int:
     return seen
 
 
+def kill_after_trials(command: list[str], ended: int, experiment: str, **popen) -> list[str]:
+    """Start a study driver, SIGKILL it once `ended` trials have ended (and before the study finished);
+    returns what it printed."""
+    import signal
+    import subprocess
+
+    driver = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen)
+    log: list[str] = []
+    seen = read_until(driver, ended, log)
+    driver.send_signal(signal.SIGKILL)
+    driver.wait(timeout=30)
+    assert seen >= ended, "".join(log)
+    assert not any(line.startswith(f"study {experiment!r}") for line in log), "the study finished before the kill"
+    return log
+
+
 def by_value(module_name: str) -> None:
     """Ship the functions of a test module to Ray workers by value (workers do not import tests/)."""
     from ray import cloudpickle

@@ -7,7 +7,6 @@ the bucket's Tune state, checkpoints in the bucket."""
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -18,7 +17,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from ray_session import TUNE_DIR, read_until, write_tiny_grid
+from ray_session import TUNE_DIR, kill_after_trials, write_tiny_grid
 from deepdiff_study.records import Kind, study_runs
 
 pytestmark = pytest.mark.slow
@@ -69,13 +68,7 @@ def test_study_on_s3_resumes_from_the_bucket_alone_after_sigkill(s3, tmp_path):
                "--grace-period", "1", "--synthetic-genes", "200", "--experiment", "s3study", "--storage", storage,
                "--mlflow-uri", f"sqlite:///{tmp_path / 'mlruns.db'}"]
     try:
-        driver = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-        log: list[str] = []
-        ended = read_until(driver, 3, log)
-        driver.send_signal(signal.SIGKILL)
-        driver.wait(timeout=30)
-        assert ended >= 3, "".join(log)
-        assert not any(line.startswith("study 's3study'") for line in log), "the study finished before the kill"
+        kill_after_trials(command, 3, "s3study", cwd=tmp_path, env=env)
         stored = bucket_keys(client, "results/s3study/")
         assert "results/s3study/tuner.pkl" in stored and "results/s3study/deepdiff-study.json" in stored, stored
         assert any(Path(ray_tmp).rglob("driver_artifacts")), "Tune's staging folder was under RAY_TMPDIR"

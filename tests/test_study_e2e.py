@@ -4,7 +4,6 @@ the export round trip, and resume after a SIGKILL of the driver."""
 import json
 import math
 import os
-import signal
 import subprocess
 import sys
 from collections import Counter
@@ -16,7 +15,7 @@ import torch
 from mlflow.tracking import MlflowClient
 from ray import tune
 
-from ray_session import TUNE_DIR, by_value, ray_session, read_until, write_tiny_grid  # noqa: F401
+from ray_session import TUNE_DIR, by_value, kill_after_trials, ray_session, write_tiny_grid  # noqa: F401
 from deepdiff.config import applicable_fields, load_config
 from deepdiff_study import driver as run_ablation
 from deepdiff_study.records import Kind, decode_params, study_runs
@@ -193,13 +192,7 @@ def test_resume_after_sigkill_finishes_the_study_without_repeating_a_trial(tmp_p
                       "--max-epochs", "4", "--grace-period", "1", "--synthetic-genes", "200", "--experiment", "killed")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # the installed package, nothing else
     command = [sys.executable, str(TUNE_DIR / "run_ablation.py"), *args]
-    driver = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-    log: list[str] = []
-    ended = read_until(driver, 3, log)
-    driver.send_signal(signal.SIGKILL)
-    driver.wait(timeout=30)
-    assert ended >= 3, "".join(log)
-    assert not any(line.startswith("study 'killed'") for line in log), "the study finished before the kill"
+    kill_after_trials(command, 3, "killed", cwd=tmp_path, env=env)
     _, _, before = runs_of(tmp_path, "killed")
     finished_before = {r.data.tags["trial_id"]: r.info.end_time for r in before if r.info.status != "RUNNING"}
     assert len(finished_before) >= 3
