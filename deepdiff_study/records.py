@@ -136,8 +136,7 @@ def data_tag(data_dir: str | Path, cell_a: str, cell_b: str, synthetic: dict[str
 # field plus META_KEYS. MLflow keeps the fields that apply to the variant as string params.
 
 META_KEYS = ("grid_cell", "pair")  # the grid cell's key and the pair number: not config fields
-_FIELD_TYPES = {f.name: f.type for cls in (ModelConfig, TrainConfig) for f in fields(cls)}
-_DECODE = {"int": int, "float": float, "str": str}
+_CONFIG_FIELDS = frozenset(f.name for cls in (ModelConfig, TrainConfig) for f in fields(cls))
 
 
 def encode_meta(cell: GridCell) -> dict[str, Any]:
@@ -168,12 +167,9 @@ def encode_params(config: dict[str, Any]) -> dict[str, str]:
 
 
 def decode_params(params: dict[str, str], *, source: str = "MLflow params") -> tuple[ModelConfig, TrainConfig]:
-    """The run configs of a trial run's params (fields not logged keep their defaults: they do not apply)."""
-    try:
-        typed = {k: _DECODE[_FIELD_TYPES[k]](v) for k, v in params.items() if k in _FIELD_TYPES}
-    except ValueError as err:
-        raise ConfigError(f"{source}: {err}") from None
-    return configs_from_flat(typed, source=source)
+    """The run configs of a trial run's params (fields not logged keep their defaults: they do not apply).
+    Numbers logged as text are read by `deepdiff.config`'s one coercion."""
+    return configs_from_flat({k: v for k, v in params.items() if k in _CONFIG_FIELDS}, source=source)
 
 
 # ---- the trial outcome: decided here, once ------------------------------------------------------------
