@@ -118,26 +118,47 @@ def test_the_mlflow_server_dying_mid_study_stops_it_with_one_line_and_resume_fin
         stop(server)
 
 
+def epochs_logged(uri: str, experiment: str) -> int:
+    """The most epochs any trial run of the experiment has logged so far (0 before the first)."""
+    db = Path(uri[len("sqlite:///"):])
+    if not db.is_file():
+        return 0
+    try:
+        client = MlflowClient(uri)
+        exp = client.get_experiment_by_name(experiment)
+        runs = study_runs(client, exp.experiment_id, Kind.TRIAL) if exp is not None else []
+    except Exception:  # noqa: BLE001 - the study is creating the database: ask again
+        return 0
+    return max((int(r.data.metrics.get("epoch", 0)) for r in runs), default=0)
+
+
 def test_a_ray_worker_killed_mid_trial_is_retried_and_the_study_finishes(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
-    command = study_command(tmp_path, uri, "killed-worker", "--variants", "raw_d", "--samples", "3", "--max-epochs", "4",
-                            "--grace-period", "4", "--max-failures", "2")
+    epochs = 40  # long enough (several seconds) that the kill lands mid-trial
+    command = study_command(tmp_path, uri, "killed-worker", "--variants", "raw_d", "--samples", "3",
+                            "--max-epochs", str(epochs), "--grace-period", str(epochs), "--max-failures", "2")
     driver = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     killed, deadline = None, time.monotonic() + 180
     while killed is None and time.monotonic() < deadline and driver.poll() is None:
-        time.sleep(1)
-        training = trial_workers(driver.pid)  # only this study's Ray: other Ray instances may run on the machine
-        if training:
-            time.sleep(3)  # mid-trial: a few epochs in
-            os.kill(training[0], signal.SIGKILL)
-            killed = training[0]
+        time.sleep(0.5)
+        if epochs_logged(uri, "killed-worker") < 2:
+            continue  # mid-trial: a trial has reported (and checkpointed) a few epochs
+        for pid in trial_workers(driver.pid):  # only this study's Ray: other Ray instances may run on the machine
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:  # its trial ended just now
+                continue
+            killed = pid
+            break
     out, _ = driver.communicate(timeout=300)
     assert killed is not None, out
     assert driver.returncode == 0, out
     ids, runs = trial_ids(uri, "killed-worker")
     assert len(ids) == 3 and set(ids.values()) == {1}, ids
     trials = [r for r in runs if r.data.tags.get("kind") == "trial"]
-    assert all(r.info.status == "FINISHED" and r.data.tags["status"] == "completed" for r in trials)
+    assert all(r.info.status == "FINISHED" and r.data.tags["status"] == "completed" for r in trials), (
+        [(r.info.status, r.data.tags) for r in trials], out)
+    assert all(int(r.data.metrics["epoch"]) == epochs for r in trials)
     assert any(r.data.tags.get("retries") == "1" for r in trials), "the killed trial was retried"
 
 
