@@ -1,13 +1,16 @@
-"""Training speed: s/epoch per variant, grouped vs per-channel Level I, batch sweep, and the reference.
+"""Training speed: s/epoch per variant for each way of running Level I, batch sweep, and the reference.
 
     python benchmarks/bench_train.py --profile raw [--profile-batch 10]   # where an epoch's time goes
     python benchmarks/bench_train.py [--quick] [--variants raw_d,raw,raw_aux_siamese] [--threads 1]
         [--sweep-variant raw --batches 10,32,64,128,256] [--reference MIRROR_GITDIR --reference-python PY]
 
-Prints, for the device it runs on (never asserts anything):
+Level I ways (`--impls`, the last one the baseline of the ratios): "fused" (the compiled C kernel of
+deepdiff/cpu_kernel.py, what a CPU runs), "grouped" (torch ops, what a GPU runs), "per_channel" (one
+nn.LSTM per channel, PyTorch's oneDNN/cuDNN kernels, the reference's way). Prints, for the device it
+runs on (never asserts anything):
 0. CPU time (process time, so other load on the machine matters less) per training step and per
-   inference batch of each variant, both Level I ways alternating in one process, batches 10 and 64.
-1. s/epoch at batch 10 of every variant with Level I "grouped" and "per_channel", alternating, repeated
+   inference batch of each variant, the Level I ways alternating in one process, batches 10 and 64.
+1. s/epoch at batch 10 of every variant with each Level I way, alternating, repeated
    (`--repeats`), median; an epoch is what `deepdiff train` runs: the training pass plus the valid and
    test evaluation (`deepdiff.train.fit`). With `--reference`, the reference (DeepDiffChrome, run by
    /work/shared/tools/refbench) runs the same variant and epochs in the same rounds, and the ratios
@@ -40,7 +43,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "deepdiffchrome-sample"
 REFBENCH = ROOT.parent / "shared" / "tools" / "refbench" / "run-reference.sh"
-IMPLS = ("grouped", "per_channel")
+IMPLS = ("fused", "grouped", "per_channel")  # deepdiff.model.LEVEL1_IMPLS; "fused" needs the C kernel
 ALL_VARIANTS = ("raw_d", "raw_c", "raw", "aux", "raw_aux", "aux_siamese", "raw_aux_siamese")
 
 
@@ -125,12 +128,13 @@ def _steps_child(job: dict) -> dict:
     import deepdiff.model
     from deepdiff.config import ModelConfig
     from deepdiff.model import DeepDiff
+    from deepdiff.train import make_optimizer
 
     if job["threads"]:
         torch.set_num_threads(job["threads"])
     torch.manual_seed(0)
     model = DeepDiff.from_config(ModelConfig(variant=job["variant"]))
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    optimizer = make_optimizer(model, 1e-4)
     x_a, x_b = (torch.poisson(torch.rand(job["batch"], 5, 200) * 4) for _ in range(2))
 
     def step() -> None:
@@ -147,7 +151,7 @@ def _steps_child(job: dict) -> dict:
 
     times: dict[str, list[float]] = {}
     for _ in range(job["rounds"]):
-        for impl in IMPLS:
+        for impl in job["impls"]:
             deepdiff.model.level1_impl = lambda device, batch: impl
             for name, fn in (("train", step), ("infer", infer)):
                 fn()
@@ -192,6 +196,7 @@ def main() -> None:
     parser.add_argument("--data", default=str(DEFAULT_DATA))
     parser.add_argument("--pair", nargs=2, default=("Cell1", "Cell2"))
     parser.add_argument("--variants", default="raw_d,raw,raw_aux_siamese", help="comma list, or 'all'")
+    parser.add_argument("--impls", default="fused,per_channel", help=f"Level I ways to compare, the last is the baseline (of {','.join(IMPLS)})")
     parser.add_argument("--epochs", type=int, default=3, help="epochs per timed run (the first is left out)")
     parser.add_argument("--repeats", type=int, default=3, help="alternating rounds per variant")
     parser.add_argument("--sweep-variant", default="raw")
@@ -210,55 +215,65 @@ def main() -> None:
     if args.quick:
         args.repeats, args.epochs, args.batches, args.updates_epochs = 1, 2, "10,64,256", 4
     variants = ALL_VARIANTS if args.variants == "all" else tuple(args.variants.split(","))
+    impls = tuple(args.impls.split(","))
+    if not impls or any(i not in IMPLS for i in impls):
+        parser.error(f"--impls {args.impls}: expected a comma list of {', '.join(IMPLS)}")
+    base = impls[-1]
     skip = set(filter(None, args.skip.split(",")))
     job = dict(data=args.data, pair=tuple(args.pair), threads=args.threads, device=args.device, lr=1e-4)
 
     if args.profile:
         print(load_now())
-        for impl in IMPLS:
+        for impl in impls:
             print(run_child(**job, _worker=_profile_child, variant=args.profile, impl=impl, batch=args.profile_batch, rows=22))
         print(load_now())
         return
-    probe = run_child(**job, variant="raw_d", impl="grouped", batch=10, epochs=1)
-    print(f"device={probe['device']} threads={probe['threads']} data={args.data} ({probe['n_train']} train genes; "
-          f"valid and test evaluated every epoch) epochs/run={args.epochs} rounds={args.repeats}")
+    probe = run_child(**job, _worker=_probe_child)
+    print(f"device={probe['device']} threads={probe['threads']} Level I kernel: {probe['kernel']}")
+    print(f"data={args.data} ({probe['n_train']} train genes; our epoch = training pass + valid and test "
+          f"evaluation) epochs/run={args.epochs} rounds={args.repeats}; xR = {base} time / this one's")
     print(f"start: {load_now()}")
 
     if "steps" not in skip:
         print("\n0. CPU ms per training step (fwd+bwd+clip+Adam) and per inference batch, process time, median of 5 rounds x 3")
         for variant in variants:
             for batch in (int(b) for b in args.step_batches.split(",")):
-                t = run_child(**job, _worker=_steps_child, variant=variant, batch=batch, rounds=5, steps=3)
-                print(f"  {variant:16s} batch {batch:4d}: train grouped {1e3 * t['grouped train']:7.1f}  per_channel "
-                      f"{1e3 * t['per_channel train']:7.1f}  x{t['per_channel train'] / t['grouped train']:4.2f} | infer grouped "
-                      f"{1e3 * t['grouped infer']:7.1f}  per_channel {1e3 * t['per_channel infer']:7.1f}  "
-                      f"x{t['per_channel infer'] / t['grouped infer']:4.2f}  (xR = per_channel / grouped)")
+                t = run_child(**job, _worker=_steps_child, variant=variant, batch=batch, rounds=5, steps=3, impls=impls)
+                cells = [f"{kind} " + "  ".join(
+                    f"{impl} {1e3 * t[f'{impl} {kind}']:7.1f}" + ("" if impl == base else f" (x{t[f'{base} {kind}'] / t[f'{impl} {kind}']:4.2f})")
+                    for impl in impls) for kind in ("train", "infer")]
+                print(f"  {variant:16s} batch {batch:4d}: " + " | ".join(cells))
 
     if "epochs" not in skip:
-        print("\n1. s/epoch at batch 10 (train + valid + test), median over rounds of the median epoch")
+        print("\n1. s/epoch at batch 10, median over rounds of the median epoch (the first epoch of a run left out)")
+        if args.reference:
+            print("   reference (DeepDiffChrome via refbench) epoch = training pass + valid pass + a torch.save; "
+                  "ours also evaluates the test split every epoch")
         for variant in variants:
-            runs: dict[str, list[float]] = {impl: [] for impl in IMPLS}
+            runs: dict[str, list[float]] = {impl: [] for impl in impls}
             ref: list[float] = []
             for _ in range(args.repeats):
-                for impl in IMPLS:
+                for impl in impls:
                     runs[impl].append(steady(run_child(**job, variant=variant, impl=impl, batch=10, epochs=args.epochs)["epoch_s"]))
                 if args.reference:
                     sec = run_reference(args, variant)
                     if sec is not None:
                         ref.append(sec)
-            g, p = statistics.median(runs["grouped"]), statistics.median(runs["per_channel"])
-            line = f"  {variant:16s} grouped {g:6.2f}  per_channel {p:6.2f}  per_channel/grouped x{p / g:4.2f}"
+            med = {impl: statistics.median(v) for impl, v in runs.items()}
+            line = f"  {variant:16s} " + "  ".join(f"{impl} {med[impl]:6.2f}" + ("" if impl == base else f" (x{med[base] / med[impl]:4.2f})")
+                                                  for impl in impls)
             if ref:
                 r = statistics.median(ref)
-                line += f"  reference {r:6.2f}  reference/grouped x{r / g:4.2f}  reference/per_channel x{r / p:4.2f}"
-            print(line + f"   (rounds: g {fmt(runs['grouped'])}; p {fmt(runs['per_channel'])}" + (f"; ref {fmt(ref)})" if ref else ")"))
+                line += f"  reference {r:6.2f}  " + "  ".join(f"reference/{impl} x{r / med[impl]:4.2f}" for impl in impls)
+            rounds = "; ".join(f"{impl} {fmt(v)}" for impl, v in runs.items()) + (f"; ref {fmt(ref)}" if ref else "")
+            print(f"{line}   (rounds: {rounds})")
 
     rates: dict[int, float] = {}
     if "sweep" not in skip:
         print(f"\n2. batch sweep, {args.sweep_variant}: training genes/s (training pass only), peak memory")
         for batch in (int(b) for b in args.batches.split(",")):
             cells = []
-            for impl in IMPLS:
+            for impl in impls:
                 out = run_child(**job, variant=args.sweep_variant, impl=impl, batch=batch, epochs=args.epochs)
                 rate = out["n_train"] / steady(out["train_s"])
                 rates[batch] = max(rates.get(batch, 0.0), rate)
@@ -273,10 +288,25 @@ def main() -> None:
         print(f"\n3. valid PCC after {args.updates_epochs} epochs of gene-updates, {args.sweep_variant}; lr = 1e-4 * sqrt(batch / 10)")
         for batch in sorted({10, best}):
             lr = 1e-4 * math.sqrt(batch / 10)
-            out = run_child(**{**job, "lr": lr}, variant=args.sweep_variant, impl="grouped", batch=batch, epochs=args.updates_epochs)
+            out = run_child(**{**job, "lr": lr}, variant=args.sweep_variant, impl=impls[0], batch=batch, epochs=args.updates_epochs)
             print(f"  batch {batch:4d} lr {lr:.2e}: last valid PCC {out['valid_pcc']:.4f}, best {out['best_valid_pcc']:.4f}, "
                   f"{sum(out['epoch_s']):.1f} s")
     print(f"\nend: {load_now()}")
+
+
+def _probe_child(job: dict) -> dict:
+    """The device, threads, training genes and the Level I kernel's status of a child process."""
+    sys.path.insert(0, str(ROOT))
+    import torch
+
+    from deepdiff import cpu_kernel
+    from deepdiff.data import load_pair
+    from deepdiff.device import pick_device
+
+    if job["threads"]:
+        torch.set_num_threads(job["threads"])
+    return {"device": str(pick_device(job["device"])), "threads": torch.get_num_threads(), "kernel": cpu_kernel.status(),
+            "n_train": len(load_pair(job["data"], *job["pair"]).train)}
 
 
 def fmt(values: list[float]) -> str:

@@ -21,9 +21,11 @@ the same parameters:
   instead of ~10 per step and group.
 
 No Python branch depends on data or shapes inside either time loop and nothing syncs with the host, so
-the loops can be captured in a CUDA graph. Contract: `grouped_bilstm(x (N, K, T), lstms) -> (T, 2K, N, H)`,
-the states of ``stack([lstm(x[:, k, :, None])[0] for k, lstm in enumerate(lstms)], 1)`` (N, K, T, 2H)
-(to float rounding) in the grouped layout, the backward direction in its own (reversed) time order.
+the loops can be captured in a CUDA graph. Contract: ``GroupedLSTM.apply(sequence(x), stack_lstm_weights(lstms))``
+-> (T, 2K, N, H) holds the states of ``stack([lstm(x[:, k, :, None])[0] for k, lstm in enumerate(lstms)], 1)``
+(N, K, T, 2H) (to float rounding) in the grouped layout, the backward direction in its own (reversed)
+time order; `grouped_level1` adds the bin attention, as Level I of `deepdiff.model` (the compiled CPU
+kernel `deepdiff.cpu_kernel.FusedLevel1` computes the same in C).
 """
 
 from __future__ import annotations
@@ -139,12 +141,29 @@ class GroupedLSTM(torch.autograd.Function):
         return dz[..., hid], d_w
 
 
-def grouped_bilstm(x: torch.Tensor, lstms: Sequence[nn.LSTM]) -> torch.Tensor:
-    """(N, K, T) -> h (T, G, N, H): channel k through bidirectional `lstms[k]` (input size 1), all at once.
-
-    Group g = d*K + k. h[t, k] is the forward state of channel k at bin t; h[t, K + k] is its backward
-    state at bin T - 1 - t (each group in its own reading order; flip it on time to align).
-    """
+def sequence(x: torch.Tensor) -> torch.Tensor:
+    """(N, K, T) -> seq (T, 2K, N), the input of `GroupedLSTM`: channel k feeds group k in time order
+    and group K + k (its backward direction) in reversed time."""
     xt = x.permute(2, 1, 0)  # (T, K, N)
-    seq = torch.cat((xt, xt.flip(0)), dim=1)  # (T, G, N): backward groups read time reversed
-    return GroupedLSTM.apply(seq, stack_lstm_weights(lstms))
+    return torch.cat((xt, xt.flip(0)), dim=1)
+
+
+def grouped_level1(x: torch.Tensor, w: torch.Tensor, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Level I of K channels in torch ops: x (N, K, T), w (2K, H + 2, 4H) from `stack_lstm_weights`,
+    context (K, 2H) -> embeddings m (N, K, 2H), bin attention alpha (N, K, T).
+
+    The states h (T, 2K, N, H) of `GroupedLSTM` stay in their grouped layout (the backward groups in
+    reversed time); attention is computed there by batched products, so the (N, K, T, 2H) states are
+    never assembled. `deepdiff.cpu_kernel.FusedLevel1` has the same contract.
+    """
+    k = x.shape[1]
+    h = GroupedLSTM.apply(sequence(x), w)
+    steps, groups, n, hid = h.shape
+    by_gene = h.view(steps, groups * n, hid).transpose(0, 1)  # (2K*N, T, H), a view: batched products, no copy
+    ctx = context.view(k, 2, hid).transpose(0, 1).reshape(groups, 1, hid, 1)  # (2K, 1, H, 1)
+    part = torch.bmm(by_gene, ctx.expand(groups, n, hid, 1).reshape(groups * n, hid, 1))
+    part = part.view(groups, n, steps)  # h_t . W_b per direction, each group in its own time order
+    alpha = torch.softmax(part[:k] + part[k:].flip(-1), dim=-1)  # (K, N, T)
+    weights = torch.cat((alpha, alpha.flip(-1)), dim=0)  # (2K, N, T), each group's own time order
+    m = torch.bmm(weights.view(groups * n, 1, steps), by_gene).view(groups, n, hid)  # (2K, N, H)
+    return torch.cat((m[:k], m[k:]), dim=-1).transpose(0, 1), alpha.transpose(0, 1)

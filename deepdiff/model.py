@@ -19,36 +19,43 @@ import torch
 from torch import nn
 
 from deepdiff.config import ModelConfig
-from deepdiff.grouped_lstm import grouped_bilstm
+from deepdiff import cpu_kernel
+from deepdiff.grouped_lstm import grouped_level1, stack_lstm_weights
 from deepdiff.variants import VariantSpec, get_variant
 
 INIT_RANGE = 0.1  # all parameters ~ U(-0.1, 0.1), as published
 
 
-LEVEL1_IMPLS = ("grouped", "per_channel")
+LEVEL1_IMPLS = ("fused", "grouped", "per_channel")
 
 
-GROUPED_MIN_CPU_TRAIN_BATCH = 64  # on CPU, training batches from this size run Level I grouped
+GROUPED_MIN_CPU_TRAIN_BATCH = 64  # without the C kernel, CPU training batches from this size run grouped
 
 
 def level1_impl(device: torch.device, batch: int) -> str:
     """How Level I runs for a batch of `batch` genes on `device`: the one place this is decided (never
-    a config field, so MLflow params and checkpoints do not depend on the machine; both ways read the
-    same parameters and compute the same function).
+    a config field, so MLflow params and checkpoints do not depend on the machine; every way reads the
+    same parameters and computes the same function).
 
-    - CUDA: "grouped" (`deepdiff.grouped_lstm`, all channels, directions and encoders of a forward in
-      one recurrence with a hand-written backward). Per channel would be 2K cuDNN calls per batch, each
-      far too small to fill a GPU; the grouped step is CUDA-graph capturable. (Not measured here, as no
-      GPU was at hand: for very large batches per-channel cuDNN may catch up.)
-    - CPU: "per_channel" (one `nn.LSTM` per channel, which PyTorch runs as a fused oneDNN kernel) for
-      inference and for training batches below `GROUPED_MIN_CPU_TRAIN_BATCH`; "grouped" for training
-      batches from there. CPU time per step, 1 thread (benchmarks/bench_train.py part 0): training at
-      batch 64 grouped was 1.10-1.23x faster (raw_d, raw, aux, raw_aux_siamese); at batch 10 0.84-1.07x;
-      inference per-channel was 1.3-2.2x faster.
+    - CUDA: "grouped" (`deepdiff.grouped_lstm`: all channels, directions and encoders of a forward in
+      one recurrence of torch ops with a hand-written backward). Per channel would be 2K cuDNN calls per
+      batch, each far too small to fill a GPU; the grouped step is CUDA-graph capturable. (Not measured
+      here, as no GPU was at hand: for very large batches per-channel cuDNN may catch up.)
+    - CPU: "fused" (`deepdiff.cpu_kernel`: the same grouped recurrence as compiled C, forward and
+      backward, for training and inference at any batch) when the kernel could be built on this
+      machine; otherwise "grouped" for training batches from `GROUPED_MIN_CPU_TRAIN_BATCH` and
+      "per_channel" (one `nn.LSTM` per channel, PyTorch's fused oneDNN kernel) below that and for
+      inference, which is what measured fastest without it (benchmarks/bench_train.py part 0).
     """
     if device.type == "cuda":
         return "grouped"
+    if cpu_kernel.available():
+        return "fused"
     return "grouped" if torch.is_grad_enabled() and batch >= GROUPED_MIN_CPU_TRAIN_BATCH else "per_channel"
+
+
+# Level I of all channels at once, (x (N, K, T), w, context) -> (m, alpha): torch ops, or compiled C on the CPU.
+_GROUPED = {"fused": cpu_kernel.FusedLevel1.apply, "grouped": grouped_level1}
 
 
 class BinEncoder(nn.Module):
@@ -73,10 +80,10 @@ class BinEncoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         impl = self.impl or level1_impl(x.device, x.shape[0])
-        if impl == "grouped":
-            return self._grouped(x)
         if impl == "per_channel":
             return self._per_channel(x)
+        if impl in _GROUPED:
+            return _GROUPED[impl](x, stack_lstm_weights(self.lstms), self.context)
         raise ValueError(f"Level I impl {impl!r}: expected one of {', '.join(LEVEL1_IMPLS)}")
 
     def _per_channel(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -84,39 +91,17 @@ class BinEncoder(nn.Module):
         alpha = torch.softmax(torch.einsum("nkth,kh->nkt", states, self.context), dim=-1)
         return torch.einsum("nkt,nkth->nkh", alpha, states), alpha
 
-    def _grouped(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return grouped_level1(x, list(self.lstms), self.context)
-
-
-def grouped_level1(x: torch.Tensor, lstms: list[nn.LSTM], context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Level I of K channels (each its biLSTM and context row) as one grouped recurrence + attention.
-
-    x (N, K, T), context (K, 2H) -> (N, K, 2H), alpha (N, K, T). Attention is computed in the grouped
-    layout (T, G = 2K, N, H) of `grouped_bilstm`, so the (N, K, T, 2H) states are never assembled.
-    """
-    k = len(lstms)
-    h = grouped_bilstm(x, lstms)  # (T, 2K, N, H); groups K.. in reversed time
-    steps, groups, n, hid = h.shape
-    by_gene = h.view(steps, groups * n, hid).transpose(0, 1)  # (2K*N, T, H), a view: batched products, no copy
-    context = context.view(k, 2, hid).transpose(0, 1).reshape(groups, 1, hid, 1)  # (2K, 1, H, 1)
-    part = torch.bmm(by_gene, context.expand(groups, n, hid, 1).reshape(groups * n, hid, 1))
-    part = part.view(groups, n, steps)  # h_t . W_b per direction, each group in its own time order
-    alpha = torch.softmax(part[:k] + part[k:].flip(-1), dim=-1)  # (K, N, T)
-    weights = torch.cat((alpha, alpha.flip(-1)), dim=0)  # (2K, N, T), each group's own time order
-    m = torch.bmm(weights.view(groups * n, 1, steps), by_gene).view(groups, n, hid)  # (2K, N, H)
-    return torch.cat((m[:k], m[k:]), dim=-1).transpose(0, 1), alpha.transpose(0, 1)
-
 
 def run_level1(calls: list[tuple[BinEncoder, torch.Tensor]]) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """encoder(x) for every (encoder, x) of one forward pass; grouped, all of them in ONE recurrence
     (a siamese encoder called twice contributes its LSTMs twice; their gradients add up)."""
     encoder, x = calls[0]
     impl = encoder.impl or level1_impl(x.device, x.shape[0])
-    if impl != "grouped" or len(calls) == 1:
+    if impl not in _GROUPED or len(calls) == 1:
         return [enc(x) for enc, x in calls]
-    lstms = [lstm for enc, _ in calls for lstm in enc.lstms]
+    w = stack_lstm_weights([lstm for enc, _ in calls for lstm in enc.lstms])
     context = torch.cat([enc.context for enc, _ in calls])
-    m, alpha = grouped_level1(torch.cat([x for _, x in calls], dim=1), lstms, context)
+    m, alpha = _GROUPED[impl](torch.cat([x for _, x in calls], dim=1), w, context)
     sizes = [enc.n_channels for enc, _ in calls]
     return list(zip(m.split(sizes, dim=1), alpha.split(sizes, dim=1)))
 

@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from deepdiff import cpu_kernel
 from deepdiff.config import ModelConfig
 from deepdiff.model import INIT_RANGE, BinEncoder, DeepDiff, MarkEncoder, count_parameters, level1_impl
 from deepdiff.variants import VARIANTS, VariantSpec
@@ -132,17 +133,17 @@ def _outputs_and_grads(model, impl, x_a, x_b):
     return [t.detach() for t in tensors], grads
 
 
-def _assert_impls_agree(model, x_a, x_b, atol=1e-5):
+def _assert_impls_agree(model, x_a, x_b, atol=1e-5, impl="grouped"):
     model.eval()  # no dropout, so both passes compute the same function
     ref_out, ref_grads = _outputs_and_grads(model, "per_channel", x_a, x_b)
-    out, grads = _outputs_and_grads(model, "grouped", x_a, x_b)
+    out, grads = _outputs_and_grads(model, impl, x_a, x_b)
     for a, b in zip(out, ref_out, strict=True):
         torch.testing.assert_close(a, b, atol=atol, rtol=0)
     names = ["x_a", "x_b", *(name for name, _ in model.named_parameters())]
     for name, a, b in zip(names, grads, ref_grads, strict=True):
         torch.testing.assert_close(a, b, atol=atol, rtol=0, msg=lambda m: f"gradient of {name}: {m}")
     with torch.no_grad():  # the inference path keeps no per-step buffers; same outputs
-        model.set_level1_impl("grouped")
+        model.set_level1_impl(impl)
         torch.testing.assert_close(model(x_a, x_b).prediction, ref_out[0], atol=atol, rtol=0)
 
 
@@ -152,21 +153,69 @@ def _counts(shape, seed):
     return torch.poisson(torch.rand(shape, generator=gen) * 4, generator=gen)
 
 
+def _fused_or_skip(impl):
+    if impl == "fused" and not cpu_kernel.available():
+        pytest.skip(f"no C kernel on this machine: {cpu_kernel.status()}")  # CI has a compiler: never skipped there
+
+
+# "grouped": the torch-ops recurrence a GPU runs; "fused": the compiled C kernel the CPU runs. SMALL's
+# hidden size 4 takes the kernel's plain loops, hidden 16 and 32 its SIMD path.
+@pytest.mark.parametrize("impl", ["grouped", "fused"])
 @pytest.mark.parametrize("variant", list(VARIANTS))
-def test_grouped_level1_matches_per_channel_lstms(variant):
+def test_grouped_level1_matches_per_channel_lstms(variant, impl):
+    _fused_or_skip(impl)
     torch.manual_seed(0)
     model = DeepDiff.from_config(ModelConfig(variant=variant, **SMALL))
-    _assert_impls_agree(model, _counts((3, 5, 12), 1), _counts((3, 5, 12), 2))
+    _assert_impls_agree(model, _counts((3, 5, 12), 1), _counts((3, 5, 12), 2), impl=impl)
 
 
-def test_grouped_level1_matches_at_published_sizes():
+@pytest.mark.parametrize("impl", ["grouped", "fused"])
+def test_grouped_level1_matches_at_published_sizes(impl):
+    _fused_or_skip(impl)
     torch.manual_seed(0)
     model = DeepDiff.from_config(ModelConfig(variant="raw_aux_siamese"))  # hidden 32/16, 200 bins, 25 channels
-    _assert_impls_agree(model, _counts((2, 5, 200), 1), _counts((2, 5, 200), 2))
+    _assert_impls_agree(model, _counts((2, 5, 200), 1), _counts((2, 5, 200), 2), impl=impl)
+
+
+@pytest.mark.parametrize("hidden", [16, 64])
+def test_fused_level1_matches_at_the_searched_hidden_sizes(hidden):
+    _fused_or_skip("fused")
+    torch.manual_seed(0)
+    model = DeepDiff.from_config(ModelConfig(variant="raw_c", level1_hidden=hidden, level2_hidden=8, n_bins=30))
+    _assert_impls_agree(model, _counts((7, 5, 30), 1), _counts((7, 5, 30), 2), impl="fused")
+
+
+def test_a_kernel_that_disagrees_is_not_used(monkeypatch, tmp_path):
+    """The self-check is not vacuous: a kernel build computing the forget gate wrong is refused, and
+    Level I then runs through torch ops (no error, the same results)."""
+    broken = tmp_path / "lstm_kernel.c"
+    broken.write_text(cpu_kernel.SOURCE.read_text().replace("f * ld(cp + q * VW)", "0.5f * f * ld(cp + q * VW)"))
+    monkeypatch.setattr(cpu_kernel, "SOURCE", broken)
+    monkeypatch.setattr(cpu_kernel, "_cache_dirs", lambda: [tmp_path / "build"])
+    monkeypatch.setattr(cpu_kernel, "_status", None)
+    monkeypatch.setattr(cpu_kernel, "_lib", None)
+    assert not cpu_kernel.available()
+    assert "disagrees with the torch implementation" in cpu_kernel.status()
+    assert level1_impl(torch.device("cpu"), 10) == "per_channel"
+
+
+def test_no_compiler_falls_back_to_torch_ops(monkeypatch):
+    def none():
+        raise RuntimeError("no C compiler (cc, gcc or clang) on PATH")
+
+    monkeypatch.setattr(cpu_kernel, "_compiler", none)
+    monkeypatch.setattr(cpu_kernel, "_status", None)
+    monkeypatch.setattr(cpu_kernel, "_lib", None)
+    assert not cpu_kernel.available() and "no C compiler" in cpu_kernel.status()
+    assert level1_impl(torch.device("cpu"), 10) == "per_channel"
+    assert level1_impl(torch.device("cpu"), 64) == "grouped"
+    model = DeepDiff.from_config(ModelConfig(variant="raw_d", **SMALL))
+    assert model(torch.rand(2, 5, 12), torch.rand(2, 5, 12)).prediction.shape == (2,)
 
 
 def test_grouped_level1_check_fails_on_a_wrong_gate_order(monkeypatch):
     """The equivalence check is not vacuous: grouped weights with i and f swapped are caught."""
+    import deepdiff.model
     from deepdiff import grouped_lstm
 
     stack = grouped_lstm.stack_lstm_weights
@@ -176,7 +225,7 @@ def test_grouped_level1_check_fails_on_a_wrong_gate_order(monkeypatch):
         hid = w.shape[-1] // 4
         return torch.cat((w[..., hid : 2 * hid], w[..., :hid], w[..., 2 * hid :]), dim=-1)
 
-    monkeypatch.setattr(grouped_lstm, "stack_lstm_weights", swapped)
+    monkeypatch.setattr(deepdiff.model, "stack_lstm_weights", swapped)
     torch.manual_seed(0)
     model = DeepDiff.from_config(ModelConfig(variant="raw_d", **SMALL))
     with pytest.raises(AssertionError):
@@ -190,13 +239,11 @@ def test_level1_impl_is_not_part_of_the_model_state():
     keys = [k for k in model.state_dict() if k.startswith("level1.diff.lstms.0.")]
     assert keys == [f"level1.diff.lstms.0.{w}_l0{s}" for s in ("", "_reverse") for w in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
     assert level1_impl(torch.device("cuda"), 10) == "grouped"
-    assert level1_impl(torch.device("cpu"), 10) == "per_channel"  # the published batch
-    assert level1_impl(torch.device("cpu"), 64) == "grouped"
-    with torch.no_grad():
-        assert level1_impl(torch.device("cpu"), 256) == "per_channel"  # evaluation
+    if cpu_kernel.available():
+        assert level1_impl(torch.device("cpu"), 10) == "fused"
     other = DeepDiff.from_config(ModelConfig(variant="raw_d", **SMALL)).set_level1_impl("per_channel")
     other.load_state_dict(model.state_dict())
     x = torch.rand(2, 5, 12)
     torch.testing.assert_close(other.eval()(x, x).prediction, model.eval()(x, x).prediction, atol=1e-6, rtol=0)
-    with pytest.raises(ValueError, match="expected one of grouped, per_channel"):
+    with pytest.raises(ValueError, match="expected one of fused, grouped, per_channel"):
         model.set_level1_impl("cudnn")

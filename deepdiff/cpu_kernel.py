@@ -1,0 +1,299 @@
+"""Level I on the CPU as compiled C (`lstm_kernel.c`), behind a `torch.autograd.Function`.
+
+`FusedLevel1.apply(x, w, context) -> (m, alpha)` has the contract of `deepdiff.grouped_lstm.grouped_level1`
+(K channels' biLSTMs and their bin attention, gradients for all three inputs), so `deepdiff.model` swaps
+one for the other by device (`deepdiff.model.level1_impl`):
+
+- **Build.** At first use the C file shipped in this package is compiled by the machine's C compiler
+  (``cc``, else ``gcc`` or ``clang``; ``-O3 -march=native``, about a second) into a shared library
+  cached under ``~/.cache/deepdiff-tune/kernels`` (a temporary folder if that cannot be written), named
+  by a hash of the source, the compiler, its flags and the CPU's instruction-set flags, so machines of
+  a cluster that share a home folder each get a build of their own. A build is written to a temporary
+  name and renamed into place, so processes starting together (Ray trial workers) never load half a
+  file. The library is then checked against the torch implementation on small inputs; a build that
+  disagrees is not used.
+- **Fallback.** No compiler, a failed build or a failed check: `available()` is False, `status()` says
+  why, and Level I runs through torch ops. Nothing fails.
+- **Threads.** The K channels are split into `torch.get_num_threads()` contiguous ranges, each a ctypes
+  call on a thread of a small pool (ctypes releases the GIL), so a trial uses the CPUs it was given.
+- **Memory.** Training saves the states and 6 floats per gate unit and step for the backward,
+  7 x (2K, T, N, H) floats: 54 MB for `raw` at batch 10. Buffers that size are above glibc's mmap
+  threshold, so a fresh one per batch would go back to the system and be faulted in again each time
+  (which doubled the forward's cost): they are taken from and given back to a small pool
+  (`release_workspace()` empties it, e.g. between trials).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import torch
+from torch.autograd.function import once_differentiable
+
+SOURCE = Path(__file__).with_name("lstm_kernel.c")
+FLAGS = ("-O3", "-march=native", "-fPIC", "-shared", "-std=gnu11", "-fno-math-errno")
+PORTABLE_FLAGS = ("-O3", "-fPIC", "-shared", "-std=gnu11", "-fno-math-errno")  # a compiler without -march=native
+
+_load_lock = threading.RLock()  # the self-check runs the kernel while the library is being loaded
+_lock = threading.Lock()  # the workspace and the thread pool
+_lib: ctypes.CDLL | None = None
+_status: str | None = None  # None: not tried yet
+_pool: ThreadPoolExecutor | None = None
+_pool_size = 0
+
+
+def available() -> bool:
+    """The compiled kernel can be used in this process (built, loaded and checked on first call)."""
+    return _load() is not None
+
+
+def status() -> str:
+    """One line: where the kernel was loaded from, or why it is not used."""
+    _load()
+    return _status or "not tried"
+
+
+def _load() -> ctypes.CDLL | None:
+    global _lib, _status
+    if _status is not None:
+        return _lib
+    with _load_lock:
+        if _status is None:
+            try:
+                path = _build()
+                lib = ctypes.CDLL(str(path))
+                _declare(lib)
+                _lib, _status = lib, "checking"
+                mismatch = _self_check()
+                if mismatch:
+                    _lib, _status = None, f"not used: {path} disagrees with the torch implementation ({mismatch})"
+                else:
+                    _status = f"compiled C kernel {path}"
+            except (OSError, RuntimeError, subprocess.SubprocessError) as err:
+                _lib, _status = None, f"not used: {err}"
+    return _lib
+
+
+def _compiler() -> str:
+    for name in ("cc", "gcc", "clang"):
+        found = shutil.which(name)
+        if found:
+            return found
+    raise RuntimeError("no C compiler (cc, gcc or clang) on PATH; Level I runs through torch ops")
+
+
+def _cpu_signature() -> str:
+    """The CPU's instruction-set flags (Linux), so -march=native builds are never shared across CPUs."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                return line
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _cache_dirs() -> list[Path]:
+    return [Path.home() / ".cache" / "deepdiff-tune" / "kernels", Path(tempfile.gettempdir()) / "deepdiff-tune-kernels"]
+
+
+def _build() -> Path:
+    compiler = _compiler()
+    source = SOURCE.read_bytes()
+    version = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=60).stdout
+    errors = []
+    for flags in (FLAGS, PORTABLE_FLAGS):
+        key = hashlib.sha256(b"\0".join([source, version.encode(), " ".join(flags).encode(),
+                                         _cpu_signature().encode(), platform.machine().encode()])).hexdigest()[:20]
+        for folder in _cache_dirs():
+            path = folder / f"lstm_kernel-{key}.so"
+            if path.is_file():
+                return path
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+                fd, tmp = tempfile.mkstemp(dir=folder, prefix=".build-", suffix=".so")
+                os.close(fd)
+            except OSError as err:
+                errors.append(f"{folder}: {err.strerror or err}")
+                continue
+            try:
+                done = subprocess.run([compiler, *flags, "-o", tmp, str(SOURCE)], capture_output=True, text=True, timeout=300)
+                if done.returncode != 0:
+                    errors.append(f"{Path(compiler).name} {' '.join(flags)}: {(done.stderr.strip().splitlines() or ['failed'])[-1]}")
+                    break  # the same flags fail in every folder: try the portable ones
+                os.replace(tmp, path)
+                return path
+            finally:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
+    raise RuntimeError("could not build the C kernel: " + "; ".join(errors))
+
+
+def _declare(lib: ctypes.CDLL) -> None:
+    i, p, i64 = ctypes.c_int, ctypes.c_void_p, ctypes.c_int64
+    for name, args in (("dd_state_floats", [i, i, i, i]), ("dd_save_floats", [i, i, i, i]),
+                       ("dd_forward_scratch", [i, i, i, i]), ("dd_backward_scratch", [i, i, i])):
+        fn = getattr(lib, name)
+        fn.argtypes, fn.restype = args, i64
+    lib.dd_max_hidden.argtypes, lib.dd_max_hidden.restype = [], i
+    lib.dd_level1_forward.argtypes = [i] * 6 + [p] * 8
+    lib.dd_level1_forward.restype = None
+    lib.dd_level1_backward.argtypes = [i] * 6 + [p] * 12
+    lib.dd_level1_backward.restype = None
+
+
+def _self_check() -> str:
+    """'' if the kernel matches `deepdiff.model.grouped_level1` run with torch ops (values and gradients
+    of x, the weights and the contexts) on small inputs, at H = 16 (no padding) and H = 5, else what
+    differs."""
+    with torch.inference_mode(False), torch.enable_grad():  # the first call may come from evaluation
+        return _compare()
+
+
+def _compare() -> str:
+    from deepdiff.grouped_lstm import grouped_level1
+
+    gen = torch.Generator().manual_seed(0)
+    for hid in (16, 5):
+        k, n, steps = 3, 4, 9
+        x = torch.poisson(torch.rand(n, k, steps, generator=gen) * 4, generator=gen)
+        w = (torch.rand(2 * k, hid + 2, 4 * hid, generator=gen) - 0.5) * 0.4
+        context = torch.rand(k, 2 * hid, generator=gen) - 0.5
+        dm, dalpha = torch.randn(n, k, 2 * hid, generator=gen), torch.randn(n, k, steps, generator=gen)
+        ours = [t.detach().clone().requires_grad_() for t in (x, w, context)]
+        theirs = [t.detach().clone().requires_grad_() for t in (x, w, context)]
+        m1, a1 = FusedLevel1.apply(*ours)
+        m2, a2 = grouped_level1(*theirs)
+        (m1 * dm).sum().add((a1 * dalpha).sum()).backward()
+        (m2 * dm).sum().add((a2 * dalpha).sum()).backward()
+        pairs = (("m", m1, m2), ("alpha", a1, a2), ("d x", ours[0].grad, theirs[0].grad),
+                 ("d w", ours[1].grad, theirs[1].grad), ("d context", ours[2].grad, theirs[2].grad))
+        for name, a, b in pairs:
+            if not torch.allclose(a, b, rtol=1e-4, atol=1e-5):
+                return f"{name} at H={hid}: max difference {(a - b).abs().max().item():.2e}"
+    return ""
+
+
+# ---- workspace ----------------------------------------------------------------------------------
+
+_free: dict[int, list[torch.Tensor]] = {}
+_FREE_MAX = 4  # buffers kept for reuse (sizes differ only for a split's last, smaller batch)
+
+
+def _take(numel: int) -> torch.Tensor:
+    with _lock:
+        stack = _free.get(numel)
+        if stack:
+            return stack.pop()
+    return torch.empty(numel)
+
+
+def _give(buffer: torch.Tensor) -> None:
+    with _lock:
+        if sum(len(v) for v in _free.values()) >= _FREE_MAX:
+            _free.pop(next(iter(_free)))
+        _free.setdefault(buffer.numel(), []).append(buffer)
+
+
+def release_workspace() -> None:
+    """Drop the pooled buffers (their memory goes back to the system)."""
+    with _lock:
+        _free.clear()
+
+
+# ---- calls --------------------------------------------------------------------------------------
+
+def _parallel(fn, channels: int) -> None:
+    """fn(k0, k1) over contiguous ranges of the channels, one per torch thread."""
+    global _pool, _pool_size
+    threads = max(1, min(torch.get_num_threads(), channels))
+    if threads == 1:
+        fn(0, channels)
+        return
+    with _lock:
+        if _pool is None or _pool_size < threads:
+            if _pool is not None:
+                _pool.shutdown(wait=False)
+            _pool, _pool_size = ThreadPoolExecutor(threads, thread_name_prefix="deepdiff-level1"), threads
+        pool = _pool
+    bounds = [channels * i // threads for i in range(threads + 1)]
+    jobs = [pool.submit(fn, bounds[i], bounds[i + 1]) for i in range(1, threads)]
+    fn(bounds[0], bounds[1])
+    for job in jobs:
+        job.result()
+
+
+class FusedLevel1(torch.autograd.Function):
+    """Level I of K channels: x (N, K, T), w (2K, H + 2, 4H) from
+    `deepdiff.grouped_lstm.stack_lstm_weights`, context (K, 2H) -> m (N, K, 2H), alpha (N, K, T).
+
+    What `deepdiff.model.grouped_level1` computes with torch ops (biLSTM per channel, zero initial
+    state, bin attention), as one call of the compiled kernel each way; float32 CPU tensors."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, w: torch.Tensor, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        lib = _load()
+        if lib is None:
+            raise RuntimeError(f"the C kernel is not available: {status()}")
+        if any(t.dtype != torch.float32 or t.device.type != "cpu" for t in (x, w, context)):
+            raise ValueError(f"the C kernel takes float32 CPU tensors, got {x.dtype} on {x.device}")
+        x, w, context = x.contiguous(), w.contiguous(), context.contiguous()
+        n, k, steps = x.shape
+        hid = w.shape[-1] // 4
+        if hid > lib.dd_max_hidden():
+            raise ValueError(f"the C kernel takes at most {lib.dd_max_hidden()} hidden units, got {hid}")
+        keep = any(ctx.needs_input_grad)
+        m, alpha = x.new_empty(n, k, 2 * hid), x.new_empty(n, k, steps)
+        h = _take(lib.dd_state_floats(steps, k, n, hid)) if keep else None
+        save = _take(lib.dd_save_floats(steps, k, n, hid)) if keep else None
+        scratch_floats = lib.dd_forward_scratch(steps, n, hid, 0 if keep else 1)
+
+        def run(k0: int, k1: int) -> None:
+            scratch = torch.empty(scratch_floats)
+            lib.dd_level1_forward(steps, k, n, hid, k0, k1, x.data_ptr(), w.data_ptr(), context.data_ptr(), m.data_ptr(),
+                                  alpha.data_ptr(), _ptr(h), _ptr(save), scratch.data_ptr())
+
+        _parallel(run, k)
+        if keep:
+            ctx.save_for_backward(x, w, context, alpha)
+            ctx.workspace = h, save
+        return m, alpha
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dm: torch.Tensor | None, dalpha: torch.Tensor | None):
+        lib = _load()
+        x, w, context, alpha = ctx.saved_tensors
+        h, save = ctx.workspace
+        del ctx.workspace
+        n, k, steps = x.shape
+        hid = w.shape[-1] // 4
+        dm = torch.zeros(n, k, 2 * hid) if dm is None else dm.contiguous()
+        dalpha = None if dalpha is None else dalpha.contiguous()
+        dx, dw, dcontext = torch.empty_like(x), torch.empty_like(w), torch.empty_like(context)
+        scratch_floats = lib.dd_backward_scratch(steps, n, hid)
+
+        def run(k0: int, k1: int) -> None:
+            scratch = torch.empty(scratch_floats)
+            lib.dd_level1_backward(steps, k, n, hid, k0, k1, x.data_ptr(), w.data_ptr(), context.data_ptr(),
+                                   alpha.data_ptr(), h.data_ptr(), save.data_ptr(), dm.data_ptr(), _ptr(dalpha),
+                                   dx.data_ptr(), dw.data_ptr(), dcontext.data_ptr(), scratch.data_ptr())
+
+        _parallel(run, k)
+        _give(h)
+        _give(save)
+        return dx, dw, dcontext
+
+
+def _ptr(t: torch.Tensor | None) -> int | None:
+    return None if t is None else t.data_ptr()
+
