@@ -8,9 +8,14 @@ For every trial the trainable's own process logs its wall time, its resident mem
 and its peak. Printed per run:
 - worker memory: resident MB of each reused worker at its 20th and last trial (flat = within 10%),
   and the peak per trial;
-- Tune overhead: the span from the first trial's start to the last trial's end, against the ideal =
-  sum of the trials' own wall times / concurrent slots (CPUs / CPUs per trial), and the whole
-  `driver.run` wall (which also holds Ray's start, the data and the closing table).
+- Tune overhead: the span from the first trial's start to the last trial's end, against the trials'
+  own wall times inside the trainable / concurrent slots (CPUs / CPUs per trial), and the whole
+  `driver.run` wall (which also holds Ray's start, the data, the baselines, the report and the
+  closing table).
+Then, for the default run, the ideal of the issue's definition: every trial of the study trained
+again by bare `deepdiff.train.fit` (same config and seed, as many epochs as it ran in the study, no
+checkpoints, no Tune), in a pool of as many processes as the study had slots with the same torch
+threads; ideal = the sum of those fit times / slots, against the study's trial span and its wall.
 Prints tables; asserts nothing. Say what else ran on the machine when you quote it.
 """
 
@@ -124,6 +129,53 @@ def summarise(name: str, run: dict) -> None:
               f"{last:.0f} MB after trial {len(trials)}: x{last / at20:.2f} from trial 20 on")
 
 
+def _bare_fit(job: dict) -> float:
+    """Seconds of one bare `fit` of a trial (in a pool process; the pair is loaded once per process)."""
+    import torch
+
+    from deepdiff.data import load_pair
+    from deepdiff.train import fit
+    from deepdiff_study.records import decode_params
+
+    torch.set_num_threads(job["threads"])
+    key = (job["dir"], job["cell_a"], job["cell_b"])
+    if _PAIRS.get("key") != key:
+        _PAIRS.update(key=key, data=load_pair(*key))
+    model_cfg, train_cfg = decode_params(job["params"])
+    train_cfg = type(train_cfg)(**{**train_cfg.__dict__, "epochs": job["epochs"]})
+    started = time.perf_counter()
+    for _ in fit(model_cfg, train_cfg, _PAIRS["data"], device="cpu"):
+        pass
+    return time.perf_counter() - started
+
+
+_PAIRS: dict = {}
+
+
+def bare_ideal(folder: Path, experiment: str, slots: float, threads: int) -> tuple[int, float]:
+    """(trials, ideal seconds): every trial run of the study trained by bare `fit`, `slots` at a time."""
+    import concurrent.futures as futures
+    import multiprocessing
+
+    from mlflow.tracking import MlflowClient
+
+    from deepdiff_study.records import Kind, Tag, experiment_id, study_runs
+
+    client = MlflowClient(f"sqlite:///{folder / 'mlruns.db'}")
+    exp = experiment_id(client, experiment)
+    data = {r.data.tags[Tag.GRID_CELL]: json.loads(r.data.tags[Tag.DATA]) for r in study_runs(client, exp, Kind.GRID_CELL)}
+    jobs = []
+    for run in study_runs(client, exp, Kind.TRIAL):
+        if "epoch" not in run.data.metrics:
+            continue  # failed before its first epoch: nothing to train again
+        section = data[run.data.tags[Tag.GRID_CELL]]
+        jobs.append({"params": run.data.params, "epochs": int(run.data.metrics["epoch"]), "threads": threads,
+                     "dir": section["dir"], "cell_a": section["cell_a"], "cell_b": section["cell_b"]})
+    with futures.ProcessPoolExecutor(max_workers=int(slots), mp_context=multiprocessing.get_context("spawn")) as pool:
+        seconds = list(pool.map(_bare_fit, jobs))
+    return len(jobs), sum(seconds) / slots
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--trials", type=int, default=200, help="trials per study (spread over the 7 variants)")
@@ -143,6 +195,12 @@ def main() -> int:
             runs[release] = run_study(release, args, folder)
         summarise("baseline (no memory release)", runs[False])
         summarise("release (the default)", runs[True])
+        rows = runs[True]["rows"]
+        span = max(r["end"] for r in rows) - min(r["start"] for r in rows)
+        n, ideal = bare_ideal(Path(tmp) / "release", "bench-release", runs[True]["slots"], 1)
+        print(f"\nbare fit of the release run's {n} trials, {runs[True]['slots']:g} at a time, 1 torch thread each: "
+              f"ideal {ideal:.1f} s; the study's trial span {span:.1f} s = x{span / ideal:.2f} the ideal, "
+              f"its driver.run wall {runs[True]['wall']:.1f} s = x{runs[True]['wall'] / ideal:.2f}")
     print(f"\nload average after: {os.getloadavg()[0]:.2f}")
     return 0
 
