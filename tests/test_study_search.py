@@ -122,6 +122,32 @@ def test_searcher_save_restore_continues_every_cells_study_exactly(plans, tmp_pa
     assert b.suggest("u5") == Searcher.FINISHED
 
 
+def test_a_save_after_more_results_holds_them_all(plans, tmp_path):
+    """Only grid cells changed since the last save are pickled again: a second save still holds every
+    grid cell's whole study."""
+    a = GridCellSearcher(plans, seed=5)
+    for i in range(4):
+        a.suggest(f"t{i}")
+        a.on_trial_complete(f"t{i}", {"epoch": 2, METRIC: 0.1 * i, "training_iteration": 2})
+    a.save(tmp_path / "first.pkl")
+    for i in range(4, 6):  # two more trials, in some of the grid cells
+        a.suggest(f"t{i}")
+        a.on_trial_complete(f"t{i}", {"epoch": 2, METRIC: 0.1 * i, "training_iteration": 2})
+    a.save(tmp_path / "second.pkl")
+    b = pickle.loads(pickle.dumps(GridCellSearcher(plans, seed=5)))
+    b.restore(tmp_path / "second.pkl")
+
+    def trials(searcher):
+        return {p.key: [(t.state, t.value, t.params) for t in ray_private.optuna_study(searcher.optuna_search(p.key)).trials]
+                for p in plans}
+
+    assert trials(b) == trials(a) and sum(map(len, trials(a).values())) == 6
+    b.save(tmp_path / "third.pkl")  # a restored searcher saves what it restored
+    c = pickle.loads(pickle.dumps(GridCellSearcher(plans, seed=5)))
+    c.restore(tmp_path / "third.pkl")
+    assert trials(c) == trials(a)
+
+
 def test_diverged_trial_is_a_failed_optuna_trial(plans):
     searcher = GridCellSearcher(plans, seed=5)
     config = searcher.suggest("t0")
