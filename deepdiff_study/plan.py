@@ -3,6 +3,7 @@ space, the published first point, the fields it fixes, its trial count). No Ray,
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,12 +23,16 @@ class StudySettings:
     fixed: dict[str, Any] = field(default_factory=dict)  # extra config fields for every trial (e.g. eval_batch_size)
 
     def rungs(self) -> list[float]:
-        """The epochs at which ASHA compares a grid cell's trials."""
+        """The epochs at which ASHA compares a grid cell's trials (its milestones below max_epochs)."""
         rungs, t = [], min(self.grace_period, self.max_epochs)
         while t < self.max_epochs:
             rungs.append(round(t, 2))
             t *= self.reduction_factor
         return rungs
+
+    def stop_epochs(self) -> tuple[int, ...]:
+        """The epochs after which ASHA may stop a trial: the first whole epoch at or past each rung."""
+        return tuple(sorted({math.ceil(r) for r in self.rungs()}))
 
 
 @dataclass(frozen=True)
@@ -54,7 +59,7 @@ def plan_grid_cells(grid: Grid, cells: list[GridCell], settings: StudySettings) 
             **cell.fixed_config(),
             "epochs": settings.max_epochs,
             "seed": settings.seed,
-            **encode_meta(cell),
+            **encode_meta(cell, settings.stop_epochs()),
         }
         plans.append(GridCellPlan(cell, grid.space_for(cell), grid.published_for(cell), fixed, settings.samples))
     return plans

@@ -43,6 +43,11 @@ def asha_rungs(asha: Any) -> list[dict[str, float]]:
     return [dict(recorded) for _, recorded in reversed(asha._brackets[0]._rungs)]
 
 
+def asha_milestones(asha: Any) -> list[float]:
+    """The epochs at which an `AsyncHyperBandScheduler` compares trials (lowest first), for inspection."""
+    return [milestone for milestone, _ in reversed(asha._brackets[0]._rungs)]
+
+
 def read_trial_file(trial: Any, name: str) -> str | None:
     """The text of file `name` in a trial's folder in the study's storage (local or a URI), None if absent.
 

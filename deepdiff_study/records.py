@@ -135,13 +135,15 @@ def data_tag(data_dir: str | Path, cell_a: str, cell_b: str, synthetic: dict[str
 # A trial's config (what Tune passes to the trainable) is one flat dict: every ModelConfig/TrainConfig
 # field plus META_KEYS. MLflow keeps the fields that apply to the variant as string params.
 
-META_KEYS = ("grid_cell", "pair")  # the grid cell's key and the pair number: not config fields
+# The grid cell's key, the pair number, and the epochs at which the trial must leave a checkpoint (its
+# ASHA rungs: where it may be stopped): not config fields.
+META_KEYS = ("grid_cell", "pair", "checkpoint_epochs")
 _CONFIG_FIELDS = frozenset(f.name for cls in (ModelConfig, TrainConfig) for f in fields(cls))
 
 
-def encode_meta(cell: GridCell) -> dict[str, Any]:
+def encode_meta(cell: GridCell, checkpoint_epochs: tuple[int, ...] = ()) -> dict[str, Any]:
     """The META_KEYS entries of every trial config of a grid cell."""
-    return dict(zip(META_KEYS, (cell.key, cell.pair.number)))
+    return dict(zip(META_KEYS, (cell.key, cell.pair.number, list(checkpoint_epochs))))
 
 
 def grid_cell_of(config: dict[str, Any]) -> str:
@@ -152,6 +154,11 @@ def grid_cell_of(config: dict[str, Any]) -> str:
 def pair_of(config: dict[str, Any]) -> int:
     """The pair number of a trial config."""
     return int(config[META_KEYS[1]])
+
+
+def checkpoint_epochs_of(config: dict[str, Any]) -> frozenset[int]:
+    """The epochs at which a trial must report a checkpoint (see `deepdiff_study.trainable`)."""
+    return frozenset(int(e) for e in config.get(META_KEYS[2], ()))
 
 
 def decode_trial_config(config: dict[str, Any], *, source: str = "trial config") -> tuple[ModelConfig, TrainConfig]:

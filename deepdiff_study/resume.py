@@ -9,8 +9,9 @@ The whole story, in the order things happen:
    scheduler as they were at the start) and, every few seconds, its experiment state (every trial,
    its config, status and last checkpoint) plus the searcher's own save. The searcher
    (`GridCellSearcher.save`) keeps every grid cell's Optuna study, the trial -> grid cell map and the
-   trials Optuna was told about. MLflow gets every epoch and every ending at once (the tracker logs
-   from the driver), so MLflow can be a few seconds ahead of Tune's saved state.
+   trials Optuna was told about. A trial checkpoints where it may end (its last epoch, its grid cell's
+   ASHA rungs) and otherwise every few minutes (`deepdiff_study.trainable`). MLflow gets every epoch and
+   every ending at once (the tracker logs from the driver), so MLflow can be ahead of Tune's saved state.
 2. **Which command may run** (`lock_study`, `study_state`, `check_start`): one driver per study at a
    time (a lock file beside the study). A folder with ``tuner.pkl`` is a study to resume (a plain
    rerun is refused so nothing is overwritten); a manifest without ``tuner.pkl`` is a study that never

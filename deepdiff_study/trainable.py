@@ -4,9 +4,15 @@
 `deepdiff_study.records`); `pairs` maps pair number -> an object-store reference to that pair's
 `PairData` (bound once with `tune.with_parameters`, so tensors travel through the object store, never
 by re-reading files on a worker); `ended`: trials a restarted study already recorded as ended
-(`deepdiff_study.resume.hand_back`). Each epoch's `EpochResult` is reported with its checkpoint
-directory (``last.pt`` + ``best.pt``); a trial started again from a Tune checkpoint (``--resume``, or a
-retry after a crash with ``--max-failures``) continues exactly where the checkpoint left off.
+(`deepdiff_study.resume.hand_back`). Each epoch's `EpochResult` is reported; the checkpoint directory
+(``last.pt`` + ``best.pt``) goes with it at the epochs where the trial may end: its last, and the
+epochs at which its grid cell's ASHA may stop it (`records.checkpoint_epochs_of`), so an ended trial's
+checkpoint always holds its best model; in between, at most every `CHECKPOINT_SECONDS`. (Tune keeps
+one checkpoint per trial and takes a whole-experiment snapshot after each, which on a cluster means
+an upload to the bucket: a checkpoint every epoch of 64 trials at once would keep the driver busy
+with nothing else.) A trial started again from a Tune checkpoint (``--resume``, or a retry after a
+crash with ``--max-failures``) continues exactly where the checkpoint left off; epochs after it are
+trained again, to the same results (the checkpoint holds every random state).
 
 A NaN training loss is reported (status "nan") and ends the trial normally: re-running it from its
 checkpoint would diverge again, so it is not a crash to retry; the tracker records it as failed. Any
@@ -20,6 +26,7 @@ import ctypes.util
 import gc
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +37,12 @@ from ray import tune
 from deepdiff import cpu_kernel
 from deepdiff.data import PairData
 from deepdiff.device import pick_device
+from deepdiff.results import EpochResult
 from deepdiff.train import fit
-from deepdiff_study.records import decode_trial_config, pair_of
+from deepdiff_study.records import checkpoint_epochs_of, decode_trial_config, pair_of
 from deepdiff_study.resume import hand_back
+
+CHECKPOINT_SECONDS = 300.0  # between a trial's checkpoints where it cannot end (the work a crash may cost)
 
 # Pairs already fetched by this worker process (actors are reused between trials): pair -> (ref, data).
 _FETCHED: dict[int, tuple[str, PairData]] = {}
@@ -55,14 +65,25 @@ def train_trial(config: dict[str, Any], pairs: dict[int, ray.ObjectRef], ended: 
         if checkpoint is not None:
             checkpoint.to_directory(str(workdir))
             resume_from = workdir
+        stops, saved = checkpoint_epochs_of(config), time.monotonic()
         for result in fit(model_cfg, train_cfg, data, device=device, checkpoint_dir=workdir, resume_from=resume_from):
-            tune.report({**result.metrics(), "status": str(result.status)},
-                        checkpoint=tune.Checkpoint.from_directory(str(workdir)))
+            metrics = {**result.metrics(), "status": str(result.status)}
+            if checkpoint_due(result, stops, time.monotonic() - saved):
+                tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(workdir)))
+                saved = time.monotonic()
+            else:
+                tune.report(metrics)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
         del data
         if RELEASE_MEMORY:
             release_memory()
+
+
+def checkpoint_due(result: EpochResult, stops: frozenset[int], seconds_since_last: float) -> bool:
+    """Report this epoch with its checkpoint: the trial may end here (its last epoch, or an ASHA stop
+    epoch), or the last checkpoint is `CHECKPOINT_SECONDS` old."""
+    return result.status.final or result.epoch in stops or seconds_since_last >= CHECKPOINT_SECONDS
 
 
 def trial_threads(assigned: dict[str, float]) -> int:

@@ -43,6 +43,21 @@ def test_asha_rungs_reads_what_asha_records():
     assert rungs[0] == {"t1": 0.5} and rungs[1] == {"t1": 0.7}
 
 
+def test_the_study_s_stop_epochs_are_asha_s_milestones():
+    """Trials checkpoint at the epochs ASHA may stop them (StudySettings.stop_epochs); those must be
+    the installed ASHA's milestones below max_t (at max_t a trial ends and checkpoints anyway)."""
+    import math
+
+    from deepdiff_study.plan import StudySettings
+
+    for max_t, grace, rf in ((6, 2, 2), (90, 10, 3), (8, 1, 2), (12, 2, 1.5), (4, 4, 2), (20, 3, 4)):
+        asha = AsyncHyperBandScheduler(time_attr="epoch", metric="m", mode="max", max_t=max_t, grace_period=grace,
+                                       reduction_factor=rf)
+        below = sorted({math.ceil(m) for m in ray_private.asha_milestones(asha) if m < max_t})
+        settings = StudySettings(samples=1, max_epochs=max_t, grace_period=grace, reduction_factor=rf)
+        assert list(settings.stop_epochs()) == below, (max_t, grace, rf)
+
+
 def test_optuna_study_is_the_search_s_study():
     search = OptunaSearch({"x": optuna.distributions.FloatDistribution(0, 1)}, metric="m", mode="max")
     search.suggest("t1")

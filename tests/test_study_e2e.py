@@ -87,6 +87,35 @@ def test_one_parent_run_per_grid_cell_and_one_child_run_per_trial(tiny_study):
         assert child.data.tags["status_reason"]
 
 
+def test_an_ended_trial_s_kept_checkpoint_holds_its_last_and_its_best_epoch(tiny_study):
+    """Trials checkpoint only where they may end (last epoch, ASHA stop epochs) or every few minutes;
+    Tune keeps one checkpoint per trial, and it is the one of the trial's end, with its best model."""
+    _, _, children = runs_of(tiny_study, "tiny")
+    for child in children:
+        tags = child.data.tags
+        (folder,) = (tiny_study / "results" / "tiny").glob(f"{tags['grid_cell']}-{tags['trial_id']}")
+        (checkpoint,) = folder.glob("checkpoint_*")
+        last = torch.load(checkpoint / "last.pt", weights_only=True)
+        best = torch.load(checkpoint / "best.pt", weights_only=True)
+        assert last["epoch"] == int(child.data.metrics["epoch"]), tags
+        assert best["epoch"] == int(child.data.metrics["best_epoch"]), tags
+
+
+def test_checkpoints_are_due_where_a_trial_may_end_or_after_a_while():
+    from deepdiff.results import EpochResult, EpochStatus
+    from deepdiff_study.trainable import CHECKPOINT_SECONDS, checkpoint_due
+
+    def epoch(n, status=EpochStatus.RUNNING):
+        nan = math.nan
+        return EpochResult(n, *(nan,) * 8, n, *(nan,) * 3, 1.0, status)
+
+    stops = frozenset({2, 4})
+    assert [checkpoint_due(epoch(n), stops, 1.0) for n in range(1, 6)] == [False, True, False, True, False]
+    assert checkpoint_due(epoch(5, EpochStatus.COMPLETED), stops, 1.0)
+    assert checkpoint_due(epoch(3, EpochStatus.EARLY_STOPPED), stops, 1.0)
+    assert checkpoint_due(epoch(3), stops, CHECKPOINT_SECONDS)
+
+
 def test_published_setting_is_the_first_trial_of_every_cell(tiny_study):
     _, _, children = runs_of(tiny_study, "tiny")
     for cell in {c.data.tags["grid_cell"] for c in children}:

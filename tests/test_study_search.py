@@ -87,7 +87,8 @@ def plans(tmp_path_factory):
 def test_plans_fix_the_cell_and_run_settings(plans):
     assert [p.key for p in plans] == ["p1-raw_d", "p1-aux_siamese-regression-m1", "p1-aux_siamese-regression-m2"]
     assert plans[1].fixed == {"variant": "aux_siamese", "aux_mode": "regression", "margin": 1.0, "epochs": 4,
-                              "seed": 5, "grid_cell": "p1-aux_siamese-regression-m1", "pair": 1}
+                              "seed": 5, "grid_cell": "p1-aux_siamese-regression-m1", "pair": 1,
+                              "checkpoint_epochs": [1, 2]}  # ASHA may stop a trial after epoch 1 or 2 of 4
     assert set(optuna_space(plans[0].params)) == {"lr", "batch_size", "dropout", "level1_hidden", "level2_hidden", "input_transform"}
     assert {"aux_weight", "gamma"} <= set(optuna_space(plans[1].params))
 
