@@ -178,7 +178,13 @@ def make_tuner(trainable, plans, settings: StudySettings, *, storage: StudyStora
             # result.json is what the scheduler replays after a resume; progress.csv is for people.
             name=name, **storage.tune_kwargs(), callbacks=[*callbacks, JsonLoggerCallback(), CSVLoggerCallback()], verbose=0,
             failure_config=tune.FailureConfig(max_failures=max_failures),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            # Every checkpoint is kept while the study runs (`StudyStorage.prune_checkpoints` keeps each trial's
+            # last one once all have ended). Tune's own num_to_keep=1 deletes a trial's previous checkpoint
+            # when it registers a new one, before its next experiment snapshot is uploaded: a kill in
+            # between left a snapshot naming a deleted checkpoint, and --resume failed that trial ("Could
+            # not recover from checkpoint as it does not exist on storage anymore"). It also forced a
+            # snapshot and its upload after every checkpoint.
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
         ),
     )
 
@@ -298,7 +304,7 @@ def run(args: argparse.Namespace, *, train_fn=None) -> int:
     print(f"\nrunning on Ray ({ray.cluster_resources().get('CPU', 0):g} CPUs, {ray.cluster_resources().get('GPU', 0):g} GPUs; "
           f"{args.cpus_per_trial:g} CPU + {gpus:g} GPU per trial); MLflow: {mlflow_uri}", flush=True)
     try:
-        tuner.fit()
+        results = tuner.fit()
     except DeepDiffError:
         raise
     except Exception as err:
@@ -307,6 +313,8 @@ def run(args: argparse.Namespace, *, train_fn=None) -> int:
             raise
         raise store.StoreError(f"the study stopped: its MLflow store or storage failed ({reason}); what ran so far "
                                "is saved: fix the cause and rerun the same command with --resume") from None
+    if results.num_terminated + results.num_errors == len(results):  # all ended: Tune's last snapshot says so
+        storage.prune_checkpoints(experiment)
     wall = time.monotonic() - started
     return report(mlflow_uri, experiment, exp_dir, wall, manifest)
 

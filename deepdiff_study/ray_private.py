@@ -19,8 +19,6 @@ TUNE_ENV = {
     # Tune's default loggers write TensorBoard files; the study adds the JSON/CSV loggers it needs.
     "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
 }
-# Every checkpoint of a trial forces an experiment snapshot (num_to_keep=1): intended, not a warning.
-TUNE_ENV_DEFAULTS = {"TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0"}
 
 # Loggers of Tune's internal modules, quieted: Tuner.restore warns about trials that had not reported
 # yet (ERROR and above only), and a failing trial's traceback is in its error.txt and in MLflow.
@@ -72,5 +70,3 @@ def optuna_study(search: Any) -> Any:
 def apply_tune_env() -> None:
     """Set the environment switches above (before Ray Tune starts)."""
     os.environ.update(TUNE_ENV)
-    for key, value in TUNE_ENV_DEFAULTS.items():
-        os.environ.setdefault(key, value)

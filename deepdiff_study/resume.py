@@ -32,9 +32,11 @@ The whole story, in the order things happen:
    failure for trials that raised (`TrialFailedBefore`).
 6. **MLflow runs left RUNNING** (`reconcile`): at its first step after a restart the tracker closes
    them with their trial's true status from Tune (and records a trial Tune saw end while the store was
-   failing, which has no run yet); a run whose trial Tune never saved (started less
-   than one experiment snapshot before the kill; Tune starts that work again under a new trial id)
-   is deleted, so every Tune trial id appears exactly once. The tracker finds each trial's existing
+   failing, which has no run yet). A run whose trial Tune never saved (it started, and perhaps
+   ended, less than one experiment snapshot, about 10 s, before the kill; the searcher's save in the
+   same snapshot does not know it either, so the study runs that work again under a new trial id) is
+   deleted (MLflow keeps deleted runs until they are purged), so every Tune trial id appears exactly
+   once. The tracker finds each trial's existing
    run by its ``trial_id`` tag and continues it; epochs already logged are not logged again.
 """
 
@@ -194,13 +196,11 @@ def reconcile(client, experiment_id: str, trials: list, *, finish: Callable, for
     for run in study_runs(client, experiment_id, Kind.TRIAL):
         trial_id = run.data.tags[Tag.TRIAL_ID]
         recorded.add(trial_id)
-        if run.info.status != "RUNNING":
-            continue
         trial = by_id.get(trial_id)
-        if trial is None:
+        if trial is None:  # Tune never saved it: it runs that work again under a new trial id
             client.delete_run(run.info.run_id)
             forget(trial_id)
-        elif trial.status in ("TERMINATED", "ERROR"):
+        elif run.info.status == "RUNNING" and trial.status in ("TERMINATED", "ERROR"):
             finish(trial, *outcome_of(trial))
     # A trial that ended while the store was failing (the driver stopped on it) has no run at all yet.
     for trial in trials:

@@ -114,6 +114,37 @@ class StudyStorage:
             return {"storage_path": self.root}
         return {"storage_path": self.root, "storage_filesystem": self.fs}
 
+    def prune_checkpoints(self, name: str) -> int:
+        """Delete every checkpoint of study `name` but each trial's last one; returns how many went.
+
+        Only for a study whose trials have all ended (Tune's final snapshot then names each trial's last
+        checkpoint, and no resume restores from an older one). Each trial folder's ``checkpoint_NNNNNN``
+        folders are found from one listing of the study's files (one paginated listing on S3).
+        """
+        fs = self.fs or pyarrow.fs.LocalFileSystem()
+        base = posixpath.join(self.root, name)
+        try:
+            infos = fs.get_file_info(pyarrow.fs.FileSelector(base, recursive=True, allow_not_found=True))
+        except (OSError, pyarrow.ArrowException):  # a storage hiccup costs disk, never the study
+            return 0
+        by_trial: dict[str, set[str]] = {}
+        for info in infos:
+            parts = info.path[len(base):].strip("/").split("/")
+            for depth, part in enumerate(parts[:-1]):
+                if part.startswith("checkpoint_"):
+                    folder = posixpath.join(base, *parts[:depth])
+                    by_trial.setdefault(folder, set()).add(posixpath.join(folder, part))
+                    break
+        removed = 0
+        for checkpoints in by_trial.values():
+            for path in sorted(checkpoints)[:-1]:  # checkpoint_000003 sorts after checkpoint_000002
+                try:
+                    fs.delete_dir(path)
+                    removed += 1
+                except (OSError, pyarrow.ArrowException):
+                    pass
+        return removed
+
     def tune_restore_kwargs(self, name: str) -> dict:
         """`path` (and `storage_filesystem`) of the experiment `name` for `Tuner.restore`."""
         if self.fs is None:

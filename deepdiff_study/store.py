@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -62,14 +63,28 @@ def check_store(tracking_uri: str) -> None:
             raise StoreError(f"--mlflow-uri {tracking_uri}: cannot write {path if path.exists() else folder}; choose a writable place")
     elif not tracking_uri.startswith(("http://", "https://", "databricks", "postgresql", "mysql", "mssql")):
         raise StoreError(f"--mlflow-uri {tracking_uri}: expected sqlite:///PATH or http(s)://HOST:PORT of an MLflow server")
-    try:
-        with _env(_QUICK_CHECK):
-            MlflowClient(tracking_uri).search_experiments(max_results=1)
-    except Exception as err:  # any failure to reach or open the store is one line
-        raise StoreError(f"--mlflow-uri {tracking_uri}: the MLflow store does not answer ({_first_line(err)}); "
-                         "start the server or fix the URI") from None
+    for attempt in range(CREATE_RACE_ATTEMPTS):
+        try:
+            with _env(_QUICK_CHECK):
+                MlflowClient(tracking_uri).search_experiments(max_results=1)
+            break
+        except Exception as err:  # any failure to reach or open the store is one line
+            if path is not None and _created_meanwhile(err) and attempt + 1 < CREATE_RACE_ATTEMPTS:
+                time.sleep(1.0)  # another process (`mlflow ui`, a reader) is creating the same new database
+                continue
+            raise StoreError(f"--mlflow-uri {tracking_uri}: the MLflow store does not answer ({_first_line(err)}); "
+                             "start the server or fix the URI") from None
     if path is not None:
         use_wal(path)
+
+
+CREATE_RACE_ATTEMPTS = 3
+
+
+def _created_meanwhile(err: BaseException) -> bool:
+    """MLflow lost a race to create a new SQLite database's tables (or to lock it) with another process."""
+    text = str(err)
+    return "already exists" in text or "database is locked" in text
 
 
 def use_wal(path: Path) -> None:

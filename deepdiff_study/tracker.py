@@ -175,6 +175,8 @@ class MlflowTracker(Callback):
     def _forget(self, trial_id: str) -> None:
         self._children.pop(trial_id, None)
         self._logged_epoch.pop(trial_id, None)
+        for ended in self._ended.values():
+            ended.pop(trial_id, None)
 
     def _has_ended(self, trial) -> bool:
         self.client  # noqa: B018 - loads the record of a resumed study

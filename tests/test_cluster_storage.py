@@ -88,12 +88,14 @@ def test_study_on_s3_resumes_from_the_bucket_alone_after_sigkill(s3, tmp_path):
     children = study_runs(mlflow, exp_id, Kind.TRIAL)
     ids = Counter(r.data.tags["trial_id"] for r in children)
     assert set(ids.values()) == {1}, ids  # never a duplicated trial
-    assert all(r.data.tags["status"] in ("completed", "pruned") for r in children)
+    assert all(r.data.tags["status"] in ("completed", "pruned") for r in children), (
+        [(r.data.tags["trial_id"], r.data.tags["status"], r.data.tags.get("status_reason")) for r in children], resumed.stdout[-3000:])
     state_key = max(k for k in bucket_keys(client, "results/s3study/") if k.rsplit("/", 1)[-1].startswith("experiment_state-"))
     state = json.loads(client.get_object(Bucket=BUCKET, Key=state_key)["Body"].read())
     trials = [json.loads(t) if isinstance(t, str) else t for t, _ in state["trial_data"]]
     assert {t["trial_id"] for t in trials} == set(ids)
-    assert {t["status"] for t in trials} == {"TERMINATED"}  # MLflow and Tune agree on every trial, all ended
+    assert {t["status"] for t in trials} == {"TERMINATED"}, (  # MLflow and Tune agree on every trial, all ended
+        [(t["trial_id"], t["status"], t.get("error_filename")) for t in trials], resumed.stdout[-3000:])
     if len(children) < 8:
         # Known bug, seen twice of four runs on a loaded machine: a SIGKILL while Tune uploads its snapshot to
         # the bucket can leave the searcher's saved state (which counts the suggestion) newer than the
@@ -101,5 +103,8 @@ def test_study_on_s3_resumes_from_the_bucket_alone_after_sigkill(s3, tmp_path):
         pytest.xfail(f"known: {8 - len(children)} trial lost to a snapshot upload cut by SIGKILL (searcher ahead of Tune)")
     assert len(children) == 8
     keys = bucket_keys(client, "results/s3study/")
-    with_checkpoint = {k.split("/")[2] for k in keys if "/checkpoint_" in k and k.endswith("last.pt")}
-    assert len(with_checkpoint) == 8, with_checkpoint  # every trial's checkpoint went to the bucket
+    checkpoints = Counter(k.split("/")[2] for k in keys if "/checkpoint_" in k and k.endswith("last.pt"))
+    # Every trial's checkpoint went to the bucket, and once all ended only its last one is kept. (A trial
+    # Tune never saved before the kill leaves its folder behind; the study ran that work again.)
+    assert {f"{t['config']['grid_cell']}-{t['trial_id']}" for t in trials} <= set(checkpoints), checkpoints
+    assert set(checkpoints.values()) == {1}, checkpoints

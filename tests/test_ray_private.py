@@ -24,7 +24,7 @@ def test_installed_versions_are_the_ones_ray_private_was_checked_against():
 def test_tune_still_reads_the_environment_switches():
     sources = "\n".join(p.read_text(errors="replace") for p in (RAY_ROOT / "tune").rglob("*.py"))
     sources += "\n".join(p.read_text(errors="replace") for p in (RAY_ROOT / "air").rglob("*.py"))
-    for name in [*ray_private.TUNE_ENV, *ray_private.TUNE_ENV_DEFAULTS]:
+    for name in ray_private.TUNE_ENV:
         assert f'"{name}"' in sources, f"Ray Tune no longer reads {name}"
 
 

@@ -49,3 +49,21 @@ def test_resume_files_on_a_uri_storage(tmp_path):
     assert resume.check_start(exp_dir, "exp", resume=True) is resume.StudyState.SAVED
     with pytest.raises(ConfigError, match="unreadable study manifest"):
         resume.read_manifest(exp_dir / "missing.json")
+
+
+@pytest.mark.parametrize("uri", [False, True])
+def test_pruning_keeps_each_trial_s_last_checkpoint_only(tmp_path, uri):
+    exp = tmp_path / "store" / "exp"
+    for trial, last in (("p1-raw_d-a1", 3), ("p1-aux-regression-b2", 1)):
+        for i in range(last + 1):
+            folder = exp / trial / f"checkpoint_{i:06d}"
+            folder.mkdir(parents=True)
+            (folder / "last.pt").write_bytes(b"x")
+        (exp / trial / "result.json").write_text("{}\n")
+    (exp / "experiment_state-x.json").write_text("{}")
+    storage = StudyStorage.parse(f"file://{tmp_path}/store" if uri else str(tmp_path / "store"))
+    assert storage.prune_checkpoints("exp") == 4
+    left = sorted(str(p.relative_to(exp)) for p in exp.rglob("*") if p.is_file())
+    assert left == ["experiment_state-x.json", "p1-aux-regression-b2/checkpoint_000001/last.pt",
+                    "p1-aux-regression-b2/result.json", "p1-raw_d-a1/checkpoint_000003/last.pt", "p1-raw_d-a1/result.json"]
+    assert storage.prune_checkpoints("exp") == 0 and storage.prune_checkpoints("never-ran") == 0
