@@ -8,7 +8,9 @@ The layout (one MLflow experiment per study):
 - one **grid-cell run** per grid cell (tag ``kind=grid_cell``): tags `GRID_CELL_TAGS` (grid_cell,
   variant, pair, pair_name, epigenome_a, epigenome_b, aux_mode, margin, data), metrics best_valid_pcc
   and best_test_pcc (the best trial's) and n_<status> counts; once all its trials ended, its best
-  trial's config as params, so the MLflow compare view of grid cells shows them;
+  trial's config as params, so the MLflow compare view of grid cells shows them, and the best trial's
+  model at its best valid-PCC epoch as the artifact `MODEL_ARTIFACT` (tag ``model``; tag
+  ``model_missing`` says why when it could not be stored);
 - one **trial run** per Tune trial (tag ``kind=trial``), a child of its grid-cell run: tags trial_id,
   status (a `TrialStatus`), status_reason, epoch_status; params: the config fields that apply to its
   variant (`encode_params`); metrics: every `EpochResult` field per epoch with ``step=epoch``;
@@ -101,12 +103,16 @@ class Tag:
     RETRIES = "retries"
     LAST_ERROR = "last_error"
     BASELINE = "baseline"  # a baseline run's name in deepdiff.baselines.BASELINE_NAMES (linear, svr, svr2)
+    MODEL = "model"  # a grid-cell run: the artifact path of its best trial's best.pt (MODEL_ARTIFACT)
+    MODEL_MISSING = "model_missing"  # a grid-cell run without that artifact: why
 
 
 GRID_CELL_TAGS = (Tag.GRID_CELL, Tag.VARIANT, Tag.PAIR, Tag.PAIR_NAME, Tag.EPIGENOME_A, Tag.EPIGENOME_B,
                   Tag.AUX_MODE, Tag.MARGIN)
 EPOCH_METRICS = frozenset(METRIC_NAMES)  # logged per epoch with step=epoch (plus ``epoch`` itself)
 EPOCH_ERROR = "error"  # Tag.EPOCH_STATUS of a trial that raised (no epoch status)
+MODEL_DIR = "model"  # artifact folder of a grid-cell run holding its best model
+MODEL_ARTIFACT = f"{MODEL_DIR}/best.pt"  # deepdiff.train's best.pt: `deepdiff evaluate --checkpoint` reads it
 
 
 def grid_cell_tags(cell: GridCell) -> dict[str, str]:
