@@ -16,7 +16,12 @@ The layout (one MLflow experiment per study):
   variant (`encode_params`); metrics: every `EpochResult` field per epoch with ``step=epoch``;
 - one **baseline run** per pair and baseline of `deepdiff.baselines` (tag ``kind=baseline``;
   `deepdiff_study.baseline_runs`), and the **report run** (tag ``kind=report``) holding the study
-  report's files as artifacts (`deepdiff_study.report`).
+  report's files as artifacts (`deepdiff_study.report`);
+- with the report's ``--seeds K``, one **replicate run** per (grid cell, seed) (tag ``kind=replicate``;
+  `deepdiff_study.replicates`): the grid cell's tags, ``seed`` (one of `replicate_seeds`),
+  ``replicate_of`` (the run id of the best trial whose configuration it retrains), status and
+  status_reason as a trial's; params the retrained config; metrics the last epoch's values
+  (best_valid_pcc, best_test_pcc, ...) and ``seconds`` (summed over epochs).
 
 "Not applicable" is spelled ``-`` in tags (aux_mode of raw_d, margin of aux).
 """
@@ -53,6 +58,7 @@ class Kind(StrEnum):
     TRIAL = "trial"
     BASELINE = "baseline"  # one of deepdiff.baselines fitted once per pair of the study (no parent)
     REPORT = "report"  # the study report (deepdiff_study.report): its files are the run's artifacts
+    REPLICATE = "replicate"  # a grid cell's best configuration retrained with another seed (report --seeds)
 
 
 class TrialStatus(StrEnum):
@@ -103,6 +109,8 @@ class Tag:
     RETRIES = "retries"
     LAST_ERROR = "last_error"
     BASELINE = "baseline"  # a baseline run's name in deepdiff.baselines.BASELINE_NAMES (linear, svr, svr2)
+    SEED = "seed"  # a replicate run: the training seed it was retrained with
+    REPLICATE_OF = "replicate_of"  # a replicate run: the run id of the best trial whose config it retrains
     MODEL = "model"  # a grid-cell run: the artifact path of its best trial's best.pt (MODEL_ARTIFACT)
     MODEL_MISSING = "model_missing"  # a grid-cell run without that artifact: why
 
@@ -127,6 +135,12 @@ def grid_cell_tags(cell: GridCell) -> dict[str, str]:
     if cell.pair.imitates:
         tags[Tag.IMITATES] = cell.pair.imitates
     return tags
+
+
+def replicate_seeds(study_seed: int, k: int) -> list[int]:
+    """The K training seeds of a grid cell's replicates: the K after the seed its best trial trained with
+    (so the replicates are new runs, and ``--seeds 3`` after ``--seeds 2`` adds one)."""
+    return [study_seed + 1 + i for i in range(k)]
 
 
 def data_tag(data_dir: str | Path, cell_a: str, cell_b: str, synthetic: dict[str, Any] | None) -> str:
