@@ -372,7 +372,7 @@ EVALUATE = re.compile(r"^result variant=(\w+) pair=(\S+) epoch=(\d+) valid_pcc=(
                       r"test_pcc=(-?[\d.]+) test_mse=([\d.]+)$")
 
 
-def test_evaluate_reproduces_the_best_epoch_and_writes_attention(small_synthetic_dir, tmp_path, capsys):
+def test_evaluate_reproduces_the_best_epoch_and_writes_attention(small_synthetic_dir, tmp_path, capsys, one_thread):
     import numpy as np
 
     run = tmp_path / "run"
@@ -413,7 +413,7 @@ def test_evaluate_reproduces_the_best_epoch_and_writes_attention(small_synthetic
     assert (out / "attention.npz").read_bytes() == before
 
 
-def test_evaluate_errors_are_one_line(small_synthetic_dir, tmp_path, capsys):
+def test_evaluate_errors_are_one_line(small_synthetic_dir, tmp_path, capsys, one_thread):
     from deepdiff.synthetic import write_synthetic_pair
 
     run = tmp_path / "run"

@@ -103,3 +103,7 @@ def test_study_on_s3_resumes_from_the_bucket_alone_after_sigkill(s3, tmp_path):
     keys = bucket_keys(client, "results/s3study/")
     with_checkpoint = {k.split("/")[2] for k in keys if "/checkpoint_" in k and k.endswith("last.pt")}
     assert len(with_checkpoint) == 8, with_checkpoint  # every trial's checkpoint went to the bucket
+    # each grid cell's best model was read from its trial's checkpoint in the bucket and kept in MLflow
+    cells = study_runs(mlflow, exp_id, Kind.GRID_CELL)
+    assert [c.data.tags.get("model", c.data.tags.get("model_missing")) for c in cells] == ["model/best.pt"] * 2
+    assert all([a.path for a in mlflow.list_artifacts(c.info.run_id, "model")] == ["model/best.pt"] for c in cells)
