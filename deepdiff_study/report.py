@@ -495,7 +495,7 @@ def replicate_tests(study: Study, runs: pd.DataFrame) -> pd.DataFrame:
                 diffs = np.array([m.mean() - (o.mean() if ref else o) for m, o in per_pair.values()])
                 rows.append(replicate_test_row(label, against, "pairs (means over seeds)", diffs))
             elif per_pair:
-                (pair, (mine, other)), = per_pair.items()
+                pair, (mine, other) = next(iter(per_pair.items()))
                 if ref:
                     seeds = mine.index.intersection(other.index)
                     diffs = (mine.loc[seeds] - other.loc[seeds]).to_numpy()
