@@ -5,6 +5,8 @@
     deepdiff train --data DIR --pair A B --variant V    train one model; last stdout line is the result
     deepdiff describe --variant V [--aux MODE]          module tree and exact trainable parameter count
     deepdiff baselines --data DIR --pair A B            linear regression, one- and two-layer SVR; a result line each
+    deepdiff evaluate --checkpoint FILE --data DIR --pair A B [--out DIR]
+                                                        a saved model's PCCs; with --out its attention arrays (.npz)
 
 Every error prints one line `error: ...` on stderr, without a traceback, and exits with:
 0 success; 2 bad input (flags, config or data files, paths that cannot be read or written);
@@ -42,6 +44,7 @@ from deepdiff.variants import VARIANTS, get_variant
 EXIT_USAGE = 2  # bad input: files, flags, configs, paths that cannot be read or written
 EXIT_NAN = 3  # training diverged (NaN loss or non-finite predictions)
 EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT)
+ATTENTION_FILE = "attention.npz"  # what `deepdiff evaluate --out` writes (with attention.json)
 MIN_SYNTH_GENES = 12  # the smallest synthetic pair whose every split has 2 genes (a PCC)
 LARGE_COUNT = 1e6  # raw counts above this are a likelier cause of divergence than the learning rate
 _NEGATIVE_NUMBER = re.compile(r"-(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|-inf|-nan", re.IGNORECASE)
@@ -164,17 +167,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-train-genes", type=int, default=2000,
                    help="the SVRs fit on a random subset of at most this many training genes (default 2000)")
     p.add_argument("--jobs", type=int, default=1, help="processes for cross-validation (default 1)")
+
+    p = sub.add_parser("evaluate", help="score a saved model (best.pt / last.pt) on a pair; --out writes its attention")
+    p.add_argument("--checkpoint", metavar="FILE", required=True,
+                   help="a checkpoint written by deepdiff train --out (best.pt, last.pt) or a study's model/best.pt")
+    _add_data_args(p, required=True)
+    p.add_argument("--split", choices=("train", "valid", "test"), default="test",
+                   help="the genes whose attention --out writes (default test)")
+    p.add_argument("--out", metavar="DIR", help=f"write {ATTENTION_FILE} (attention, predictions, targets) and "
+                   f"{Path(ATTENTION_FILE).stem}.json (what each array is) here")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
     return parser
 
 
-def _load(args: argparse.Namespace, data_dir: str, cell_a: str, cell_b: str):
+def _load(args: argparse.Namespace, data_dir: str, cell_a: str, cell_b: str, *, n_bins: int | None = None):
     """The validated pair, refused if a split has no PCC (fewer than 2 genes, a constant target)."""
-    from deepdiff.data import check_trainable, load_pair
+    from deepdiff.data import N_BINS, check_trainable, load_pair
 
     cache = None if args.no_cache else Path(args.cache_dir) if args.cache_dir else default_cache_dir()
     if cache is not None and cache.exists() and not cache.is_dir():
         raise ConfigError(f"--cache-dir {cache}: is a file; expected a directory for the Parquet cache (or --no-cache)")
-    pair = load_pair(data_dir, cell_a, cell_b, cache_dir=cache,
+    pair = load_pair(data_dir, cell_a, cell_b, cache_dir=cache, n_bins=n_bins or N_BINS,
                      unpaired="error" if args.strict_genes else "drop", progress=_say)
     for note in pair.notes:
         _say(f"note: {note}")
@@ -466,8 +479,58 @@ def cmd_baselines(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from deepdiff.attention import attention_maps, save_npz
+    from deepdiff.data import MARKS
+    from deepdiff.device import pick_device
+    from deepdiff.errors import DataError
+    from deepdiff.train import check_shapes, evaluate, load_checkpoint, load_model, prepare_split
+
+    checkpoint = Path(args.checkpoint)
+    out = Path(args.out) if args.out else None
+    if out is not None:  # refused before anything is read or written
+        _check_writable_dir(out, "--out")
+        if (out / ATTENTION_FILE).exists():
+            raise ConfigError(f"--out {out}: already holds {ATTENTION_FILE}; choose another --out (never overwritten)")
+    device = pick_device(args.device)
+    try:
+        model, model_cfg, train_cfg = load_model(checkpoint, device)
+    except ConfigError as err:
+        raise ConfigError(f"--checkpoint {err}") from None
+    epoch = load_checkpoint(checkpoint)["epoch"]
+    try:
+        pair = _load(args, args.data, *args.pair, n_bins=model_cfg.n_bins)
+    except DataError as err:
+        if "bins" not in str(err):
+            raise
+        raise DataError(f"{err} (the model in --checkpoint {checkpoint} reads {model_cfg.n_bins} bins per gene)") from None
+    try:
+        check_shapes(model_cfg, pair)
+    except ConfigError as err:
+        raise ConfigError(f"--checkpoint {checkpoint}: {err}") from None
+    _say(f"evaluating {model_cfg.variant} (epoch {epoch} of {checkpoint}) on {pair.cell_a} -> {pair.cell_b} on {device}")
+    scores: dict[str, float] = {}
+    for name in ("valid", "test"):
+        split = prepare_split(pair.split(name), train_cfg.input_transform, device)
+        scores[f"{name}_pcc"], scores[f"{name}_mse"] = evaluate(model, split, train_cfg.eval_batch_size)
+    summary = {"variant": model_cfg.variant, "pair": f"{pair.cell_a}-{pair.cell_b}", "epoch": epoch, **scores}
+    if out is not None:
+        maps = attention_maps(model, pair.split(args.split), train_cfg.input_transform, marks=MARKS,
+                              batch_size=train_cfg.eval_batch_size, device=device)
+        out.mkdir(parents=True, exist_ok=True)
+        npz, about = save_npz(maps, out / ATTENTION_FILE, about={
+            "checkpoint": str(checkpoint.resolve()), "data": str(Path(args.data).resolve()), "cell_a": pair.cell_a,
+            "cell_b": pair.cell_b, "split": args.split, "genes": len(maps.gene_ids), "epoch": epoch,
+            "input_transform": train_cfg.input_transform, "model_config": dataclasses.asdict(model_cfg), **scores,
+        })
+        _say(f"wrote {npz} and {about}")
+    # PCC and MSE to 6 decimals (deepdiff train prints 4): enough to compare with a study's record.
+    print("result " + " ".join(f"{k}={v:.6f}" if isinstance(v, float) else f"{k}={v}" for k, v in summary.items()))
+    return 0
+
+
 COMMANDS = {"synth": cmd_synth, "prepare": cmd_prepare, "train": cmd_train, "describe": cmd_describe,
-            "baselines": cmd_baselines}
+            "baselines": cmd_baselines, "evaluate": cmd_evaluate}
 
 
 def _os_error(err: OSError) -> str:

@@ -110,7 +110,7 @@ def fit(
     (progress bars); evaluation follows the last batch of each epoch.
     """
     device = torch.device(device) if device is not None else pick_device()
-    _check_shapes(model_cfg, data)
+    check_shapes(model_cfg, data)
     check_trainable(data)
     spec = get_variant(model_cfg.variant)
     torch.manual_seed(train_cfg.seed)
@@ -195,8 +195,9 @@ def make_optimizer(model: torch.nn.Module, lr: float) -> torch.optim.Adam:
         return torch.optim.Adam(model.parameters(), lr=lr)
 
 
-def _check_shapes(model_cfg: ModelConfig, data: PairData) -> None:
-    """The model's marks and bins must be the data's (a config file may say otherwise)."""
+def check_shapes(model_cfg: ModelConfig, data: PairData) -> None:
+    """A `ConfigError` unless the model's marks and bins are the data's (a config file or a checkpoint
+    may say otherwise)."""
     _, n_marks, n_bins = data.train.x_a.shape
     for name, expected, got in (("n_marks", n_marks, model_cfg.n_marks), ("n_bins", n_bins, model_cfg.n_bins)):
         if expected != got:
@@ -243,10 +244,14 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[DeepDiff, ModelConfig, TrainConfig]:
     """The model stored in a checkpoint (best.pt or last.pt), in eval mode, with its configs."""
     state = load_checkpoint(path)
-    model_cfg = ModelConfig(**state["model_config"])
-    train_cfg = TrainConfig(**state["train_config"])
-    model = DeepDiff.from_config(model_cfg)
-    model.load_state_dict(state["model"])
+    try:
+        model_cfg = ModelConfig(**state["model_config"])
+        train_cfg = TrainConfig(**state["train_config"])
+        model = DeepDiff.from_config(model_cfg)
+        model.load_state_dict(state["model"])
+    except (KeyError, TypeError, RuntimeError) as err:  # configs or weights not of this version's model
+        raise ConfigError(f"{path}: not a checkpoint of this deepdiff model ({type(err).__name__}: "
+                          f"{str(err).splitlines()[0][:200] if str(err) else 'no message'})") from None
     return model.to(device).eval(), model_cfg, train_cfg
 
 

@@ -5,6 +5,10 @@ missing file of every selected pair is reported in one `DataError` before anythi
 each selected pair gets a synthetic stand-in imitating the real sample's statistics (`deepdiff.synthetic`,
 signal "realistic"), written once under the study's storage and reused by later runs and by
 `deepdiff train --config` of an exported trial.
+
+After a study, `recorded_source` finds a pair again from a grid cell's ``data`` tag (the report's
+attention maps and ``--seeds`` replicates): the recorded folder, or a synthetic pair regenerated from its
+recorded settings when that folder is gone.
 """
 
 from __future__ import annotations
@@ -72,3 +76,22 @@ def load_sources(sources: list[PairSource], *, cache_dir: str | Path | None) -> 
             ensure_synthetic_pair(source.dir, cell_a=source.pair.epigenome_a, cell_b=source.pair.epigenome_b, **source.synthetic)
         pairs[source.pair.number] = load_pair(source.dir, source.pair.epigenome_a, source.pair.epigenome_b, cache_dir=cache_dir)
     return pairs
+
+
+def recorded_source(pair: Pair, data: dict[str, Any], *, regenerate_root: str | Path) -> PairSource:
+    """Where the pair of a grid cell's ``data`` tag (`records.data_tag`) is now.
+
+    The recorded folder when it holds the pair's files. A synthetic pair whose folder is gone (another
+    machine, a cleaned study folder) is generated again under `regenerate_root` from the recorded
+    settings: the generator's bytes depend only on them, so it is the same pair. Real files that are gone
+    are a `DataError` naming what is missing.
+    """
+    source = PairSource(pair, Path(data["dir"]), data.get("synthetic") or None)
+    if all(f.is_file() for f in source.files()):
+        return source
+    if source.synthetic is None:
+        missing = [f.name for f in source.files() if not f.is_file()]
+        more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+        raise DataError(f"{source.dir}: the data of pair {pair.number} {pair.name} the study trained on is not there "
+                        f"(missing {missing[0]}{more}); expected the folder its grid cells' data tag names")
+    return PairSource(pair, Path(regenerate_root).resolve() / source.dir.name, source.synthetic)

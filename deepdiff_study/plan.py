@@ -59,7 +59,7 @@ def plan_grid_cells(grid: Grid, cells: list[GridCell], settings: StudySettings) 
             **cell.fixed_config(),
             "epochs": settings.max_epochs,
             "seed": settings.seed,
-            **encode_meta(cell, settings.stop_epochs()),
+            **encode_meta(cell.key, cell.pair.number, settings.stop_epochs()),
         }
         plans.append(GridCellPlan(cell, grid.space_for(cell), grid.published_for(cell), fixed, settings.samples))
     return plans

@@ -8,13 +8,20 @@ The layout (one MLflow experiment per study):
 - one **grid-cell run** per grid cell (tag ``kind=grid_cell``): tags `GRID_CELL_TAGS` (grid_cell,
   variant, pair, pair_name, epigenome_a, epigenome_b, aux_mode, margin, data), metrics best_valid_pcc
   and best_test_pcc (the best trial's) and n_<status> counts; once all its trials ended, its best
-  trial's config as params, so the MLflow compare view of grid cells shows them;
+  trial's config as params, so the MLflow compare view of grid cells shows them, and the best trial's
+  model at its best valid-PCC epoch as the artifact `MODEL_ARTIFACT` (tag ``model``; tag
+  ``model_missing`` says why when it could not be stored);
 - one **trial run** per Tune trial (tag ``kind=trial``), a child of its grid-cell run: tags trial_id,
   status (a `TrialStatus`), status_reason, epoch_status; params: the config fields that apply to its
   variant (`encode_params`); metrics: every `EpochResult` field per epoch with ``step=epoch``;
 - one **baseline run** per pair and baseline of `deepdiff.baselines` (tag ``kind=baseline``;
   `deepdiff_study.baseline_runs`), and the **report run** (tag ``kind=report``) holding the study
-  report's files as artifacts (`deepdiff_study.report`).
+  report's files as artifacts (`deepdiff_study.report`);
+- with the report's ``--seeds K``, one **replicate run** per (grid cell, seed) (tag ``kind=replicate``;
+  `deepdiff_study.replicates`): the grid cell's tags, ``seed`` (one of `replicate_seeds`),
+  ``replicate_of`` (the run id of the best trial whose configuration it retrains), status and
+  status_reason as a trial's; params the retrained config; metrics the last epoch's values
+  (best_valid_pcc, best_test_pcc, ...) and ``seconds`` (summed over epochs).
 
 "Not applicable" is spelled ``-`` in tags (aux_mode of raw_d, margin of aux).
 """
@@ -51,6 +58,7 @@ class Kind(StrEnum):
     TRIAL = "trial"
     BASELINE = "baseline"  # one of deepdiff.baselines fitted once per pair of the study (no parent)
     REPORT = "report"  # the study report (deepdiff_study.report): its files are the run's artifacts
+    REPLICATE = "replicate"  # a grid cell's best configuration retrained with another seed (report --seeds)
 
 
 class TrialStatus(StrEnum):
@@ -101,12 +109,18 @@ class Tag:
     RETRIES = "retries"
     LAST_ERROR = "last_error"
     BASELINE = "baseline"  # a baseline run's name in deepdiff.baselines.BASELINE_NAMES (linear, svr, svr2)
+    SEED = "seed"  # a replicate run: the training seed it was retrained with
+    REPLICATE_OF = "replicate_of"  # a replicate run: the run id of the best trial whose config it retrains
+    MODEL = "model"  # a grid-cell run: the artifact path of its best trial's best.pt (MODEL_ARTIFACT)
+    MODEL_MISSING = "model_missing"  # a grid-cell run without that artifact: why
 
 
 GRID_CELL_TAGS = (Tag.GRID_CELL, Tag.VARIANT, Tag.PAIR, Tag.PAIR_NAME, Tag.EPIGENOME_A, Tag.EPIGENOME_B,
                   Tag.AUX_MODE, Tag.MARGIN)
 EPOCH_METRICS = frozenset(METRIC_NAMES)  # logged per epoch with step=epoch (plus ``epoch`` itself)
 EPOCH_ERROR = "error"  # Tag.EPOCH_STATUS of a trial that raised (no epoch status)
+MODEL_DIR = "model"  # artifact folder of a grid-cell run holding its best model
+MODEL_ARTIFACT = f"{MODEL_DIR}/best.pt"  # deepdiff.train's best.pt: `deepdiff evaluate --checkpoint` reads it
 
 
 def grid_cell_tags(cell: GridCell) -> dict[str, str]:
@@ -121,6 +135,12 @@ def grid_cell_tags(cell: GridCell) -> dict[str, str]:
     if cell.pair.imitates:
         tags[Tag.IMITATES] = cell.pair.imitates
     return tags
+
+
+def replicate_seeds(study_seed: int, k: int) -> list[int]:
+    """The K training seeds of a grid cell's replicates: the K after the seed its best trial trained with
+    (so the replicates are new runs, and ``--seeds 3`` after ``--seeds 2`` adds one)."""
+    return [study_seed + 1 + i for i in range(k)]
 
 
 def data_tag(data_dir: str | Path, cell_a: str, cell_b: str, synthetic: dict[str, Any] | None) -> str:
@@ -141,9 +161,9 @@ META_KEYS = ("grid_cell", "pair", "checkpoint_epochs")
 _CONFIG_FIELDS = frozenset(f.name for cls in (ModelConfig, TrainConfig) for f in fields(cls))
 
 
-def encode_meta(cell: GridCell, checkpoint_epochs: tuple[int, ...] = ()) -> dict[str, Any]:
-    """The META_KEYS entries of every trial config of a grid cell."""
-    return dict(zip(META_KEYS, (cell.key, cell.pair.number, list(checkpoint_epochs))))
+def encode_meta(grid_cell: str, pair: int, checkpoint_epochs: tuple[int, ...] = ()) -> dict[str, Any]:
+    """The META_KEYS entries of every trial config of a grid cell (its key, its pair's number)."""
+    return dict(zip(META_KEYS, (grid_cell, pair, list(checkpoint_epochs))))
 
 
 def grid_cell_of(config: dict[str, Any]) -> str:

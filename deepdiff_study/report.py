@@ -15,17 +15,29 @@ unless --no-log):
 - ``importance.csv``: Optuna's hyperparameter importances per grid cell, from its scored trial runs
   (optuna optional);
 - ``cost.csv``: trials, pruned, failed, trial-seconds, best test PCC and PCC per trial-hour per grid cell;
+- ``attention_bins.png``, ``attention_marks.png``, ``attention_marks.csv``: the attention of the best
+  stored model (the grid-cell artifact ``model/best.pt``) of one pair (``--attention-pair N``, default
+  the first pair with one), averaged over its `ATTENTION_GENES` most up- and most down-regulated test
+  genes: bin attention as heat maps (marks x bins, in kb from the TSS) and mark attention as bars. The
+  pair's data is found from the grid cell's ``data`` tag (a synthetic pair is regenerated from its
+  recorded settings if its folder is gone); without a model, the data or torch the page says so;
+- ``replicates.csv``, ``replicate_tests.csv``: when the experiment holds replicate runs (``--seeds K``
+  trains the missing ones first, `deepdiff_study.replicates`): per grid cell the mean and sd of test PCC
+  over seeds; per variant a paired Wilcoxon test against raw_d and against the two-layer SVR, over pairs
+  when >= 2 pairs have both, else over the seeds of the one pair;
 - ``index.html``: one page for a reader without code, every figure and table inline.
 
-Imports MLflow, pandas, numpy, scipy and matplotlib (Agg); never Ray or torch; optuna at call time.
-Not here yet: replicate retraining (``--seeds K``) and attention heat maps (``deepdiff evaluate``).
+Imports MLflow, pandas, numpy, scipy and matplotlib (Agg) at module import, never Ray or torch: torch
+only while the attention maps are computed, Ray only with ``--seeds``; optuna at call time.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import html
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -34,11 +46,13 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from mlflow.exceptions import MlflowException
 
 from deepdiff.errors import ConfigError, DeepDiffError
 from deepdiff.variants import VARIANTS
 from deepdiff_study.records import (
     DEFAULT_EXPERIMENT,
+    MODEL_ARTIFACT,
     NOT_APPLICABLE,
     Kind,
     Tag,
@@ -48,6 +62,7 @@ from deepdiff_study.records import (
     default_mlflow_uri,
     experiment_id,
     open_store,
+    replicate_seeds,
     study_runs,
 )
 
@@ -68,7 +83,10 @@ BOOTSTRAP_SEED = 0
 WILCOXON_MIN_N = 5
 LOG_PARAMS = ("lr", "aux_weight", "gamma")  # searched on a log scale in the grid files
 REPORT_FILES = ("index.html", "table3.csv", "table3.md", "axes.csv", "importance.csv", "cost.csv",
-                "test_pcc_by_variant.png", "aux_mode.png", "margin.png")
+                "test_pcc_by_variant.png", "aux_mode.png", "margin.png")  # always written
+ATTENTION_FILES = ("attention_bins.png", "attention_marks.png", "attention_marks.csv")  # when a model and data are there
+REPLICATE_FILES = ("replicates.csv", "replicate_tests.csv")  # when replicate runs are recorded
+ATTENTION_GENES = 20  # most up- and most down-regulated test genes averaged (fewer: half the test genes each)
 
 
 def cell_label(epigenome: str) -> str:
@@ -86,6 +104,9 @@ def pair_label(pair_name: str, imitates: str | None = None) -> str:
 
 # ---- reading the study --------------------------------------------------------------------------------
 
+REPLICATE_COLUMNS = ["grid_cell", "seed", "status", "replicate_of", "best_valid_pcc", "best_test_pcc", "run_id"]
+
+
 @dataclass
 class Study:
     """What the report reads from MLflow: one row per grid cell, per trial run, per baseline run."""
@@ -98,6 +119,7 @@ class Study:
     baselines: pd.DataFrame  # pair, pair_name, baseline, test_pcc, valid_pcc, ...
     pairs: pd.DataFrame  # pair, pair_name, epigenome_a, epigenome_b, imitates, label
     notes: list[str] = field(default_factory=list)
+    replicates: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=REPLICATE_COLUMNS))
 
 
 def load_study(tracking_uri: str, experiment: str) -> Study:
@@ -109,8 +131,10 @@ def load_study(tracking_uri: str, experiment: str) -> Study:
     parents = {r.data.tags[Tag.GRID_CELL]: r for r in study_runs(client, exp_id, Kind.GRID_CELL)}
     for row in rows:
         row.pop("_run")
-        row.pop("data")
-        row["imitates"] = parents[row["grid_cell"]].data.tags.get(Tag.IMITATES)
+        tags = parents[row["grid_cell"]].data.tags
+        row["imitates"] = tags.get(Tag.IMITATES)
+        row["cell_run_id"] = parents[row["grid_cell"]].info.run_id
+        row["model"], row["model_missing"] = tags.get(Tag.MODEL), tags.get(Tag.MODEL_MISSING)
     cells = pd.DataFrame(rows)
     trial_rows = []
     for run in study_runs(client, exp_id, Kind.TRIAL):
@@ -138,7 +162,14 @@ def load_study(tracking_uri: str, experiment: str) -> Study:
     baselines = baselines.drop_duplicates(["pair", "baseline"], keep="first")
     pairs = cells[["pair", "pair_name", "epigenome_a", "epigenome_b", "imitates"]].drop_duplicates("pair").sort_values("pair")
     pairs = pairs.assign(label=[pair_label(n, i) for n, i in zip(pairs.pair_name, pairs.imitates)]).reset_index(drop=True)
-    study = Study(tracking_uri, experiment, exp_id, cells, trials, baselines, pairs)
+    replicates = pd.DataFrame([{
+        "grid_cell": run.data.tags.get(Tag.GRID_CELL), "seed": int(run.data.tags[Tag.SEED]),
+        "status": run.data.tags.get(Tag.STATUS, "") if run.info.status == "FINISHED" else "failed",
+        "replicate_of": run.data.tags.get(Tag.REPLICATE_OF),
+        "best_valid_pcc": run.data.metrics.get("best_valid_pcc", math.nan),
+        "best_test_pcc": run.data.metrics.get("best_test_pcc", math.nan), "run_id": run.info.run_id,
+    } for run in study_runs(client, exp_id, Kind.REPLICATE) if Tag.SEED in run.data.tags], columns=REPLICATE_COLUMNS)
+    study = Study(tracking_uri, experiment, exp_id, cells, trials, baselines, pairs, replicates=replicates)
     if baselines.empty:
         study.notes.append("No baseline runs in the experiment (a study from before baselines were recorded): "
                            "Table 3 and the baseline columns are empty.")
@@ -361,6 +392,239 @@ def cost_table(study: Study) -> pd.DataFrame:
                                        "best_test_pcc", "pcc_per_trial_hour"])
 
 
+# ---- replicates over seeds ----------------------------------------------------------------------------------
+
+def _best_seed(study: Study, run_id: Any) -> int | None:
+    """The training seed of a grid cell's best trial (its ``seed`` param)."""
+    hit = study.trials[study.trials["run_id"] == run_id]
+    if hit.empty or "seed" not in hit["params"].iloc[0]:
+        return None
+    return int(hit["params"].iloc[0]["seed"])
+
+
+def replicate_runs(study: Study, k: int | None = None) -> pd.DataFrame:
+    """The completed replicate runs that count: of each grid cell's current best trial, and with `k` only
+    the seeds ``--seeds k`` trains (`records.replicate_seeds`); one row per (grid cell, seed)."""
+    reps = study.replicates[study.replicates["status"] == TrialStatus.COMPLETED]
+    keep = []
+    for cell in study.cells.itertuples():
+        mine = reps[(reps["grid_cell"] == cell.grid_cell) & (reps["replicate_of"] == cell.run_id)]
+        if k is not None:
+            base = _best_seed(study, cell.run_id)
+            mine = mine[mine["seed"].isin(replicate_seeds(base, k))] if base is not None else mine.iloc[0:0]
+        keep.append(mine.drop_duplicates("seed", keep="first"))
+    rows = pd.concat(keep) if keep else reps.iloc[0:0]
+    return rows[np.isfinite(rows["best_test_pcc"].astype(float))].sort_values(["grid_cell", "seed"])
+
+
+def replicate_table(study: Study, runs: pd.DataFrame) -> pd.DataFrame:
+    """Per grid cell: seeds, n, mean and sample sd (ddof 1) of the replicates' test PCC, and the study's one run."""
+    rows = []
+    for cell in study.cells.itertuples():
+        mine = runs[runs["grid_cell"] == cell.grid_cell]
+        if mine.empty:
+            continue
+        pccs = mine["best_test_pcc"].astype(float).to_numpy()
+        rows.append({"grid_cell": cell.grid_cell, "variant": cell.variant, "pair": cell.pair,
+                     "aux_mode": cell.aux_mode, "margin": cell.margin,
+                     "seeds": " ".join(str(s) for s in mine["seed"]), "n": len(pccs), "mean_test_pcc": float(pccs.mean()),
+                     "sd_test_pcc": float(pccs.std(ddof=1)) if len(pccs) > 1 else math.nan,
+                     "study_test_pcc": float(cell.best_test_pcc)})
+    return pd.DataFrame(rows, columns=["grid_cell", "variant", "pair", "aux_mode", "margin", "seeds", "n",
+                                       "mean_test_pcc", "sd_test_pcc", "study_test_pcc"])
+
+
+def smallest_wilcoxon_p(n: int) -> float:
+    """The smallest two-sided exact Wilcoxon signed-rank p-value n nonzero differences can give: 2 / 2**n."""
+    return 2.0 ** (1 - n)
+
+
+def replicate_test_row(comparison: str, against: str, over: str, diffs: np.ndarray) -> dict[str, Any]:
+    n = len(diffs)
+    mean = float(diffs.mean()) if n else math.nan
+    if n < 2:
+        p: float | str = "n too small"
+    elif np.all(diffs == 0):
+        p = "all differences zero"
+    else:
+        from scipy.stats import wilcoxon
+
+        p = float(wilcoxon(diffs).pvalue)
+    if n == 0:
+        sentence = f"{comparison} vs {against}: nothing to compare (no replicates of both)."
+    else:
+        sentence = f"{comparison} vs {against}, over {n} {over}: mean difference {_fmt(mean)} test PCC"
+        if isinstance(p, float):
+            sentence += f", Wilcoxon signed-rank p={p:.3g}"
+            if smallest_wilcoxon_p(n) >= 0.05:
+                sentence += (f"; with n={n} no p below {smallest_wilcoxon_p(n):.3g} is possible, so this cannot show "
+                             "a difference at the 5% level")
+            elif p < 0.05:
+                sentence += f": {comparison} {'higher' if mean > 0 else 'lower'} at the 5% level"
+            else:
+                sentence += ": no difference shown at the 5% level"
+        else:
+            sentence += f" (no test: {p})"
+        sentence += "."
+    return {"comparison": comparison, "against": against, "over": over, "n": n, "mean_diff": mean,
+            "wilcoxon_p": p, "sentence": sentence}
+
+
+def replicate_tests(study: Study, runs: pd.DataFrame) -> pd.DataFrame:
+    """Each variant (its best grid cell per pair, as in Table 3) against raw_d and against the two-layer SVR:
+    paired differences in test PCC over pairs (pair means over seeds) when >= 2 pairs have both, else over
+    the seeds of the one pair (matched by seed value against raw_d; against the SVR's one score)."""
+    best = variant_best(study.cells)
+    cell_of = {(int(r.pair), r.variant): r.grid_cell for r in best.itertuples()}
+    by_cell = {key: group.set_index("seed")["best_test_pcc"].astype(float) for key, group in runs.groupby("grid_cell")}
+    svr2 = {int(r.pair): float(r.test_pcc) for r in study.baselines.itertuples() if r.baseline == "svr2"}
+    pairs = sorted({p for p, _ in cell_of})
+    rows = []
+    for variant in [v for v in VARIANTS if any(v == w for _, w in cell_of)]:
+        label = VARIANT_LABELS[variant]
+        references = [] if variant == REFERENCE_VARIANT else [(VARIANT_LABELS[REFERENCE_VARIANT], REFERENCE_VARIANT)]
+        for against, ref in [*references, (BASELINE_LABELS["svr2"], None)]:
+            per_pair = {}
+            for pair in pairs:
+                mine = by_cell.get(cell_of.get((pair, variant)))
+                other = by_cell.get(cell_of.get((pair, ref))) if ref else None
+                if mine is None or (ref and other is None) or (not ref and not math.isfinite(svr2.get(pair, math.nan))):
+                    continue
+                per_pair[pair] = (mine, other if ref else svr2[pair])
+            if len(per_pair) >= 2:
+                diffs = np.array([m.mean() - (o.mean() if ref else o) for m, o in per_pair.values()])
+                rows.append(replicate_test_row(label, against, "pairs (means over seeds)", diffs))
+            elif per_pair:
+                pair, (mine, other) = next(iter(per_pair.items()))
+                if ref:
+                    seeds = mine.index.intersection(other.index)
+                    diffs = (mine.loc[seeds] - other.loc[seeds]).to_numpy()
+                else:
+                    diffs = (mine - other).to_numpy()
+                rows.append(replicate_test_row(label, against, f"seeds of pair {pair}", diffs))
+            else:
+                rows.append(replicate_test_row(label, against, "pairs", np.array([])))
+    return pd.DataFrame(rows, columns=["comparison", "against", "over", "n", "mean_diff", "wilcoxon_p", "sentence"])
+
+
+# ---- attention of the best stored model -----------------------------------------------------------------------
+
+@dataclass
+class AttentionPart:
+    """What the attention section of the page shows: the files written and a sentence each, or why not."""
+
+    files: list[str] = field(default_factory=list)
+    sentences: dict[str, str] = field(default_factory=dict)  # figure file -> its sentence
+    note: str | None = None  # one sentence when there are no maps
+
+
+def attention_cell(study: Study, pair: int | None) -> tuple[Any, str | None]:
+    """(the grid cell whose model is drawn, None) or (None, why there is none): the stored model of the
+    chosen pair (default: the first pair with one) with the best valid PCC."""
+    stored = study.cells[study.cells["model"].notna() & np.isfinite(study.cells["best_valid_pcc"].astype(float))]
+    if pair is None and not stored.empty:
+        pair = int(stored["pair"].min())
+    mine = stored[stored["pair"] == pair] if pair is not None else stored
+    if mine.empty:
+        where = study.cells if pair is None else study.cells[study.cells["pair"] == pair]
+        reasons = sorted({r for r in where["model_missing"].dropna()})
+        why = (f"their runs say: {reasons[0]}" if reasons else
+               "their runs have no model artifact (a study from before models were kept)")
+        return None, (f"No attention maps: no grid cell {'of pair ' + str(pair) + ' ' if pair is not None else ''}"
+                      f"has a stored model ({why}).")
+    return mine.loc[mine["best_valid_pcc"].astype(float).idxmax()], None
+
+
+def attention_section(study: Study, out: Path, pair: int | None) -> AttentionPart:
+    """Draw the attention of the chosen model (see the module docstring); never raises for a missing model,
+    missing data or a missing torch: the returned note says so."""
+    cell, why = attention_cell(study, pair)
+    if cell is None:
+        return AttentionPart(note=why)
+    try:
+        up, down, info = _attention_maps(study, cell)
+    except ImportError as err:
+        return AttentionPart(note=f"No attention maps: they need torch, which cannot be imported here ({err}).")
+    except (DeepDiffError, OSError, MlflowException) as err:
+        return AttentionPart(note=f"No attention maps for grid cell {cell.grid_cell}: {str(err).splitlines()[0]}")
+    k = len(up.gene_ids)
+    plot_bin_attention(up, down, out / "attention_bins.png", info)
+    plot_mark_attention(up, down, out / "attention_marks.png", info)
+    marks = [{"path": path, "channel": channel, "genes": group, "n_genes": k, "mean_beta": float(value)}
+             for group, maps in (("up", up), ("down", down)) for path, beta in maps.mark_attention.items()
+             for channel, value in zip(maps.mark_channels[path], beta.mean(axis=0))]
+    pd.DataFrame(marks).to_csv(out / "attention_marks.csv", index=False)
+    main = next(iter(up.mark_attention))
+    top = {g: max(((c, float(v)) for c, v in zip(m.mark_channels[main], m.mark_attention[main].mean(axis=0))),
+                  key=lambda cv: cv[1]) for g, m in (("up", up), ("down", down))}
+    model = (f"the best stored model of pair {int(cell.pair)} (grid cell {cell.grid_cell}, "
+             f"{VARIANT_LABELS.get(cell.variant, cell.variant)}, its best trial's model at epoch {info['epoch']}, "
+             f"test PCC {float(cell.best_test_pcc):.3f}; {info['pair_label']})")
+    genes = (f"the {k} most up-regulated and the {k} most down-regulated of its {info['test_genes']} test genes "
+             f"(true log2 fold change of {info['cell_b']} vs {info['cell_a']})")
+    return AttentionPart(files=list(ATTENTION_FILES), sentences={
+        "attention_bins.png": (f"Where along the promoter region {model} looks, averaged over {genes}: one heat map per "
+                               "encoder, one row per histone mark, the 200 bins from -10 to +10 kb around the TSS; 1 is "
+                               "uniform attention, brighter bins weigh more in the prediction."),
+        "attention_marks.png": (f"How much the same model weighs each mark (mark attention, mean over the same genes; "
+                                f"{PATH_TITLES[main].format(**info)}): for up-regulated genes {top['up'][0]} most "
+                                f"({top['up'][1]:.3f}), for down-regulated genes {top['down'][0]} ({top['down'][1]:.3f}); "
+                                f"uniform would be {1 / len(up.mark_channels[main]):.3f}. Values in attention_marks.csv."),
+    })
+
+
+@contextlib.contextmanager
+def _no_progress_bar():
+    """MLflow draws a progress bar on stderr for every download; not for one small file."""
+    from mlflow.environment_variables import MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR as switch
+
+    before = os.environ.get(switch.name)
+    os.environ[switch.name] = "false"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(switch.name, None)
+        else:
+            os.environ[switch.name] = before
+
+
+PATH_TITLES = {"diff": "difference encoder f^d", "A": "cell-type A encoder f^A ({cell_a})",
+               "B": "cell-type B encoder f^B ({cell_b})"}
+
+
+def _attention_maps(study: Study, cell: Any):
+    """(maps of the up-regulated genes, of the down-regulated ones, facts for titles) for a grid cell's model."""
+    import tempfile
+
+    from deepdiff.attention import attention_maps
+    from deepdiff.cli import default_cache_dir
+    from deepdiff.train import check_shapes, load_checkpoint, load_model
+    from deepdiff_study.grid import Pair
+    from deepdiff_study.pairs import load_sources, recorded_source
+
+    if not isinstance(cell.data, dict):
+        raise ConfigError("its grid-cell run has no data tag naming the pair's files")
+    client = open_store(study.tracking_uri)
+    with tempfile.TemporaryDirectory(prefix="deepdiff-report-model-") as tmp, _no_progress_bar():
+        local = client.download_artifacts(cell.cell_run_id, MODEL_ARTIFACT, tmp)
+        model, model_cfg, train_cfg = load_model(local)
+        epoch = load_checkpoint(local)["epoch"]
+    pair = Pair(int(cell.pair), cell.epigenome_a, cell.epigenome_b, cell.imitates)
+    source = recorded_source(pair, cell.data, regenerate_root=default_cache_dir() / "synthetic")
+    data = load_sources([source], cache_dir=default_cache_dir())[pair.number]
+    check_shapes(model_cfg, data)
+    test = data.test
+    k = min(ATTENTION_GENES, len(test) // 2)
+    order = np.argsort(test.diff.cpu().numpy(), kind="stable")
+    chosen = np.concatenate([order[::-1][:k], order[:k]])
+    maps = attention_maps(model, test.subset(chosen), train_cfg.input_transform, batch_size=train_cfg.eval_batch_size)
+    info = {"epoch": epoch, "test_genes": len(test), "cell_a": pair.epigenome_a, "cell_b": pair.epigenome_b,
+            "pair_label": pair_label(cell.pair_name, cell.imitates), "grid_cell": cell.grid_cell,
+            "variant": VARIANT_LABELS.get(cell.variant, cell.variant)}
+    return maps.select(range(k)), maps.select(range(k, 2 * k)), info
+
+
 # ---- figures ----------------------------------------------------------------------------------------------
 
 def _pyplot():
@@ -485,6 +749,72 @@ def plot_margin(study: Study, path: Path) -> None:
     plt.close(fig)
 
 
+def plot_bin_attention(up, down, path: Path, info: dict) -> None:
+    """Heat maps of mean bin attention (x T: 1 = uniform), one row per Level I path, columns up / down genes."""
+    from deepdiff.attention import bin_centers_kb
+
+    plt = _pyplot()
+    paths = list(up.bin_attention)
+    n_bins = up.n_bins
+    means = {(p, g): m.bin_attention[p].mean(axis=0) * n_bins for p in paths for g, m in (("up", up), ("down", down))}
+    vmin, vmax = min(float(v.min()) for v in means.values()), max(float(v.max()) for v in means.values())
+    heights = [max(1.6, 0.28 * up.bin_attention[p].shape[1] + 0.6) for p in paths]
+    fig, axes = plt.subplots(len(paths), 2, figsize=(11.5, sum(heights) + 1.3), squeeze=False, layout="constrained",
+                             gridspec_kw={"height_ratios": heights})
+    centers = bin_centers_kb(n_bins)
+    half = (centers[1] - centers[0]) / 2
+    image = None
+    for row, p in enumerate(paths):
+        channels = up.bin_channels[p]
+        for col, (group, maps) in enumerate((("up", up), ("down", down))):
+            ax = axes[row][col]
+            image = ax.imshow(means[(p, group)], aspect="auto", cmap="viridis", vmin=vmin, vmax=vmax, interpolation="nearest",
+                              extent=(centers[0] - half, centers[-1] + half, len(channels) - 0.5, -0.5))
+            ax.set_yticks(range(len(channels)), channels if col == 0 else [""] * len(channels), fontsize=8)
+            ax.set_xticks([-8, -4, 0, 4, 8])  # not the edges: neighbouring panels' end labels would touch
+            ax.axvline(0, color="white", linewidth=0.6, linestyle=":")
+            if row == len(paths) - 1:
+                ax.set_xlabel("position relative to the TSS (kb)")
+            else:
+                ax.set_xticklabels([])
+            what = f"{len(maps.gene_ids)} most {'up' if group == 'up' else 'down'}-regulated test genes"
+            ax.set_title(f"{PATH_TITLES[p].format(**info)}\n{what}" if row == 0 else PATH_TITLES[p].format(**info), fontsize=9)
+    fig.suptitle(f"Bin attention of {info['grid_cell']} ({info['variant']})\npair {info['pair_label']}", fontsize=10)
+    fig.colorbar(image, ax=axes, shrink=0.9, aspect=30).set_label(f"mean bin attention x {n_bins} (1 = uniform)")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_mark_attention(up, down, path: Path, info: dict) -> None:
+    """Mean mark attention per channel of every Level II path (one panel each, stacked, bars of one
+    thickness): up- vs down-regulated genes as paired bars."""
+    plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
+
+    paths = list(up.mark_attention)
+    sizes = [len(up.mark_channels[p]) for p in paths]
+    fig, axes = plt.subplots(len(paths), 1, figsize=(7.5, 0.3 * sum(sizes) + 1.0 * len(paths) + 1.2), squeeze=False,
+                             layout="constrained", gridspec_kw={"height_ratios": [n + 2 for n in sizes]})
+    for ax, p in zip(axes[:, 0], paths):
+        channels = up.mark_channels[p]
+        y = np.arange(len(channels))
+        ax.barh(y - 0.2, up.mark_attention[p].mean(axis=0), height=0.4, color="tab:red",
+                label=f"{len(up.gene_ids)} most up-regulated test genes")
+        ax.barh(y + 0.2, down.mark_attention[p].mean(axis=0), height=0.4, color="tab:blue",
+                label=f"{len(down.gene_ids)} most down-regulated test genes")
+        ax.axvline(1 / len(channels), color="black", linestyle=":", linewidth=1, label="uniform attention")
+        ax.set_yticks(y, channels, fontsize=8)
+        ax.set_ylim(len(channels) - 0.5, -0.5)
+        ax.xaxis.set_major_locator(MaxNLocator(5))
+        ax.set_xlabel("mean mark attention (sums to 1 over the channels of this encoder)", fontsize=9)
+        ax.set_title(PATH_TITLES[p].format(**info), fontsize=9)
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=8, loc="outside lower center", ncol=3, frameon=False)  # never over a bar
+    fig.suptitle(f"Mark attention of {info['grid_cell']} ({info['variant']})\npair {info['pair_label']}", fontsize=10)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 # ---- the page -----------------------------------------------------------------------------------------------
 
 def _table_html(df: pd.DataFrame, digits: int = 3) -> str:
@@ -500,7 +830,8 @@ def _markdown(df: pd.DataFrame, digits: int = 1) -> str:
 
 
 def write_html(study: Study, out: Path, t3: pd.DataFrame, axes: pd.DataFrame, importance: pd.DataFrame,
-               cost: pd.DataFrame, notes: list[str]) -> None:
+               cost: pd.DataFrame, notes: list[str], *, attention: AttentionPart | None = None,
+               replicates: tuple[pd.DataFrame, pd.DataFrame] | None = None) -> None:
     e = html.escape
     synthetic = study.pairs["imitates"].notna().any()
     pair_rows = "".join(
@@ -553,18 +884,47 @@ def write_html(study: Study, out: Path, t3: pd.DataFrame, axes: pd.DataFrame, im
               "explains (Optuna fANOVA; top three per grid cell; all in <a href='importance.csv'>importance.csv</a>). "
               "With few trials these are rough.</p>",
               _table_html(top) if not top.empty else "<p>No grid cell had enough varied trials.</p>",
+              *_replicates_html(replicates),
+              *_attention_html(attention),
               "<h2>Cost</h2>",
               "<p>Training time summed over each grid cell's trials (trial-seconds), trials stopped early by ASHA "
               "(pruned) or failed, and the best test PCC per trial-hour. In <a href='cost.csv'>cost.csv</a>.</p>",
               _table_html(cost)]
     if notes:
         parts += ["<h2>Notes</h2><ul>", *[f"<li>{e(n)}</li>" for n in notes], "</ul>"]
-    parts += ["<p>Not in this report yet: replicate retraining with several seeds, attention heat maps.</p>",
-              "</body></html>"]
+    parts += ["</body></html>"]
     (out / "index.html").write_text("\n".join(parts))
 
 
 # ---- entry ------------------------------------------------------------------------------------------------
+
+def _replicates_html(replicates: tuple[pd.DataFrame, pd.DataFrame] | None) -> list[str]:
+    e = html.escape
+    parts = ["<h2>Does it hold with other seeds?</h2>"]
+    if replicates is None or replicates[0].empty:
+        return parts + ["<p>No replicates recorded: every number above is one training run per setting; "
+                        "<code>--seeds K</code> retrains each grid cell's best setting with K other seeds.</p>"]
+    table, tests = replicates
+    seeds = int(table["n"].max())
+    parts += [f"<p>Each grid cell's best setting trained again with up to {seeds} other random seeds (initial weights, "
+              "dropout, batch order); the test PCC's mean and standard deviation (sd) over seeds show how much of a "
+              "difference is noise. In <a href='replicates.csv'>replicates.csv</a>.</p>",
+              _table_html(table.drop(columns=["aux_mode", "margin"])),
+              "<p>Paired Wilcoxon signed-rank tests of each variant against Raw:d and against the two-layer SVR "
+              "(in <a href='replicate_tests.csv'>replicate_tests.csv</a>):</p>",
+              _table_html(tests.drop(columns=["sentence"])), "<ul>"]
+    return parts + [f"<li>{e(x)}</li>" for x in tests["sentence"]] + ["</ul>"]
+
+
+def _attention_html(attention: AttentionPart | None) -> list[str]:
+    e = html.escape
+    parts = ["<h2>What the model looks at</h2>"]
+    if attention is None or attention.note:
+        return parts + [f"<p>{e(attention.note if attention else 'Attention maps were not computed.')}</p>"]
+    for name in ("attention_bins.png", "attention_marks.png"):
+        parts += [f"<p>{e(attention.sentences[name])}</p>", f"<img src='{name}' alt='{name[:-4].replace('_', ' ')}'>"]
+    return parts
+
 
 def check_out(out: Path) -> None:
     if out.exists() and not out.is_dir():
@@ -575,15 +935,34 @@ def check_out(out: Path) -> None:
         raise ConfigError(f"--out {out}: cannot create it ({err.strerror})") from None
 
 
-def write_report(tracking_uri: str, experiment: str, out_dir: str | Path, *, log: bool = True) -> Path:
-    """Write every report file into `out_dir` (and log them as a ``kind=report`` run); returns index.html."""
+def write_report(tracking_uri: str, experiment: str, out_dir: str | Path, *, log: bool = True,
+                 attention_pair: int | None = None, seeds: int | None = None, address: str | None = None,
+                 cpus_per_trial: float = 1.0, gpus_per_trial: float | None = None,
+                 replicate_storage: str | None = None) -> Path:
+    """Write every report file into `out_dir` (and log them as a ``kind=report`` run); returns index.html.
+
+    seeds: train the missing replicates of every grid cell first (`deepdiff_study.replicates`, Ray) and
+    report those K seeds; without it every recorded replicate of the grid cells' best trials is reported.
+    """
     out = Path(out_dir)
+    if seeds is not None and seeds < 1:
+        raise ConfigError(f"--seeds {seeds}: expected a whole number >= 1")
+    study = load_study(tracking_uri, experiment)  # the experiment exists and has grid cells
+    if attention_pair is not None and attention_pair not in set(study.pairs["pair"]):
+        raise ConfigError(f"--attention-pair {attention_pair}: not a pair of experiment {experiment!r}; expected one of "
+                          f"{', '.join(str(p) for p in study.pairs['pair'])}")
     check_out(out)
-    study = load_study(tracking_uri, experiment)
+    if seeds is not None:
+        from deepdiff_study.replicates import run_replicates
+
+        run_replicates(tracking_uri, experiment, seeds, address=address, cpus_per_trial=cpus_per_trial,
+                       gpus_per_trial=gpus_per_trial, storage=replicate_storage)
+        study = load_study(tracking_uri, experiment)
     t3 = table3(study)
     axes = axes_table(study)
     importance, notes = importance_table(study)
     cost = cost_table(study)
+    written = list(REPORT_FILES)
     t3.to_csv(out / "table3.csv", index=False)
     (out / "table3.md").write_text(
         "Relative test PCC (%) of each variant's best grid cell vs the pair's two-layer SVR\n\n" + _markdown(t3))
@@ -593,11 +972,20 @@ def write_report(tracking_uri: str, experiment: str, out_dir: str | Path, *, log
     plot_by_variant(study, out / "test_pcc_by_variant.png")
     plot_aux_mode(study, out / "aux_mode.png")
     plot_margin(study, out / "margin.png")
-    write_html(study, out, t3, axes, importance, cost, [*study.notes, *notes])
+    runs = replicate_runs(study, seeds)
+    replicates = None
+    if not runs.empty:
+        replicates = (replicate_table(study, runs), replicate_tests(study, runs))
+        replicates[0].to_csv(out / "replicates.csv", index=False)
+        replicates[1].to_csv(out / "replicate_tests.csv", index=False)
+        written += REPLICATE_FILES
+    attention = attention_section(study, out, attention_pair)
+    written += attention.files
+    write_html(study, out, t3, axes, importance, cost, [*study.notes, *notes], attention=attention, replicates=replicates)
     if log:
         client = open_store(tracking_uri)
         run = client.create_run(study.experiment_id, tags={Tag.KIND: str(Kind.REPORT)}, run_name="report")
-        for name in REPORT_FILES:
+        for name in written:
             client.log_artifact(run.info.run_id, str(out / name))
         client.set_terminated(run.info.run_id, "FINISHED")
     return out / "index.html"
@@ -609,13 +997,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="DIR", help="folder for index.html, the tables and figures")
     p.add_argument("--mlflow-uri", help="MLflow tracking URI (default sqlite:///mlruns.db in this folder)")
     p.add_argument("--no-log", action="store_true", help="do not log the files as a kind=report run in the experiment")
+    p.add_argument("--attention-pair", type=int, metavar="N",
+                   help="draw the attention of pair N's best stored model (default: the first pair with one)")
+    r = p.add_argument_group("replicates (--seeds: retraining on Ray Tune)")
+    r.add_argument("--seeds", type=int, metavar="K", help="retrain every grid cell's best configuration with K other "
+                   "seeds first (replicates already in MLflow are reused) and report mean, sd and paired tests")
+    r.add_argument("--address", help="with --seeds: join this Ray cluster (default: start a local one)")
+    r.add_argument("--cpus-per-trial", type=float, default=1.0, help="with --seeds: CPUs per trial (default 1)")
+    r.add_argument("--gpus-per-trial", type=float,
+                   help="with --seeds: GPUs per trial (default 0.25 if the cluster has GPUs, else 0)")
+    r.add_argument("--replicate-storage", metavar="DIR|URI", help="with --seeds: where Tune keeps its files "
+                   "(default a temporary folder, removed after; on a multi-node cluster one every node reaches)")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        index = write_report(args.mlflow_uri or default_mlflow_uri(), args.experiment, args.out, log=not args.no_log)
+        index = write_report(args.mlflow_uri or default_mlflow_uri(), args.experiment, args.out, log=not args.no_log,
+                             attention_pair=args.attention_pair, seeds=args.seeds, address=args.address,
+                             cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
+                             replicate_storage=args.replicate_storage)
     except DeepDiffError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -4,7 +4,13 @@ continues after a restart is told in `deepdiff_study.resume`.
 
 - A grid-cell run per grid cell, created when its first trial starts; after every ended trial its
   best_valid_pcc / best_test_pcc (the best scored trial's), n_<status> counts and best_trial_id; when
-  all its planned trials have ended it is FINISHED and gets the best trial's config as params.
+  all its planned trials have ended it is FINISHED and gets the best trial's config as params and its
+  model as the artifact ``model/best.pt``: the ``best.pt`` (model at the best valid-PCC epoch) of the
+  trial's last checkpoint, read through the checkpoint's own filesystem (a folder or a URI storage),
+  checked to be the model of the trial's recorded best epoch, one file per grid cell. When it cannot be
+  stored (no scored trial, no checkpoint, an older checkpoint, a storage or artifact-store error) the
+  tag ``model_missing`` says why and the study goes on; a resumed study tries again and never logs a
+  stored model twice.
 - A trial run per trial, a child of its grid-cell run: the config fields that apply to its variant as
   params, every epoch's metrics with ``step=epoch``, and at the end tags status / status_reason /
   epoch_status, the MLflow status of `records.MLFLOW_RUN_STATUS`, and for a pruned trial a
@@ -14,7 +20,10 @@ continues after a restart is told in `deepdiff_study.resume`.
 from __future__ import annotations
 
 import math
+import shutil
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 from mlflow.entities import Metric, Param, RunTag
@@ -25,6 +34,8 @@ from deepdiff_study.records import (
     EPOCH_ERROR,
     EPOCH_METRICS,
     MLFLOW_RUN_STATUS,
+    MODEL_ARTIFACT,
+    MODEL_DIR,
     NOTE_TAG,
     PARENT_TAG,
     Kind,
@@ -66,6 +77,10 @@ class MlflowTracker(Callback):
         self._children: dict[str, str] = {}  # trial id -> its run id
         self._logged_epoch: dict[str, int] = {}  # trial id -> last epoch logged
         self._ended: dict[str, dict[str, dict[str, Any]]] = {}  # grid cell -> trial id -> outcome
+        self._models: set[str] = set()  # grid cells whose best model is stored
+        self._models_missing: set[str] = set()  # grid cells tagged model_missing
+        self._tune_trials: dict[str, Any] = {}  # trial id -> Tune trial seen in this session
+        self._trial_list: list = []  # Tune's list of every trial of the run (restored ones included)
         self._reconciled = False
 
     # Pickled into Tune's tuner.pkl at the start: keep the settings, drop the connection and caches.
@@ -91,6 +106,10 @@ class MlflowTracker(Callback):
             self._parents.setdefault(key, run.info.run_id)
             if run.data.params:
                 self._finished_parents.add(key)
+            if Tag.MODEL in run.data.tags:
+                self._models.add(key)
+            elif Tag.MODEL_MISSING in run.data.tags:
+                self._models_missing.add(key)
         for run in study_runs(self._client, self._experiment_id, Kind.TRIAL):
             tags, trial_id = run.data.tags, run.data.tags[Tag.TRIAL_ID]
             self._children[trial_id] = run.info.run_id
@@ -105,6 +124,7 @@ class MlflowTracker(Callback):
         self.client  # connect (and create the experiment) before the first trial starts
 
     def on_step_begin(self, iteration: int, trials: list, **info) -> None:
+        self._trial_list = trials
         if not self._reconciled:
             self._reconciled = True
             reconcile(self.client, self._experiment_id, trials, finish=self._finish, forget=self._forget)
@@ -145,6 +165,7 @@ class MlflowTracker(Callback):
         ])
 
     def on_experiment_end(self, trials: list, **info) -> None:
+        self._trial_list = trials
         for key in {grid_cell_of(t.config) for t in trials}:
             if key in self._parents:
                 self._update_parent(key)
@@ -187,9 +208,11 @@ class MlflowTracker(Callback):
             "status": status, "run_id": run_id,
             "best_valid_pcc": metrics.get("best_valid_pcc", math.nan) if status.scored else math.nan,
             "best_test_pcc": metrics.get("best_test_pcc", math.nan) if status.scored else math.nan,
+            "best_epoch": metrics.get("best_epoch"),
         }
 
     def _finish(self, trial, status: TrialStatus, reason: str) -> None:
+        self._tune_trials[trial.trial_id] = trial
         if self._has_ended(trial):
             return  # closed already (a resumed study hands back trials that ended before the kill)
         run_id = self._child(trial)
@@ -231,4 +254,54 @@ class MlflowTracker(Callback):
             params = self.client.get_run(best[1]["run_id"]).data.params
             self.client.log_batch(parent, params=[Param(k, v) for k, v in params.items()], synchronous=True)
             self._finished_parents.add(key)
+        if key not in self._models:
+            self._log_model(key, parent, best)
         self.client.set_terminated(parent, "FINISHED")
+
+    # ---- the grid cell's best model ------------------------------------------------------------------
+
+    def _log_model(self, key: str, parent: str, best: tuple[str, dict[str, Any]] | None) -> None:
+        """Store the best trial's best.pt as the grid-cell run's MODEL_ARTIFACT, or tag why not."""
+        try:
+            reason = self._store_model(parent, best)
+        except Exception as err:  # noqa: BLE001 - a model that cannot be stored never stops the study
+            reason = f"storing it failed ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else 'no message'})"
+        if reason is None:
+            self.client.set_tag(parent, Tag.MODEL, MODEL_ARTIFACT)
+            if key in self._models_missing:
+                self.client.delete_tag(parent, Tag.MODEL_MISSING)
+                self._models_missing.discard(key)
+            self._models.add(key)
+        else:
+            self.client.set_tag(parent, Tag.MODEL_MISSING, reason[:500])
+            self._models_missing.add(key)
+
+    def _store_model(self, parent: str, best: tuple[str, dict[str, Any]] | None) -> str | None:
+        """Log the model; None when stored, else why it is absent."""
+        import pyarrow.fs
+
+        from deepdiff.train import BEST_CHECKPOINT, load_checkpoint
+
+        if best is None:
+            return "no trial of this grid cell was scored (all failed): no model to keep"
+        trial_id, outcome = best
+        trial = self._tune_trials.get(trial_id) or next((t for t in self._trial_list if t.trial_id == trial_id), None)
+        if trial is None:
+            return f"its best trial {trial_id} is not in this Tune run"
+        checkpoint = trial.checkpoint
+        if checkpoint is None:
+            return f"its best trial {trial_id} has no checkpoint in the study's storage"
+        source = f"{checkpoint.path.rstrip('/')}/{BEST_CHECKPOINT}"
+        if checkpoint.filesystem.get_file_info(source).type != pyarrow.fs.FileType.File:
+            return f"the checkpoint of its best trial {trial_id} ({checkpoint.path}) holds no {BEST_CHECKPOINT}"
+        with tempfile.TemporaryDirectory(prefix="deepdiff-model-") as tmp:
+            local = Path(tmp) / BEST_CHECKPOINT
+            with checkpoint.filesystem.open_input_stream(source) as src, open(local, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+            epoch = load_checkpoint(local)["epoch"]
+            expected = outcome.get("best_epoch")
+            if expected is not None and int(expected) != int(epoch):
+                return (f"the checkpoint Tune kept of its best trial {trial_id} holds the model of epoch {epoch}, "
+                        f"not of its best epoch {int(expected)}")
+            self.client.log_artifact(parent, str(local), artifact_path=MODEL_DIR)
+        return None

@@ -43,3 +43,15 @@ def synthetic_pair(tmp_path_factory):
     out = tmp_path_factory.mktemp("synthetic")
     write_synthetic_pair(out, genes=2000, seed=0, signal="easy")
     return load_pair(out, "Cell1", "Cell2")
+
+
+@pytest.fixture
+def one_thread():
+    """torch on one thread for the test: on a loaded 2-core machine two threads were seen 20-90x slower
+    than one (an in-process `deepdiff evaluate` of a tiny model: 65 s instead of 0.7 s)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

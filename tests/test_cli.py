@@ -363,3 +363,75 @@ def test_a_config_data_section_is_checked_and_never_regenerated_over_files(tmp_p
     config.write_text("model:\n  variant: raw_d\ndata:\n  dir: 5\n  cell_a: Cell1\n  cell_b: Cell2\n")
     assert main(["train", "--config", str(config)]) == 2
     assert _error_line(capsys) == f"error: {config} section data: field dir: expected text, got 5"
+
+
+# ---------------------------------------------------------------------------------------------------
+# deepdiff evaluate
+
+EVALUATE = re.compile(r"^result variant=(\w+) pair=(\S+) epoch=(\d+) valid_pcc=(-?[\d.]+) valid_mse=([\d.]+) "
+                      r"test_pcc=(-?[\d.]+) test_mse=([\d.]+)$")
+
+
+def test_evaluate_reproduces_the_best_epoch_and_writes_attention(small_synthetic_dir, tmp_path, capsys, one_thread):
+    import numpy as np
+
+    run = tmp_path / "run"
+    assert main(_train(small_synthetic_dir, run, "--variant", "raw_aux")) == 0
+    trained = json.loads((run / "result.json").read_text())
+    capsys.readouterr()
+    out = tmp_path / "ev"
+    assert main(["evaluate", "--checkpoint", str(run / "best.pt"), "--data", str(small_synthetic_dir),
+                 "--pair", "Cell1", "Cell2", "--no-cache", "--split", "valid", "--out", str(out)]) == 0
+    line = EVALUATE.match(capsys.readouterr().out.strip().splitlines()[-1])
+    assert line, "no result line"
+    assert (line[1], line[2], int(line[3])) == ("raw_aux", "Cell1-Cell2", trained["best_epoch"])
+    assert float(line[4]) == pytest.approx(trained["valid_pcc"], abs=1e-6)
+    assert float(line[6]) == pytest.approx(trained["test_pcc"], abs=1e-6)
+    assert float(line[7]) == pytest.approx(trained["test_mse"], abs=1e-6)
+    about = json.loads((out / "attention.json").read_text())
+    arrays = np.load(out / "attention.npz")  # plain arrays: no pickle needed
+    n = about["genes"]
+    assert about["split"] == "valid" and about["valid_pcc"] == pytest.approx(trained["valid_pcc"], abs=1e-9)
+    assert set(arrays.files) == set(about["arrays"])
+    shapes = {name: arrays[name].shape for name in arrays.files}
+    assert shapes["bin_attention_diff"] == (n, 15, 200) and shapes["bin_attention_A"] == (n, 5, 200)
+    assert shapes["mark_attention_diff"] == (n, 25) and shapes["mark_attention_B"] == (n, 5)
+    assert list(arrays["bin_channels_diff"][:2]) == ["A:H3K4me1", "A:H3K4me3"]
+    assert arrays["mark_channels_diff"][15] == "f1^A:H3K4me1"
+    for path in ("diff", "A", "B"):
+        assert np.allclose(arrays[f"bin_attention_{path}"].sum(-1), 1.0, atol=1e-5)
+        assert np.allclose(arrays[f"mark_attention_{path}"].sum(-1), 1.0, atol=1e-5)
+    assert arrays["bin_centers_kb"][0] == pytest.approx(-9.95) and arrays["bin_centers_kb"][-1] == pytest.approx(9.95)
+    assert shapes["target"] == shapes["prediction"] == shapes["gene_ids"] == (n,)
+    # the predictions are the model's: their PCC with the targets is the valid PCC printed
+    assert np.corrcoef(arrays["prediction"], arrays["target"])[0, 1] == pytest.approx(trained["valid_pcc"], abs=1e-5)
+    # never overwritten
+    before = (out / "attention.npz").read_bytes()
+    assert main(["evaluate", "--checkpoint", str(run / "best.pt"), "--data", str(small_synthetic_dir),
+                 "--pair", "Cell1", "Cell2", "--no-cache", "--out", str(out)]) == 2
+    assert _error_line(capsys) == f"error: --out {out}: already holds attention.npz; choose another --out (never overwritten)"
+    assert (out / "attention.npz").read_bytes() == before
+
+
+def test_evaluate_errors_are_one_line(small_synthetic_dir, tmp_path, capsys, one_thread):
+    from deepdiff.synthetic import write_synthetic_pair
+
+    run = tmp_path / "run"
+    assert main(_train(small_synthetic_dir, run, "--variant", "raw_d")) == 0
+    foreign = tmp_path / "foreign.pt"
+    foreign.write_text("not a model")
+    write_synthetic_pair(tmp_path / "bins100", genes=30, n_bins=100)
+    capsys.readouterr()
+
+    def evaluate(checkpoint, data=small_synthetic_dir):
+        return main(["evaluate", "--checkpoint", str(checkpoint), "--data", str(data), "--pair", "Cell1", "Cell2",
+                     "--no-cache", "--out", str(tmp_path / "ev")])
+
+    assert evaluate(tmp_path / "missing.pt") == 2
+    assert _error_line(capsys).startswith(f"error: --checkpoint {tmp_path / 'missing.pt'}: checkpoint not found")
+    assert evaluate(foreign) == 2
+    assert _error_line(capsys).startswith(f"error: --checkpoint {foreign}: not a readable deepdiff checkpoint")
+    assert evaluate(run / "best.pt", tmp_path / "bins100") == 2
+    line = _error_line(capsys)
+    assert "expected 200 bins" in line and line.endswith(f"(the model in --checkpoint {run / 'best.pt'} reads 200 bins per gene)")
+    assert not (tmp_path / "ev").exists()  # nothing written

@@ -108,3 +108,7 @@ def test_study_on_s3_resumes_from_the_bucket_alone_after_sigkill(s3, tmp_path):
     # Tune never saved before the kill leaves its folder behind; the study ran that work again.)
     assert {f"{t['config']['grid_cell']}-{t['trial_id']}" for t in trials} <= set(checkpoints), checkpoints
     assert set(checkpoints.values()) == {1}, checkpoints
+    # each grid cell's best model was read from its trial's checkpoint in the bucket and kept in MLflow
+    cells = study_runs(mlflow, exp_id, Kind.GRID_CELL)
+    assert [c.data.tags.get("model", c.data.tags.get("model_missing")) for c in cells] == ["model/best.pt"] * 2
+    assert all([a.path for a in mlflow.list_artifacts(c.info.run_id, "model")] == ["model/best.pt"] for c in cells)

@@ -1,6 +1,8 @@
 """The study report and the baseline runs: a tiny finished study (one synthetic pair, raw_d / aux /
 aux_siamese, both aux modes, margins 1 and 2, 2 trials x 2 epochs) -> every report file, Table 3 and an
-axis difference recomputed by hand from the MLflow runs, links that resolve, baselines recorded once."""
+axis difference recomputed by hand from the MLflow runs, links that resolve, baselines recorded once;
+every grid cell's best model kept as an MLflow artifact that `deepdiff evaluate` scores as recorded, the
+report's attention maps from it, and `--seeds` replicates trained once and summarised as by hand."""
 
 import math
 import re
@@ -17,7 +19,7 @@ from deepdiff_study import driver as run_ablation
 from deepdiff_study import report as report_mod
 from deepdiff_study.baseline_runs import log_baselines, recorded_baselines
 from deepdiff_study.grid import Pair
-from deepdiff_study.records import Kind, study_runs
+from deepdiff_study.records import Kind, decode_params, study_runs
 
 EXPERIMENT = "tiny-report"
 BLOCK = """
@@ -53,12 +55,13 @@ pytestmark = pytest.mark.slow
 
 
 def test_the_study_writes_every_report_file_and_logs_them(study):
-    for name in report_mod.REPORT_FILES:
+    expected = {*report_mod.REPORT_FILES, *report_mod.ATTENTION_FILES}  # no replicates: --seeds was not given
+    for name in expected:
         assert (study["out"] / name).is_file() and (study["out"] / name).stat().st_size > 0, name
     reports = _runs(study, Kind.REPORT)
     assert len(reports) == 1
     logged = {a.path for a in study["client"].list_artifacts(reports[0].info.run_id)}
-    assert logged == set(report_mod.REPORT_FILES)
+    assert logged == expected
 
 
 def test_baseline_runs_one_per_pair_and_baseline(study):
@@ -226,7 +229,10 @@ def test_report_module_imports_without_ray_or_torch_and_writes(study, tmp_path):
                     "sys.exit(rc)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
-    assert (out / "index.html").is_file()
+    page = (out / "index.html").read_text()
+    # without torch the attention maps are one sentence on the page, not a failure
+    assert "No attention maps: they need torch, which cannot be imported here" in page
+    assert not (out / "attention_bins.png").exists()
 
 
 def test_entry_script_runs(study, tmp_path):
@@ -271,3 +277,209 @@ def test_a_failing_report_does_not_fail_the_study(tmp_path, capsys):
     run_ablation.write_study_report(f"sqlite:///{tmp_path / 'missing.db'}", "nope", tmp_path)
     out = capsys.readouterr().out
     assert out.startswith("warning: the study report was not written") and out.count("\n") == 1
+
+
+# ---- the best model of every grid cell, deepdiff evaluate, attention ------------------------------------------
+
+def _cells(study):
+    return {r.data.tags["grid_cell"]: r for r in _runs(study, Kind.GRID_CELL)}
+
+
+def _download_model(study, run, folder):
+    return study["client"].download_artifacts(run.info.run_id, "model/best.pt", str(folder))
+
+
+def test_every_grid_cell_keeps_its_best_model_and_it_loads(study, tmp_path):
+    from deepdiff.train import load_model
+
+    client = study["client"]
+    for key, run in _cells(study).items():
+        assert run.data.tags["model"] == "model/best.pt" and "model_missing" not in run.data.tags, key
+        assert [a.path for a in client.list_artifacts(run.info.run_id, "model")] == ["model/best.pt"]
+        model, model_cfg, train_cfg = load_model(_download_model(study, run, tmp_path / key))
+        best = client.get_run(run.data.tags["best_run_id"])
+        assert decode_params(best.data.params) == (model_cfg, train_cfg), key  # the best trial's configuration
+
+
+def test_evaluate_on_a_stored_model_prints_its_trials_recorded_pccs(study, tmp_path, capsys, one_thread):
+    """The stored best.pt is the model of the best trial's best valid-PCC epoch (also for trials ASHA
+    stopped): scored again it gives the PCCs and MSE the trial recorded."""
+    import json
+
+    import numpy as np
+
+    from deepdiff.cli import main as deepdiff
+
+    for key, run in _cells(study).items():
+        best = study["client"].get_run(run.data.tags["best_run_id"]).data.metrics
+        data = json.loads(run.data.tags["data"])
+        out = tmp_path / f"ev-{key}"
+        assert deepdiff(["evaluate", "--checkpoint", _download_model(study, run, tmp_path / key), "--data", data["dir"],
+                         "--pair", data["cell_a"], data["cell_b"], "--no-cache", "--out", str(out)]) == 0
+        line = capsys.readouterr().out.strip().splitlines()[-1]
+        printed = dict(field.split("=") for field in line.split()[1:])
+        assert line.startswith(f"result variant={run.data.tags['variant']} pair=syn1A-syn1B epoch={int(best['best_epoch'])} ")
+        for name, recorded in (("valid_pcc", "best_valid_pcc"), ("test_pcc", "best_test_pcc"), ("test_mse", "best_test_mse")):
+            assert abs(float(printed[name]) - best[recorded]) <= 1e-6, (key, name)
+        arrays = np.load(out / "attention.npz")
+        n = len(arrays["gene_ids"])
+        for path in [f[len("bin_attention_"):] for f in arrays.files if f.startswith("bin_attention_")]:
+            alpha = arrays[f"bin_attention_{path}"]
+            assert alpha.shape == (n, 5, 200) and np.allclose(alpha.sum(axis=-1), 1.0, atol=1e-5)
+            assert len(arrays[f"bin_channels_{path}"]) == 5
+        assert set(f for f in arrays.files if f.startswith("bin_attention_")) == (
+            {"bin_attention_diff"} if run.data.tags["variant"] == "raw_d" else {"bin_attention_A", "bin_attention_B"})
+
+
+def test_the_reports_attention_maps_are_the_stored_models(study, tmp_path, capsys, one_thread):
+    """attention_marks.csv: the mean mark attention over the most up- and down-regulated test genes of the
+    pair's best stored model, recomputed here from `deepdiff evaluate`'s arrays of the same model."""
+    import json
+
+    import numpy as np
+    import pandas as pd
+
+    from deepdiff.cli import main as deepdiff
+
+    cells = _cells(study)
+    key = max(cells, key=lambda k: cells[k].data.metrics["best_valid_pcc"])  # every grid cell's model is stored
+    data = json.loads(cells[key].data.tags["data"])
+    assert deepdiff(["evaluate", "--checkpoint", _download_model(study, cells[key], tmp_path), "--data", data["dir"],
+                     "--pair", data["cell_a"], data["cell_b"], "--no-cache", "--out", str(tmp_path / "ev")]) == 0
+    arrays = np.load(tmp_path / "ev" / "attention.npz")
+    order = np.argsort(arrays["target"].astype(np.float32), kind="stable")
+    k = min(report_mod.ATTENTION_GENES, len(order) // 2)
+    marks = pd.read_csv(study["out"] / "attention_marks.csv")
+    assert set(marks["n_genes"]) == {k}
+    for group, genes in (("up", order[::-1][:k]), ("down", order[:k])):
+        for path in [f[len("mark_attention_"):] for f in arrays.files if f.startswith("mark_attention_")]:
+            mine = marks[(marks["genes"] == group) & (marks["path"] == path)]
+            assert list(mine["channel"]) == list(arrays[f"mark_channels_{path}"])
+            assert mine["mean_beta"].to_numpy() == pytest.approx(arrays[f"mark_attention_{path}"][genes].mean(axis=0), abs=1e-6)
+    page = (study["out"] / "index.html").read_text()
+    assert f"grid cell {key}" in page and f"the {k} most up-regulated and the {k} most down-regulated" in page
+    assert "<img src='attention_bins.png'" in page and "<img src='attention_marks.png'" in page
+    # a pair that does not exist is refused before anything is written
+    capsys.readouterr()
+    assert report_mod.main(["--experiment", EXPERIMENT, "--out", str(tmp_path / "r"), "--mlflow-uri", study["uri"],
+                            "--attention-pair", "7"]) == 2
+    assert capsys.readouterr().err.startswith("error: --attention-pair 7: not a pair of experiment")
+    assert not (tmp_path / "r").exists()
+
+
+class _Trial:
+    """What the tracker reads of a Tune trial when a grid cell's model is stored."""
+
+    def __init__(self, trial_id, grid_cell, checkpoint=None):
+        self.trial_id, self.config, self.checkpoint = trial_id, {"grid_cell": grid_cell, "pair": 1}, checkpoint
+
+
+def test_a_resumed_tracker_never_stores_a_model_twice_and_tags_why_one_is_missing(study, tmp_path):
+    """A tracker started again (as on --resume) on a copy of the finished study's store."""
+    import shutil
+
+    import torch
+    from ray import tune
+
+    from deepdiff_study.tracker import MlflowTracker
+
+    db = tmp_path / "copy.db"
+    shutil.copy(study["uri"][len("sqlite:///"):], db)
+    uri = f"sqlite:///{db}"
+    client = MlflowClient(uri)
+    cells = {r.data.tags["grid_cell"]: r for r in study_runs(client, study["exp_id"], Kind.GRID_CELL)}
+    tags = {key: dict(run.data.tags) for key, run in cells.items()}
+    planned = {key: int(t["planned_trials"]) for key, t in tags.items()}
+    stored = []
+
+    def tracker():
+        t = MlflowTracker(uri, EXPERIMENT, tags, planned)
+        log = t.client.log_artifact
+        t.client.log_artifact = lambda *a, **kw: (stored.append(a[0]), log(*a, **kw))
+        return t
+
+    tracker().on_experiment_end([_Trial(run.data.tags["best_trial_id"], key) for key, run in cells.items()])
+    assert stored == []  # every grid cell's model is stored already: not again
+
+    key, run = "p1-raw_d", cells["p1-raw_d"]
+    client.delete_tag(run.info.run_id, "model")
+    client.set_tag(run.info.run_id, "model_missing", "the store failed before")
+    best_id = run.data.tags["best_trial_id"]
+    best_epoch = int(client.get_run(run.data.tags["best_run_id"]).data.metrics["best_epoch"])
+    good = tmp_path / "good"
+    good.mkdir()
+    shutil.copy(_download_model(study, cells[key], tmp_path / "dl"), good / "best.pt")
+    older = tmp_path / "older"
+    older.mkdir()
+    state = torch.load(good / "best.pt", weights_only=True)
+    torch.save({**state, "epoch": best_epoch - 1}, older / "best.pt")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "last.pt").write_bytes(b"")
+    resumed = tracker()
+    for trial, reason in [
+        (_Trial("another", key), f"its best trial {best_id} is not in this Tune run"),
+        (_Trial(best_id, key), f"its best trial {best_id} has no checkpoint in the study's storage"),
+        (_Trial(best_id, key, tune.Checkpoint.from_directory(str(empty))), "holds no best.pt"),
+        (_Trial(best_id, key, tune.Checkpoint.from_directory(str(older))),
+         f"holds the model of epoch {best_epoch - 1}, not of its best epoch {best_epoch}"),
+    ]:
+        resumed.on_experiment_end([trial])
+        now = client.get_run(run.info.run_id).data.tags
+        assert "model" not in now and reason in now["model_missing"], now.get("model_missing")
+    assert stored == []
+    resumed.on_experiment_end([_Trial(best_id, key, tune.Checkpoint.from_directory(str(good)))])
+    resumed.on_experiment_end([_Trial(best_id, key, tune.Checkpoint.from_directory(str(good)))])  # once only
+    now = client.get_run(run.info.run_id).data.tags
+    assert now["model"] == "model/best.pt" and "model_missing" not in now
+    assert len(stored) == 1
+
+
+# ---- --seeds: replicates ---------------------------------------------------------------------------------------
+
+def test_seeds_trains_each_grid_cell_twice_once_and_the_table_is_the_runs(study, tmp_path, capsys):
+    import pandas as pd
+    from scipy.stats import wilcoxon
+
+    args = ["--experiment", EXPERIMENT, "--mlflow-uri", study["uri"], "--no-log", "--seeds", "2"]
+    assert report_mod.main([*args, "--out", str(tmp_path / "first")]) == 0
+    cells = _cells(study)
+    replicates = _runs(study, Kind.REPLICATE)
+    assert len(replicates) == 2 * len(cells)
+    assert sorted((r.data.tags["grid_cell"], r.data.tags["seed"]) for r in replicates) == sorted(
+        (key, seed) for key in cells for seed in ("1", "2"))  # the study trained with seed 0
+    for rep in replicates:
+        cell = cells[rep.data.tags["grid_cell"]]
+        best = study["client"].get_run(cell.data.tags["best_run_id"])
+        assert rep.data.tags["replicate_of"] == best.info.run_id and rep.data.tags["status"] == "completed"
+        assert rep.info.status == "FINISHED" and rep.data.tags["imitates"] == "E123-E003"
+        assert {k: v for k, v in rep.data.params.items() if k != "seed"} == {
+            k: v for k, v in best.data.params.items() if k != "seed"}
+    capsys.readouterr()
+    assert report_mod.main([*args, "--out", str(tmp_path / "second")]) == 0
+    assert "replicates: 0 to train (2 seed(s) per grid cell), 14 already in MLflow" in capsys.readouterr().out
+    assert len(_runs(study, Kind.REPLICATE)) == 2 * len(cells)
+
+    out = tmp_path / "second"
+    pcc = {(r.data.tags["grid_cell"], int(r.data.tags["seed"])): r.data.metrics["best_test_pcc"] for r in replicates}
+    table = pd.read_csv(out / "replicates.csv").set_index("grid_cell")
+    assert set(table.index) == set(cells)
+    for key in cells:
+        values = [pcc[(key, 1)], pcc[(key, 2)]]
+        assert table.loc[key, "n"] == 2
+        assert table.loc[key, "mean_test_pcc"] == pytest.approx(np.mean(values), abs=1e-12)
+        assert table.loc[key, "sd_test_pcc"] == pytest.approx(np.std(values, ddof=1), abs=1e-12)
+    # one pair: each variant's best grid cell (by valid PCC) against raw_d's, over the 2 seeds
+    tests = pd.read_csv(out / "replicate_tests.csv").set_index(["comparison", "against"])
+    aux = max((k for k in cells if cells[k].data.tags["variant"] == "aux"), key=lambda k: cells[k].data.metrics["best_valid_pcc"])
+    diffs = [pcc[(aux, s)] - pcc[("p1-raw_d", s)] for s in (1, 2)]
+    row = tests.loc[("Aux", "Raw:d")]
+    assert (row["over"], row["n"]) == ("seeds of pair 1", 2) and row["mean_diff"] == pytest.approx(np.mean(diffs))
+    assert float(row["wilcoxon_p"]) == pytest.approx(wilcoxon(diffs).pvalue)
+    svr2 = [r for r in _runs(study, Kind.BASELINE) if r.data.tags["baseline"] == "svr2"][0].data.metrics["test_pcc"]
+    assert tests.loc[("Aux", "SVR (two layers)"), "mean_diff"] == pytest.approx(np.mean([pcc[(aux, s)] - svr2 for s in (1, 2)]))
+    page = (out / "index.html").read_text()
+    for sentence in pd.read_csv(out / "replicate_tests.csv")["sentence"]:
+        assert sentence.replace("'", "&#x27;") in page
+    for link in re.findall(r"""(?:src|href)=['"]([^'"]+)['"]""", page):
+        assert (out / link).is_file(), link
