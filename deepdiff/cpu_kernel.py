@@ -1,8 +1,8 @@
 """Level I on the CPU as compiled C (`lstm_kernel.c`), behind a `torch.autograd.Function`.
 
-`FusedLevel1.apply(x, w, context) -> (m, alpha)` has the contract of `deepdiff.grouped_lstm.grouped_level1`
-(K channels' biLSTMs and their bin attention, gradients for all three inputs), so `deepdiff.model` swaps
-one for the other by device (`deepdiff.model.level1_impl`):
+`fused_level1(x, w, context) -> (m, alpha)` (the autograd Function `FusedLevel1`) has the contract of
+`deepdiff.grouped_lstm.grouped_level1` (K channels' biLSTMs and their bin attention, gradients for all
+three inputs), so `deepdiff.model` swaps one for the other by device (`deepdiff.model.level1_impl`):
 
 - **Build.** At first use the C file shipped in this package is compiled by the machine's C compiler
   (``cc``, else ``gcc`` or ``clang``; ``-O3 -march=native``, about a second) into a shared library
@@ -171,7 +171,7 @@ def _compare() -> str:
         dm, dalpha = torch.randn(n, k, 2 * hid, generator=gen), torch.randn(n, k, steps, generator=gen)
         ours = [t.detach().clone().requires_grad_() for t in (x, w, context)]
         theirs = [t.detach().clone().requires_grad_() for t in (x, w, context)]
-        m1, a1 = FusedLevel1.apply(*ours)
+        m1, a1 = fused_level1(*ours)
         m2, a2 = grouped_level1(*theirs)
         (m1 * dm).sum().add((a1 * dalpha).sum()).backward()
         (m2 * dm).sum().add((a2 * dalpha).sum()).backward()
@@ -236,11 +236,13 @@ class FusedLevel1(torch.autograd.Function):
     """Level I of K channels: x (N, K, T), w (2K, H + 2, 4H) from
     `deepdiff.grouped_lstm.stack_lstm_weights`, context (K, 2H) -> m (N, K, 2H), alpha (N, K, T).
 
-    What `deepdiff.model.grouped_level1` computes with torch ops (biLSTM per channel, zero initial
-    state, bin attention), as one call of the compiled kernel each way; float32 CPU tensors."""
+    What `deepdiff.grouped_lstm.grouped_level1` computes with torch ops (biLSTM per channel, zero
+    initial state, bin attention), as one call of the compiled kernel each way; float32 CPU tensors.
+    `record`: the caller's `torch.is_grad_enabled()` (see `fused_level1`): False keeps no buffers for a
+    backward (evaluation under no_grad, where a parameter still says requires_grad)."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, w: torch.Tensor, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(ctx, x: torch.Tensor, w: torch.Tensor, context: torch.Tensor, record: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         lib = _load()
         if lib is None:
             raise RuntimeError(f"the C kernel is not available: {status()}")
@@ -251,7 +253,7 @@ class FusedLevel1(torch.autograd.Function):
         hid = w.shape[-1] // 4
         if hid > lib.dd_max_hidden():
             raise ValueError(f"the C kernel takes at most {lib.dd_max_hidden()} hidden units, got {hid}")
-        keep = any(ctx.needs_input_grad)
+        keep = record and any(ctx.needs_input_grad)
         m, alpha = x.new_empty(n, k, 2 * hid), x.new_empty(n, k, steps)
         h = _take(lib.dd_state_floats(steps, k, n, hid)) if keep else None
         save = _take(lib.dd_save_floats(steps, k, n, hid)) if keep else None
@@ -291,7 +293,12 @@ class FusedLevel1(torch.autograd.Function):
         _parallel(run, k)
         _give(h)
         _give(save)
-        return dx, dw, dcontext
+        return dx, dw, dcontext, None
+
+
+def fused_level1(x: torch.Tensor, w: torch.Tensor, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """`FusedLevel1` told whether autograd records this call (a Function's forward cannot see it)."""
+    return FusedLevel1.apply(x, w, context, torch.is_grad_enabled())
 
 
 def _ptr(t: torch.Tensor | None) -> int | None:

@@ -106,11 +106,13 @@ def _recurrence(seq: torch.Tensor, w: torch.Tensor, keep: bool):
 
 class GroupedLSTM(torch.autograd.Function):
     """h (T, G, N, H) of G independent LSTMs over inputs seq (T, G, N) with weights w (G, H + 2, 4H)
-    from `stack_lstm_weights`; zero initial state. Backward: hand-written BPTT, returns d seq and d w."""
+    from `stack_lstm_weights`; zero initial state. Backward: hand-written BPTT, returns d seq and d w.
+    `record`: the caller's `torch.is_grad_enabled()` (a Function's forward always runs without grad, so
+    it cannot tell); False keeps nothing for a backward (evaluation under no_grad)."""
 
     @staticmethod
-    def forward(ctx, seq: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        keep = any(ctx.needs_input_grad)
+    def forward(ctx, seq: torch.Tensor, w: torch.Tensor, record: bool = True) -> torch.Tensor:
+        keep = record and any(ctx.needs_input_grad)
         z, saved = _recurrence(seq, w, keep)
         if keep:
             ctx.save_for_backward(w)
@@ -138,7 +140,7 @@ class GroupedLSTM(torch.autograd.Function):
             d_w.baddbmm_(z[t].transpose(1, 2), q[t])
             dz[t].baddbmm_(q[t], w_t)
             dh, dc_next = dz[t, ..., :hid], dc * f[t]
-        return dz[..., hid], d_w
+        return dz[..., hid], d_w, None
 
 
 def sequence(x: torch.Tensor) -> torch.Tensor:
@@ -157,7 +159,7 @@ def grouped_level1(x: torch.Tensor, w: torch.Tensor, context: torch.Tensor) -> t
     never assembled. `deepdiff.cpu_kernel.FusedLevel1` has the same contract.
     """
     k = x.shape[1]
-    h = GroupedLSTM.apply(sequence(x), w)
+    h = GroupedLSTM.apply(sequence(x), w, torch.is_grad_enabled())
     steps, groups, n, hid = h.shape
     by_gene = h.view(steps, groups * n, hid).transpose(0, 1)  # (2K*N, T, H), a view: batched products, no copy
     ctx = context.view(k, 2, hid).transpose(0, 1).reshape(groups, 1, hid, 1)  # (2K, 1, H, 1)

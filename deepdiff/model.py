@@ -55,7 +55,7 @@ def level1_impl(device: torch.device, batch: int) -> str:
 
 
 # Level I of all channels at once, (x (N, K, T), w, context) -> (m, alpha): torch ops, or compiled C on the CPU.
-_GROUPED = {"fused": cpu_kernel.FusedLevel1.apply, "grouped": grouped_level1}
+_GROUPED = {"fused": cpu_kernel.fused_level1, "grouped": grouped_level1}
 
 
 class BinEncoder(nn.Module):

@@ -185,6 +185,36 @@ def test_fused_level1_matches_at_the_searched_hidden_sizes(hidden):
     _assert_impls_agree(model, _counts((7, 5, 30), 1), _counts((7, 5, 30), 2), impl="fused")
 
 
+@pytest.mark.parametrize("impl", ["grouped", "fused"])
+def test_evaluation_keeps_no_buffers_for_a_backward(impl, monkeypatch):
+    """Under no_grad the parameters still say requires_grad; the grouped recurrences must not keep their
+    per-step buffers then (at paper sizes 54 MB per batch, allocated and faulted in for nothing)."""
+    _fused_or_skip(impl)
+    from deepdiff import grouped_lstm
+
+    kept = []  # one entry per buffer kept for a backward
+    take, recurrence = cpu_kernel._take, grouped_lstm._recurrence
+
+    def counting_take(numel):
+        kept.append(numel)
+        return take(numel)
+
+    def counting_recurrence(seq, w, keep):
+        if keep:
+            kept.append(seq.shape)
+        return recurrence(seq, w, keep)
+
+    monkeypatch.setattr(cpu_kernel, "_take", counting_take)
+    monkeypatch.setattr(grouped_lstm, "_recurrence", counting_recurrence)
+    model = DeepDiff.from_config(ModelConfig(variant="raw_d", **SMALL)).set_level1_impl(impl)
+    x = torch.rand(2, 5, 12)
+    with torch.no_grad():
+        model(x, x)
+    assert kept == []
+    model(x, x).prediction.sum().backward()
+    assert kept  # training keeps them
+
+
 def test_a_kernel_that_disagrees_is_not_used(monkeypatch, tmp_path):
     """The self-check is not vacuous: a kernel build computing the forget gate wrong is refused, and
     Level I then runs through torch ops (no error, the same results)."""
