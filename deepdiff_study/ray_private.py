@@ -46,14 +46,26 @@ def asha_milestones(asha: Any) -> list[float]:
     return [milestone for milestone, _ in reversed(asha._brackets[0]._rungs)]
 
 
-def read_trial_file(trial: Any, name: str) -> str | None:
-    """The text of file `name` in a trial's folder in the study's storage (local or a URI), None if absent.
+def trial_folder(trial: Any) -> tuple[Any, str] | None:
+    """(pyarrow filesystem, path) of a Tune trial's folder in the study's storage (local or a URI).
 
     A Tune trial's ``storage`` is its `StorageContext`: the storage filesystem and the trial's path on it.
+    None for an object without one.
     """
+    storage = getattr(trial, "storage", None)
+    if storage is None:
+        return None
+    return storage.storage_filesystem, storage.trial_fs_path
+
+
+def read_trial_file(trial: Any, name: str) -> str | None:
+    """The text of file `name` in a trial's folder in the study's storage (local or a URI), None if absent."""
     import pyarrow.fs
 
-    fs, path = trial.storage.storage_filesystem, f"{trial.storage.trial_fs_path}/{name}"
+    folder = trial_folder(trial)
+    if folder is None:
+        return None
+    fs, path = folder[0], f"{folder[1]}/{name}"
     if fs.get_file_info(path).type != pyarrow.fs.FileType.File:
         return None
     with fs.open_input_stream(path) as fh:

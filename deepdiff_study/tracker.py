@@ -48,6 +48,7 @@ from deepdiff_study.records import (
     outcome_of,
     study_runs,
 )
+from deepdiff_study import ray_private
 from deepdiff_study.resume import reconcile
 
 
@@ -288,15 +289,16 @@ class MlflowTracker(Callback):
         trial = self._tune_trials.get(trial_id) or next((t for t in self._trial_list if t.trial_id == trial_id), None)
         if trial is None:
             return f"its best trial {trial_id} is not in this Tune run"
-        checkpoint = trial.checkpoint
-        if checkpoint is None:
+        found = _checkpoint_of(trial)
+        if found is None:
             return f"its best trial {trial_id} has no checkpoint in the study's storage"
-        source = f"{checkpoint.path.rstrip('/')}/{BEST_CHECKPOINT}"
-        if checkpoint.filesystem.get_file_info(source).type != pyarrow.fs.FileType.File:
-            return f"the checkpoint of its best trial {trial_id} ({checkpoint.path}) holds no {BEST_CHECKPOINT}"
+        fs, folder = found
+        source = f"{folder.rstrip('/')}/{BEST_CHECKPOINT}"
+        if fs.get_file_info(source).type != pyarrow.fs.FileType.File:
+            return f"the checkpoint of its best trial {trial_id} ({folder}) holds no {BEST_CHECKPOINT}"
         with tempfile.TemporaryDirectory(prefix="deepdiff-model-") as tmp:
             local = Path(tmp) / BEST_CHECKPOINT
-            with checkpoint.filesystem.open_input_stream(source) as src, open(local, "wb") as dst:
+            with fs.open_input_stream(source) as src, open(local, "wb") as dst:
                 shutil.copyfileobj(src, dst)
             epoch = load_checkpoint(local)["epoch"]
             expected = outcome.get("best_epoch")
@@ -305,3 +307,28 @@ class MlflowTracker(Callback):
                         f"not of its best epoch {int(expected)}")
             self.client.log_artifact(parent, str(local), artifact_path=MODEL_DIR)
         return None
+
+
+def _checkpoint_of(trial) -> tuple[Any, str] | None:
+    """(filesystem, folder) of a trial's latest checkpoint, or None when it has none in the storage.
+
+    Tune's own record first. A trial that ended just before a driver was killed, and whose end Tune's
+    last snapshot missed, is handed back on resume without training (`resume.hand_back`) and so without
+    a checkpoint Tune knows of; its checkpoints are still in its folder, the newest being its last
+    (the same rule `StudyStorage.prune_checkpoints` keeps by). Its epoch is checked by the caller.
+    """
+    import pyarrow.fs
+
+    if trial.checkpoint is not None:
+        return trial.checkpoint.filesystem, trial.checkpoint.path
+    folder = ray_private.trial_folder(trial)
+    if folder is None:
+        return None
+    fs, path = folder
+    try:
+        infos = fs.get_file_info(pyarrow.fs.FileSelector(path, allow_not_found=True))
+    except (OSError, pyarrow.ArrowException):
+        return None
+    checkpoints = sorted(i.path for i in infos
+                         if i.type == pyarrow.fs.FileType.Directory and i.base_name.startswith("checkpoint_"))
+    return (fs, checkpoints[-1]) if checkpoints else None

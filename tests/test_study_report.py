@@ -370,8 +370,13 @@ def test_the_reports_attention_maps_are_the_stored_models(study, tmp_path, capsy
 class _Trial:
     """What the tracker reads of a Tune trial when a grid cell's model is stored."""
 
-    def __init__(self, trial_id, grid_cell, checkpoint=None):
+    def __init__(self, trial_id, grid_cell, checkpoint=None, folder=None):
         self.trial_id, self.config, self.checkpoint = trial_id, {"grid_cell": grid_cell, "pair": 1}, checkpoint
+        if folder is not None:  # the trial's folder in the study's storage, as Tune's StorageContext names it
+            from ray.train._internal.storage import StorageContext
+
+            self.storage = StorageContext(storage_path=str(folder.parent.parent), experiment_dir_name=folder.parent.name,
+                                          trial_dir_name=folder.name)
 
 
 def test_a_resumed_tracker_never_stores_a_model_twice_and_tags_why_one_is_missing(study, tmp_path):
@@ -428,7 +433,12 @@ def test_a_resumed_tracker_never_stores_a_model_twice_and_tags_why_one_is_missin
         now = client.get_run(run.info.run_id).data.tags
         assert "model" not in now and reason in now["model_missing"], now.get("model_missing")
     assert stored == []
-    resumed.on_experiment_end([_Trial(best_id, key, tune.Checkpoint.from_directory(str(good)))])
+    # Handed back on resume (its end missed by Tune's last snapshot), the best trial has no checkpoint Tune
+    # knows of: its folder's newest checkpoint is read.
+    folder = tmp_path / "storage" / "study" / "trial"
+    shutil.copytree(older, folder / "checkpoint_000001")
+    shutil.copytree(good, folder / "checkpoint_000002")
+    resumed.on_experiment_end([_Trial(best_id, key, folder=folder)])
     resumed.on_experiment_end([_Trial(best_id, key, tune.Checkpoint.from_directory(str(good)))])  # once only
     now = client.get_run(run.info.run_id).data.tags
     assert now["model"] == "model/best.pt" and "model_missing" not in now
