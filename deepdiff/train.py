@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
+import io
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from deepdiff.config import ModelConfig, TrainConfig
+from deepdiff.config import ModelConfig, TrainConfig, write_atomic
 from deepdiff.data import PairData, SplitData, check_trainable
 from deepdiff.device import pick_device
 from deepdiff.errors import ConfigError
@@ -208,9 +208,11 @@ def _checkpoint_state(model, optimizer, order_rng, model_cfg, train_cfg, epoch, 
 
 
 def _atomic_save(state: dict[str, Any], path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    # Serialised in memory first: torch.save reports a failed write (disk full) as a RuntimeError of
+    # its zip writer; write_atomic raises an OSError naming the file and leaves the old one intact.
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    write_atomic(path, buffer.getvalue())
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
