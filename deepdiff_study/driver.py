@@ -30,6 +30,7 @@ from deepdiff_study.store import StoreError
 
 EXIT_USAGE = 2  # a flag, a grid file, the data or the study folder: nothing was started
 EXIT_STORE = 75  # the MLflow store or the storage failed (before or during the study): fix it, then --resume
+EXIT_INCOMPLETE = 1  # the study ended, but trials Tune planned never reached MLflow (a Tune failure)
 EXIT_INTERRUPTED = 130  # Ctrl-C, or trials left unfinished: rerun with --resume
 
 
@@ -123,9 +124,12 @@ def start_ray(address: str | None) -> None:
     """Join `address` or start a local Ray using every core. Workers import the installed packages."""
     import ray
 
+    from deepdiff_study import ray_private
+
     if ray.is_initialized():
         return
-    quiet = {"logging_level": logging.WARNING, "logging_config": ray.LoggingConfig(log_level="WARNING")}
+    quiet = {"logging_level": logging.WARNING, "logging_config": ray.LoggingConfig(log_level="WARNING"),
+             "runtime_env": {"env_vars": ray_private.worker_env()}}  # workers on every node of a cluster
     if address:
         ray.init(address=address, **quiet)
     else:
@@ -351,6 +355,12 @@ def report(mlflow_uri: str, experiment: str, exp_dir, wall: float, manifest: dic
     print(f"Export:        python tune/export_best.py --experiment {experiment} --out best_configs"
           + ("" if mlflow_uri == default_mlflow_uri() else f" --mlflow-uri {mlflow_uri}"))
     write_study_report(mlflow_uri, experiment, exp_dir)
+    planned = len(manifest["cells"]) * manifest["sizes"]["samples"]
+    if len(statuses) < planned and counts[TrialStatus.RUNNING] == 0:  # Tune ended some without telling anyone
+        print(f"error: {planned - len(statuses)} of the {planned} planned trials have no record in MLflow (Tune "
+              f"ended them before they started; see the error.txt files in {exp_dir}); the table above lacks them",
+              file=sys.stderr)
+        return EXIT_INCOMPLETE
     return 0 if counts[TrialStatus.RUNNING] == 0 else EXIT_INTERRUPTED
 
 
