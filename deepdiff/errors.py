@@ -72,7 +72,7 @@ def _file_above(path: Path) -> Path:
 def check_input_dir(path: str | Path, flag: str, expected: str) -> None:
     """A `ConfigError` ``FLAG PATH: <problem>; expected <expected>`` unless `path` is an existing directory."""
     if str(path) == "":
-        raise ConfigError(f"{flag} '': expected a folder ({expected})")
+        raise ConfigError(f"{flag} '': expected {expected}")
     problem = path_problem(path, "directory")
     if problem is not None:
         raise ConfigError(f"{flag} {path}: {problem}; expected {expected}")
