@@ -53,6 +53,10 @@ from deepdiff_study.records import Kind, Tag, TrialStatus, outcome_of, study_run
 MANIFEST = "deepdiff-study.json"  # beside Tune's files: what --resume needs to rebuild the study
 TUNER_FILE = "tuner.pkl"  # written by Tune when the study starts
 RESULT_FILE = "result.json"  # Tune's per-trial log of every reported result (one JSON object per line)
+# Tune's saves of a running study (newest by name): its trials, its search wrapper, our searcher's state.
+EXPERIMENT_STATE = "experiment_state-*.json"
+SEARCH_GEN_STATE = "search_gen_state-*.json"  # a pickle, whatever its name says
+SEARCHER_STATE = "searcher-state-*.pkl"
 
 
 class StudyState(StrEnum):
@@ -125,10 +129,90 @@ def write_manifest(path: Path, manifest: dict[str, Any]) -> None:
 
 
 def read_manifest(path: Path) -> dict[str, Any]:
+    """The manifest the driver wrote, every field checked: a damaged one is one line naming the field."""
+    cannot = "the study cannot be resumed (restore the file, or start the study again under another --experiment)"
     try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise ConfigError(f"{path}: unreadable study manifest ({type(err).__name__}); the study cannot be resumed") from None
+        manifest = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ConfigError(f"{path}: unreadable study manifest ({type(err).__name__}); {cannot}") from None
+    problem = _manifest_problem(manifest)
+    if problem is not None:
+        raise ConfigError(f"{path}: {problem}; {cannot}")
+    return manifest
+
+
+def _manifest_problem(manifest: Any) -> str | None:
+    """What is wrong with a manifest's content (see `write_manifest`'s caller, the driver), or None."""
+    def is_int(v: Any, least: int = 0) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and v >= least
+
+    def is_text(v: Any) -> bool:
+        return isinstance(v, str) and v != ""
+
+    if not isinstance(manifest, dict):
+        return "expected a JSON object (a study manifest)"
+    checks = {
+        "experiment": (is_text, "a study name"), "mlflow_uri": (is_text, "an MLflow tracking URI"),
+        "grid": (is_text, "the grid file's path"), "seed": (is_int, "an integer >= 0"),
+        "data": (lambda v: v is None or is_text(v), "the data folder or null (synthetic pairs)"),
+        "cells": (lambda v: isinstance(v, list) and v and all(is_text(c) for c in v), "a list of grid cell names"),
+        "pairs": (lambda v: isinstance(v, list) and v and all(
+            isinstance(p, list) and len(p) == 4 and is_int(p[0], 1) and is_text(p[1]) and is_text(p[2])
+            and (p[3] is None or is_text(p[3])) for p in v), "a list of [number, epigenome A, epigenome B, imitates]"),
+        "sizes": (lambda v: isinstance(v, dict), "the run sizes"),
+    }
+    for key, (ok, expected) in checks.items():
+        if key not in manifest:
+            return f"field {key} is missing; expected {expected}"
+        if not ok(manifest[key]):
+            return f"field {key}: expected {expected}, got {manifest[key]!r}"
+    sizes = manifest["sizes"]
+    for key in ("samples", "max_epochs", "grace_period", "synthetic_genes"):
+        if not is_int(sizes.get(key), 1):
+            return f"field sizes.{key}: expected an integer >= 1, got {sizes.get(key)!r}"
+    factor = sizes.get("reduction_factor")
+    if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not factor > 1 or factor == float("inf"):
+        return f"field sizes.reduction_factor: expected a number > 1, got {factor!r}"
+    return None
+
+
+def check_saved_state(storage, name: str) -> None:
+    """Tune's saved files of a study, readable before `restore_tuner` runs (`storage`: a `StudyStorage`).
+
+    Tune starts a study over from nothing, silently, when its newest experiment state or searcher save
+    cannot be read (it logs the failure and "restarts the experiment"): every trial record lost and
+    the grid cells' Optuna studies reset. Reading them first (and ``tuner.pkl``, before Ray starts)
+    turns that into one error, nothing changed.
+    """
+    import fnmatch
+    import pickle
+    import posixpath
+
+    import pyarrow.fs
+
+    fs = storage.fs or pyarrow.fs.LocalFileSystem()
+    root = posixpath.join(storage.root, name)
+    names = [posixpath.basename(i.path) for i in fs.get_file_info(pyarrow.fs.FileSelector(root))
+             if i.type == pyarrow.fs.FileType.File]
+    shown = str(storage.experiment_dir(name))
+    for pattern, load in ((TUNER_FILE, pickle.loads), (EXPERIMENT_STATE, _trial_states), (SEARCH_GEN_STATE, pickle.loads),
+                          (SEARCHER_STATE, pickle.loads)):
+        saved = sorted(fnmatch.filter(names, pattern))
+        if not saved:  # killed before Tune's first save: nothing to lose, Tune starts it anew
+            continue
+        try:
+            with fs.open_input_stream(posixpath.join(root, saved[-1])) as fh:
+                load(fh.read())
+        except Exception as err:  # noqa: BLE001 - a damaged file of any kind
+            older = f"; move it away to resume from the older {saved[-2]}" if len(saved) > 1 else ""
+            raise ConfigError(f"{shown}/{saved[-1]}: damaged ({type(err).__name__}); the study cannot be resumed from "
+                              f"it and nothing was changed{older}") from None
+
+
+def _trial_states(data: bytes) -> None:
+    state = json.loads(data)
+    if not isinstance(state, dict) or "trial_data" not in state or "runner_data" not in state:
+        raise ValueError("not a Tune experiment state")
 
 
 def restore_tuner(trainable, *, storage, name: str):
@@ -137,8 +221,17 @@ def restore_tuner(trainable, *, storage, name: str):
     grid cell's Optuna study) restored from its save."""
     from ray import tune
 
-    return tune.Tuner.restore(trainable=trainable, **storage.tune_restore_kwargs(name), resume_unfinished=True,
-                              resume_errored=False, restart_errored=False)
+    try:
+        return tune.Tuner.restore(trainable=trainable, **storage.tune_restore_kwargs(name), resume_unfinished=True,
+                                  resume_errored=False, restart_errored=False)
+    except Exception as err:  # noqa: BLE001 - tuner.pkl damaged or not Tune's, or the storage failing
+        from deepdiff_study.store import StoreError, store_failure
+
+        reason = store_failure(err) if isinstance(err, OSError) else None
+        if reason is not None:
+            raise StoreError(f"--storage: the study's files cannot be read ({reason}); fix it and --resume again") from None
+        raise ConfigError(f"{storage.experiment_dir(name) / TUNER_FILE}: Tune cannot restore the study from it "
+                          f"({type(err).__name__}: {(str(err).strip().splitlines() or [''])[0][:200]}); it is not resumed") from None
 
 
 def replay_results(trial, feed: Callable[[dict], Any], *, usable: Callable[[dict], bool]) -> int:
