@@ -314,7 +314,8 @@ def run(args: argparse.Namespace, *, train_fn=None) -> int:
         return _run(args, train_fn, held)
     finally:
         for handle in held:
-            handle.close()
+            if handle is not None:
+                handle.close()
 
 
 def _run(args: argparse.Namespace, train_fn, held: list) -> int:
@@ -353,6 +354,7 @@ def _run(args: argparse.Namespace, train_fn, held: list) -> int:
             print(f"note: {', '.join(ignored)} ignored with --resume: the study keeps the settings it started with "
                   f"(in {manifest_path})", file=sys.stderr)
         sources = check_sources(manifest, storage)
+    held.append(resume.lock_store(manifest["mlflow_uri"], experiment))
     mlflow_uri = manifest["mlflow_uri"]
     pairs = [Pair(*p) for p in manifest["pairs"]]
     store.apply_http_defaults()

@@ -11,10 +11,12 @@ The whole story, in the order things happen:
    (`GridCellSearcher.save`) keeps every grid cell's Optuna study, the trial -> grid cell map and the
    trials Optuna was told about. MLflow gets every epoch and every ending at once (the tracker logs
    from the driver), so MLflow can be a few seconds ahead of Tune's saved state.
-2. **Which command may run** (`lock_study`, `study_state`, `check_start`): one driver per study at a
-   time (a lock file beside the study). A folder with ``tuner.pkl`` is a study to resume (a plain
-   rerun is refused so nothing is overwritten); a manifest without ``tuner.pkl`` is a study that never
-   started (a plain rerun starts it again); ``--resume`` needs a started one. A name that MLflow
+2. **Which command may run** (`lock_study`, `lock_store`, `study_state`, `check_start`): one driver
+   per study at a time (a lock file beside the study, and one beside a SQLite store per experiment).
+   A folder with ``tuner.pkl`` is a study to resume (a plain rerun is refused so nothing is
+   overwritten); a manifest without ``tuner.pkl`` is a study that never started (a plain rerun starts
+   it again); ``--resume`` needs a started one. Its saved files are read before Tune is handed them
+   (`check_saved_state`): Tune would silently start a study over from a damaged one. A name that MLflow
    already holds runs of cannot start a new study (its runs would mix): choose another name.
 3. **Rebuilding the study** (`restore_tuner`): `Tuner.restore` reloads ``tuner.pkl`` and the
    experiment state; finished and failed trials are kept, unfinished ones continue from their last
@@ -88,12 +90,12 @@ def check_start(exp_dir: Path, experiment: str, *, resume: bool) -> StudyState:
 
 
 def lock_study(storage: str, experiment: str):
-    """Hold an exclusive lock on the study until this process ends; a one-line error if another driver holds it.
+    """Hold an exclusive lock on the study until released (close the returned file) or this process ends;
+    a one-line error if another driver holds it.
 
     The lock file sits in the storage folder when it is local, else in the user's cache folder (then it
     only keeps two drivers on the same machine apart). Returns the open lock file (keep a reference).
     """
-    import fcntl
     import hashlib
 
     if "://" in storage:
@@ -103,17 +105,44 @@ def lock_study(storage: str, experiment: str):
         folder, name = Path(storage).resolve(), f".{experiment}.lock"
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        handle = open(folder / name, "a+")
     except OSError as err:
         raise ConfigError(f"--storage {storage}: cannot write there ({err.strerror or type(err).__name__})") from None
+    return _lock(folder / name, f"--storage {storage}", f"--experiment {experiment!r}: {{holder}} is already running "
+                 "this study; wait for it to end (or stop it) before starting or resuming it again")
+
+
+def lock_store(tracking_uri: str, experiment: str):
+    """The same lock on the study's MLflow experiment, for a SQLite store (a file beside the database):
+    two drivers started seconds apart under one name but with different --storage both passed the
+    "MLflow already holds runs of that name" check before either had written a run. A tracking server
+    offers no lock: there, only `lock_study` applies. Returns the open lock file, or None."""
+    from deepdiff_study.store import sqlite_path
+
+    db = sqlite_path(tracking_uri)
+    if db is None:
+        return None
+    import hashlib
+
+    name = f".{db.name}.{hashlib.sha256(experiment.encode()).hexdigest()[:16]}.lock"
+    return _lock(db.resolve().parent / name, f"--mlflow-uri {tracking_uri}",
+                 f"--experiment {experiment!r}: {{holder}} is already running a study of that name in MLflow at "
+                 f"{tracking_uri}; wait for it to end, or choose another --experiment")
+
+
+def _lock(path: Path, flag: str, busy: str):
+    import fcntl
+
+    try:
+        handle = open(path, "a+")
+    except OSError as err:
+        raise ConfigError(f"{flag}: cannot write there ({err.strerror or type(err).__name__})") from None
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         handle.seek(0)
         holder = handle.read().strip() or "another process"
         handle.close()
-        raise ConfigError(f"--experiment {experiment!r}: {holder} is already running this study; "
-                          "wait for it to end (or stop it) before starting or resuming it again") from None
+        raise ConfigError(busy.format(holder=holder)) from None
     handle.seek(0)
     handle.truncate()
     handle.write(f"driver pid {os.getpid()}")

@@ -174,6 +174,23 @@ def test_two_drivers_on_one_study_the_second_is_refused(tmp_path):
     assert not (tmp_path / "r" / "busy").exists()
 
 
+def test_two_drivers_on_one_mlflow_experiment_with_different_storage_the_second_is_refused(tmp_path, capsys, monkeypatch):
+    from deepdiff_study import driver
+    from deepdiff_study.resume import lock_store
+
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    held = lock_store(uri, "busy")
+    try:
+        proc = call(driver.main, ["--experiment", "busy", "--storage", str(tmp_path / "other"), "--mlflow-uri", uri,
+                                  "--synthetic-genes", "40"], tmp_path, capsys, monkeypatch)
+        assert_one_line_error(proc, "--experiment 'busy'", f"driver pid {__import__('os').getpid()}",
+                              f"already running a study of that name in MLflow at {uri}")
+        assert lock_store(uri, "another-name") is not None  # other studies in the same store are not locked out
+    finally:
+        held.close()
+    assert not (tmp_path / "other" / "busy").exists()
+
+
 def test_a_study_that_never_started_can_be_started_again(tmp_path):
     from deepdiff_study import resume
 
