@@ -305,6 +305,20 @@ def check_sources(manifest: dict, storage: StudyStorage) -> list:
     return sources
 
 
+def check_name_free(mlflow_uri: str, experiment: str, exp_dir) -> None:
+    """A new study may not take a name MLflow already holds a study of (their runs would mix)."""
+    from mlflow.tracking import MlflowClient
+
+    from deepdiff_study import records
+
+    client = MlflowClient(mlflow_uri)
+    existing = client.get_experiment_by_name(experiment)
+    if existing is not None and records.study_runs(client, existing.experiment_id, records.Kind.GRID_CELL):
+        raise ConfigError(f"--experiment {experiment!r}: MLflow at {mlflow_uri} already holds runs of a study of "
+                          f"that name (its Tune folder {exp_dir} is not there); choose another --experiment, or "
+                          "pass the --storage it ran with and --resume")
+
+
 def run(args: argparse.Namespace, *, train_fn=None) -> int:
     """The study the flags describe (or the saved one, with --resume); `train_fn`: the trial function
     (default `deepdiff_study.trainable.train_trial`). The study's lock is released when it returns or
@@ -340,6 +354,7 @@ def _run(args: argparse.Namespace, train_fn, held: list) -> int:
             "cells": [c.key for c in cells],
         }
         sources = check_sources(manifest, storage)
+        check_name_free(manifest["mlflow_uri"], experiment, exp_dir)  # before a lock file is written
     if args.resume and storage.is_local and not Path(storage.root).is_dir():  # refused without creating the folder
         resume.check_start(exp_dir, experiment, resume=True)
     held.append(resume.lock_study(args.storage, experiment))
@@ -358,15 +373,8 @@ def _run(args: argparse.Namespace, train_fn, held: list) -> int:
     mlflow_uri = manifest["mlflow_uri"]
     pairs = [Pair(*p) for p in manifest["pairs"]]
     store.apply_http_defaults()
-    if not args.resume:
-        from mlflow.tracking import MlflowClient
-
-        client = MlflowClient(mlflow_uri)
-        existing = client.get_experiment_by_name(experiment)
-        if existing is not None and records.study_runs(client, existing.experiment_id, records.Kind.GRID_CELL):
-            raise ConfigError(f"--experiment {experiment!r}: MLflow at {mlflow_uri} already holds runs of a study of "
-                              f"that name (its Tune folder is not in {storage}); choose another --experiment, or "
-                              "pass the --storage it ran with and --resume")
+    if not args.resume:  # checked again under the store's lock: another driver may have started meanwhile
+        check_name_free(mlflow_uri, experiment, exp_dir)
     started = time.monotonic()
     print(f"preparing data for {len(pairs)} pair(s)" + ("" if manifest["data"] else
           f" (synthetic, {manifest['sizes']['synthetic_genes']} genes each, in {storage.local_dir / 'synthetic'})"), flush=True)
@@ -517,7 +525,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
-        print("\ninterrupted; rerun with --resume to finish the study", file=sys.stderr)
+        print("\ninterrupted; rerun the same command to continue (with --resume once the study started: "
+              "its folder holds tuner.pkl)", file=sys.stderr)
         return EXIT_INTERRUPTED
 
 
