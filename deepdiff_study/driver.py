@@ -114,6 +114,11 @@ def resolve(args: argparse.Namespace, grid: Grid) -> tuple[list[GridCell], Study
     if args.max_failures < 0:
         raise ConfigError("--max-failures: expected a whole number >= 0")
     cells = grid.grid_cells(pick("pairs", "pairs"), args.variants, args.aux, pick("margins", "margins"))
+    variants = ", ".join(dict.fromkeys(c.variant for c in cells))
+    for flag, given, used, what in (("--aux", args.aux, any(c.aux_mode for c in cells), "an auxiliary task"),
+                                    ("--margins", args.margins, any(c.margin is not None for c in cells), "a contrastive loss")):
+        if given is not None and not used:
+            print(f"note: {flag} ignored: none of the selected variants ({variants}) has {what}", file=sys.stderr)
     if args.data is None:  # synthetic data stands in for each selected pair, under a name of its own
         cells = [dataclasses.replace(c, pair=c.pair.synthetic()) for c in cells]
     settings = StudySettings(sizes["samples"], sizes["max_epochs"], sizes["grace_period"], float(factor), seed=args.seed)

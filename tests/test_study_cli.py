@@ -88,6 +88,19 @@ def test_bad_flags_are_one_line_errors(tmp_path, args, fragments, capsys, monkey
     assert not any(tmp_path.iterdir())
 
 
+def test_aux_and_margins_for_variants_that_do_not_use_them_are_noted(tmp_path, capsys, monkeypatch):
+    from deepdiff_study import driver
+
+    proc = call(driver.main, ["--variants", "raw_d,raw", "--aux", "classification", "--margins", "1", "--dry-run"],
+                tmp_path, capsys, monkeypatch)
+    assert proc.returncode == 0 and "2 grid cells x 4 trials" in proc.stdout
+    assert proc.stderr.splitlines() == [
+        "note: --aux ignored: none of the selected variants (raw_d, raw) has an auxiliary task",
+        "note: --margins ignored: none of the selected variants (raw_d, raw) has a contrastive loss"]
+    proc = call(driver.main, ["--variants", "aux", "--aux", "classification", "--dry-run"], tmp_path, capsys, monkeypatch)
+    assert proc.returncode == 0 and proc.stderr == ""
+
+
 def test_a_bad_flag_in_a_real_process_exits_2_without_traceback(tmp_path):
     assert_one_line_error(run(["--pairs", "0"], tmp_path), "--pairs '0'")
 
