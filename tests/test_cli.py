@@ -335,6 +335,21 @@ def test_a_truncated_checkpoint_is_refused_unchanged(small_synthetic_dir, tmp_pa
     assert main(_train(small_synthetic_dir, out, "--variant", "raw_d", "--epochs", "2", "--resume")) == 2
     assert _error_line(capsys) == f"error: {out / 'last.pt'}: not a readable deepdiff checkpoint (RuntimeError)"
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    # of the right format but incomplete (a KeyError traceback before), or a best.pt copied over last.pt
+    import torch
+
+    from deepdiff.train import CHECKPOINT_FORMAT
+
+    for content, message in (({"format": CHECKPOINT_FORMAT}, "a damaged deepdiff checkpoint (no model_config)"),
+                             (out / "best.pt", "cannot resume, the checkpoint holds no optimizer (a best.pt, or damaged)")):
+        if isinstance(content, dict):
+            torch.save(content, out / "last.pt")
+        else:
+            (out / "last.pt").write_bytes(content.read_bytes())
+        before = {p.name: p.read_bytes() for p in out.iterdir()}
+        assert main(_train(small_synthetic_dir, out, "--variant", "raw_d", "--epochs", "2", "--resume")) == 2
+        assert _error_line(capsys) == f"error: {out / 'last.pt'}: {message}"
+        assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
 
 def test_flags_a_variant_does_not_use_are_noted(small_synthetic_dir, capsys):

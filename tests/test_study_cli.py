@@ -275,6 +275,22 @@ def test_more_bad_flags_are_one_line_errors_and_write_nothing(tmp_path, args, fr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "loop"] and (tmp_path / "afile").read_text() == "keep"
 
 
+def test_a_store_folder_that_cannot_be_written_is_refused_at_once(tmp_path, capsys, monkeypatch):
+    """MLflow used to retry for ~100 s, then print a traceback."""
+    import os
+
+    from deepdiff_study import driver
+
+    (tmp_path / "ro").mkdir()
+    real_access = os.access
+    # root writes anywhere whatever the mode: the folder is read-only to this process's checks
+    monkeypatch.setattr(os, "access", lambda path, mode: False if str(path) == str(tmp_path / "ro") else real_access(path, mode))
+    uri = f"sqlite:///{tmp_path / 'ro' / 'm.db'}"
+    proc = call(driver.main, ["--mlflow-uri", uri, "--storage", str(tmp_path / "r")], tmp_path, capsys, monkeypatch)
+    assert_one_line_error(proc, f"--mlflow-uri {uri}: cannot write {tmp_path / 'ro'}; choose a writable place")
+    assert not any((tmp_path / "ro").iterdir()) and not (tmp_path / "r").exists()
+
+
 def test_an_address_without_a_cluster_is_refused_before_anything_is_written(tmp_path, capsys, monkeypatch):
     """Ray retries an address that does not answer for ever (minutes of warnings, with the baselines
     already logged to MLflow)."""

@@ -119,6 +119,14 @@ def test_a_second_run_under_the_same_name_is_refused(tiny_study, capsys):
     args = study_args(tiny_study, write_tiny_grid(tiny_study), "--experiment", "tiny", "--samples", "1")
     assert run_ablation.main(args) == 2
     assert "already saved" in capsys.readouterr().err
+    # Its Tune folder gone (another --storage, or tune_results deleted), MLflow still holding its runs: both
+    # commands refuse and name the same way out, and neither writes anything (issue 15: a circle before).
+    elsewhere = tiny_study / "elsewhere"
+    assert run_ablation.main([*args, "--storage", str(elsewhere)]) == 2
+    assert "already holds runs of a study of that name" in capsys.readouterr().err
+    assert run_ablation.main([*args, "--storage", str(elsewhere), "--resume"]) == 2
+    assert "under another --experiment if MLflow already holds this name" in capsys.readouterr().err
+    assert not elsewhere.exists()
 
 
 def test_export_round_trip_reproduces_the_valid_pcc(tiny_study, tmp_path):
