@@ -359,7 +359,8 @@ def _run(args: argparse.Namespace, train_fn, held: list) -> int:
             "cells": [c.key for c in cells],
         }
         sources = check_sources(manifest, storage)
-        check_name_free(manifest["mlflow_uri"], experiment, exp_dir)  # before a lock file is written
+        resume.check_start(exp_dir, experiment, resume=False)  # both before a lock file is written, and again under it
+        check_name_free(manifest["mlflow_uri"], experiment, exp_dir)
     if args.resume and storage.is_local and not Path(storage.root).is_dir():  # refused without creating the folder
         resume.check_start(exp_dir, experiment, resume=True)
     held.append(resume.lock_study(args.storage, experiment))

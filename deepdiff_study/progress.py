@@ -51,14 +51,15 @@ class ProgressLine(Callback):
         unheard = []
         for t in trials:
             if t.status in ("TERMINATED", "ERROR") and t.trial_id not in self._ended:
-                self._ended[t.trial_id] = outcome_of(t)[0]
+                status, reason = outcome_of(t)
+                self._ended[t.trial_id] = status
                 if self._first:  # restored as ended by a resume: not this session's work
                     self._before += 1
                 else:  # ended without a callback (Tune failed it before it started): said, not skipped
-                    unheard.append(t)
+                    unheard.append(f"  {grid_cell_of(t.config):<40} {status}: {reason}")
         self._first = False
-        for t in unheard:
-            self._print(f"  {grid_cell_of(t.config):<40} failed: {error_reason(t)}")
+        for line in unheard:
+            self._print(line)
         running = sum(1 for t in trials if t.status == "RUNNING" and t.trial_id not in self._ended)
         pruned = sum(1 for s in self._ended.values() if s is TrialStatus.PRUNED)
         failed = sum(1 for s in self._ended.values() if s is TrialStatus.FAILED)
