@@ -35,6 +35,7 @@ _QUICK_CHECK = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIM
 # MLflow logs every SQLAlchemy OperationalError with its traceback (~100 lines) before raising it as
 # an MlflowException; the driver reports that exception as one line, so the log is quieted.
 NOISY_LOGGERS = ("mlflow.store.db.utils",)
+SQLITE_ATTEMPTS = 3  # a new SQLite store: its creation may race a reader's (see `_answers`)
 
 
 def default_mlflow_uri(folder: str | Path | None = None) -> str:
@@ -116,14 +117,25 @@ def check_readable(tracking_uri: str) -> None:
 
 
 def _answers(tracking_uri: str) -> None:
+    """One query within seconds. A new SQLite store is created by the first client that opens it; a
+    reader opening it at the same moment (``mlflow ui``, a script polling it) races that creation
+    ("duplicate column name"), so a SQLite store is asked again a few times before it counts as failed."""
+    import time
+
     from mlflow.tracking import MlflowClient
 
-    try:
-        with _env(_QUICK_CHECK):
-            MlflowClient(tracking_uri).search_experiments(max_results=1)
-    except Exception as err:  # any failure to reach or open the store is one line
-        raise StoreError(f"--mlflow-uri {tracking_uri}: the MLflow store does not answer ({store_failure(err) or _first_line(err)}); "
-                         "start the server or fix the URI") from None
+    attempts = SQLITE_ATTEMPTS if sqlite_path(tracking_uri) is not None else 1
+    for attempt in range(1, attempts + 1):
+        try:
+            with _env(_QUICK_CHECK):
+                MlflowClient(tracking_uri).search_experiments(max_results=1)
+            return
+        except Exception as err:  # any failure to reach or open the store is one line
+            if attempt < attempts:
+                time.sleep(1.0)
+                continue
+            raise StoreError(f"--mlflow-uri {tracking_uri}: the MLflow store does not answer "
+                             f"({store_failure(err) or _first_line(err)}); start the server or fix the URI") from None
 
 
 def use_wal(path: Path) -> None:

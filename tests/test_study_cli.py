@@ -406,3 +406,31 @@ def test_export_help_imports_no_mlflow():
             "print(sorted(m for m in ('mlflow', 'ray', 'optuna', 'torch', 'pandas') if m in sys.modules))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0 and proc.stdout.strip().endswith("[]"), proc.stdout + proc.stderr
+
+
+def test_a_new_store_whose_creation_races_a_reader_is_asked_again(tmp_path, monkeypatch):
+    """A script polling mlruns.db from the study's first second once made the store check fail with
+    "duplicate column name: step": both ran MLflow's table creation at the same moment."""
+    import sqlite3
+
+    import mlflow.tracking
+
+    from deepdiff_study import store
+
+    real, calls = mlflow.tracking.MlflowClient, []
+
+    class RacedOnce(real):
+        def search_experiments(self, *args, **kwargs):
+            calls.append(1)
+            if len(calls) == 1:
+                raise sqlite3.OperationalError("duplicate column name: step")
+            return super().search_experiments(*args, **kwargs)
+
+    monkeypatch.setattr(mlflow.tracking, "MlflowClient", RacedOnce)
+    store.check_store(f"sqlite:///{tmp_path / 'm.db'}")
+    assert len(calls) == 2
+    with pytest.raises(store.StoreError, match=r"does not answer \(OperationalError: duplicate column name: step\)"):
+        calls.clear()
+        monkeypatch.setattr(RacedOnce, "search_experiments", lambda self, *a, **k: (_ for _ in ()).throw(
+            sqlite3.OperationalError("duplicate column name: step")))
+        store.check_store(f"sqlite:///{tmp_path / 'm2.db'}")
