@@ -146,6 +146,30 @@ def check_flags(args: argparse.Namespace) -> None:
         store.check_uri(args.mlflow_uri, write=not args.dry_run)
     if args.address is not None:
         check_address(args.address)
+    check_trial_resources(args)
+
+
+def check_trial_resources(args: argparse.Namespace) -> None:
+    """Resources a trial can get: Ray takes fractions of one GPU or whole GPUs only; a local Ray has this
+    machine's CPUs and GPUs and no autoscaler, so a trial needing more would wait for ever."""
+    gpus = args.gpus_per_trial or 0.0
+    if not (math.isfinite(gpus) and math.isfinite(args.cpus_per_trial)):
+        return  # `resolve` says what is expected
+    if gpus > 1 and not float(gpus).is_integer():
+        raise ConfigError(f"--gpus-per-trial {gpus:g}: expected a fraction of one GPU or a whole number of GPUs")
+    if args.address is not None:  # a cluster may add nodes that fit
+        return
+    cpus = os.cpu_count() or 1
+    if args.cpus_per_trial > cpus:
+        raise ConfigError(f"--cpus-per-trial {args.cpus_per_trial:g}: this machine has {cpus} CPUs, all a local Ray gets; "
+                          f"ask for at most {cpus}, or join a cluster with --address")
+    if gpus > 0:
+        import torch
+
+        have = torch.cuda.device_count()
+        if gpus > have:
+            raise ConfigError(f"--gpus-per-trial {gpus:g}: this machine has {have} GPU(s), all a local Ray gets; "
+                              "drop the flag (trials then run on the CPU) or join a cluster with --address")
 
 
 def given_study_flags(args: argparse.Namespace) -> dict[str, object]:
