@@ -245,3 +245,20 @@ def _trial_runs(uri: str, experiment: str) -> list:
         return study_runs(client, exp.experiment_id, Kind.TRIAL) if exp is not None else []
     except Exception:  # noqa: BLE001 - the database is being created: ask again
         return []
+
+
+def test_sigterm_stops_the_study_as_ctrl_c_does(tmp_path):
+    """`ray job stop`, a batch scheduler or `kill` send SIGTERM: Tune saves its state, the driver says to
+    --resume and exits 130 (it used to die in Ray's signal handler with a C++ stack dump)."""
+    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    command = study_command(tmp_path, uri, "termed", "--variants", "raw_d", "--samples", "3", "--max-epochs", "30",
+                            "--grace-period", "30")
+    driver = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log: list[str] = []
+    assert read_until(driver, 1, log) >= 1, "".join(log)
+    driver.send_signal(signal.SIGTERM)
+    out, err = driver.communicate(timeout=120)
+    assert driver.returncode == 130, "".join(log) + out + err
+    assert err.strip().splitlines()[-1].startswith("interrupted: ") and "--resume" in err.strip().splitlines()[-1], err
+    assert "SIGTERM received" not in err and "Traceback" not in err
+    assert (tmp_path / "results" / "termed" / "tuner.pkl").is_file()
