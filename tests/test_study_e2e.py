@@ -157,6 +157,33 @@ def test_export_round_trip_reproduces_the_valid_pcc(tiny_study, tmp_path):
     assert result["test_pcc"] == pytest.approx(row["best_test_pcc"], abs=1e-6)
 
 
+def test_an_export_is_written_whole_or_not_at_all(tiny_study, tmp_path, capsys, monkeypatch):
+    """A full disk halfway used to leave a partial export (an earlier one half replaced); --overwrite
+    left configs of grid cells the new export no longer has."""
+    import errno
+
+    from deepdiff_study import export
+
+    uri, out = f"sqlite:///{tiny_study / 'mlruns.db'}", tmp_path / "best"
+    assert export.main(["--mlflow-uri", uri, "--experiment", "tiny", "--out", str(out)]) == 0
+    (out / "configs" / "p9-stale.yaml").write_text("an earlier export's grid cell")
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(pd.DataFrame, "to_parquet", full)  # the last file written
+    assert export.main(["--mlflow-uri", uri, "--experiment", "tiny", "--out", str(out), "--overwrite"]) == 2
+    assert capsys.readouterr().err.strip() == f"error: --out {out}: cannot write there (No space left on device)"
+    assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    assert export.main(["--mlflow-uri", uri, "--experiment", "tiny", "--out", str(tmp_path / "new")]) == 2
+    assert not (tmp_path / "new").exists()  # a folder the export created is not left behind
+    monkeypatch.undo()
+    assert export.main(["--mlflow-uri", uri, "--experiment", "tiny", "--out", str(out), "--overwrite"]) == 0
+    assert sorted(p.name for p in (out / "configs").iterdir()) == sorted(f"{k}.yaml" for k in
+                                                                          pd.read_csv(out / "summary.csv")["grid_cell"])
+
+
 # ---- failures -------------------------------------------------------------------------------------
 
 def flaky_train(config, pairs, ended=None):
