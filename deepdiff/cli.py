@@ -42,7 +42,7 @@ from deepdiff.config import (
     save_config,
     write_atomic,
 )
-from deepdiff.errors import ConfigError, DeepDiffError, check_output_dir, path_problem
+from deepdiff.errors import ConfigError, DeepDiffError, check_output_dir, os_error_message, path_problem
 from deepdiff.variants import VARIANTS, get_variant
 
 EXIT_USAGE = 2  # bad input: files, flags, configs, paths that cannot be read or written
@@ -493,12 +493,6 @@ COMMANDS = {"synth": cmd_synth, "prepare": cmd_prepare, "train": cmd_train, "des
             "baselines": cmd_baselines}
 
 
-def _os_error(err: OSError) -> str:
-    """One line for a file-system error: the path(s), then what went wrong."""
-    where = " -> ".join(str(f) for f in (err.filename, err.filename2) if f is not None)
-    return f"{where}: {err.strerror or err}" if where else str(err)
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
@@ -508,7 +502,7 @@ def main(argv: list[str] | None = None) -> int:
         _say(f"error: {err}")
         return EXIT_USAGE
     except OSError as err:  # a path that cannot be read or written (permissions, full disk, read-only)
-        _say(f"error: {_os_error(err)}")
+        _say(f"error: {os_error_message(err)}")
         return EXIT_USAGE
     except (MemoryError, RuntimeError) as err:
         if not _out_of_memory(err):

@@ -29,6 +29,13 @@ class ConfigError(DeepDiffError):
     """A configuration value or config file is invalid."""
 
 
+def os_error_message(err: OSError) -> str:
+    """One line for a file-system error: the path(s), then what went wrong."""
+    where = " -> ".join(str(f) for f in (err.filename, err.filename2) if f is not None)
+    what = os.strerror(err.errno) if err.errno else (err.strerror or str(err))  # pyarrow wraps the errno's text
+    return f"{where}: {what}" if where else what
+
+
 def path_problem(path: str | Path, want: str) -> str | None:
     """What is wrong with `path` as an existing `want` ("directory", or a kind of file: "file",
     "config file", ...), or None if it is one.

@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 from deepdiff.cli import OneLineParser, check_synthetic_genes
-from deepdiff.errors import ConfigError, DeepDiffError, check_input_dir, check_output_dir, path_problem
+from deepdiff.errors import ConfigError, DeepDiffError, check_input_dir, check_output_dir, os_error_message, path_problem
 from deepdiff_study.grid import PAPER_GRID, Grid, GridCell, Pair, load_grid
 from deepdiff_study.plan import StudySettings, plan_grid_cells
 from deepdiff_study.storage import StudyStorage
@@ -554,6 +554,10 @@ def main(argv: list[str] | None = None) -> int:
     except DeepDiffError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USAGE
+    except OSError as err:  # the storage failing (disk full, read-only) while the driver writes its files
+        print(f"error: {os_error_message(err)}; fix it and rerun the same command (with --resume once the study "
+              "started)", file=sys.stderr)
+        return EXIT_STORE
     except KeyboardInterrupt:
         print("\ninterrupted; rerun the same command to continue (with --resume once the study started: "
               "its folder holds tuner.pkl)", file=sys.stderr)

@@ -86,8 +86,12 @@ def check_uri(tracking_uri: str, *, write: bool) -> Path | None:
         problem = path_problem(path, "file")
         if problem is not None:
             raise ConfigError(f"--mlflow-uri {tracking_uri}: {path} {problem}; expected an MLflow SQLite database")
-        with open(path, "rb") as fh:
-            head = fh.read(len(SQLITE_MAGIC))
+        try:
+            with open(path, "rb") as fh:
+                head = fh.read(len(SQLITE_MAGIC))
+        except OSError as err:
+            raise ConfigError(f"--mlflow-uri {tracking_uri}: {path} cannot be read ({err.strerror}); expected an "
+                              "MLflow SQLite database") from None
         if head and head != SQLITE_MAGIC:
             raise ConfigError(f"--mlflow-uri {tracking_uri}: {path} is not a SQLite database; expected an MLflow store "
                               "(or a new file name)")

@@ -436,3 +436,18 @@ def test_a_new_store_whose_creation_races_a_reader_is_asked_again(tmp_path, monk
         monkeypatch.setattr(RacedOnce, "search_experiments", lambda self, *a, **k: (_ for _ in ()).throw(
             sqlite3.OperationalError("duplicate column name: step")))
         store.check_store(f"sqlite:///{tmp_path / 'm2.db'}")
+
+
+def test_a_full_disk_while_the_driver_writes_its_files_is_one_line(tmp_path, capsys, monkeypatch):
+    import errno
+    import os
+
+    import deepdiff_study.pairs
+    from deepdiff_study import driver
+
+    def full(*args, **kwargs):  # pyarrow's writer on a full disk: no file name, its own wording
+        raise OSError(errno.ENOSPC, "Error writing bytes to file. Detail: [errno 28] No space left on device")
+
+    monkeypatch.setattr(deepdiff_study.pairs, "ensure_synthetic_pair", full)
+    proc = call(driver.main, ["--storage", str(tmp_path / "r"), "--synthetic-genes", "40"], tmp_path, capsys, monkeypatch)
+    assert_one_line_error(proc, f"error: {os.strerror(errno.ENOSPC)}; fix it and rerun the same command", code=75)
