@@ -9,8 +9,9 @@
                                                         a saved model's PCCs; with --out its attention arrays (.npz)
 
 Every error prints one line `error: ...` on stderr, without a traceback, and exits with:
-0 success; 2 bad input (flags, config or data files, paths that cannot be read or written);
-3 the run diverged (NaN training loss or non-finite predictions); 130 interrupted (Ctrl-C).
+0 success; 2 bad input (flags, config or data files, paths that cannot be read or written, a disk
+full, a model too large for memory; nothing already written is changed); 3 the run diverged (NaN
+training loss or non-finite predictions); 130 interrupted (Ctrl-C; --resume continues a train --out).
 """
 
 from __future__ import annotations
@@ -18,11 +19,15 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
+import io
 import json
+import math
 import os
 import re
+import shutil
 import signal
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -37,8 +42,9 @@ from deepdiff.config import (
     flat_config,
     load_config,
     save_config,
+    write_atomic,
 )
-from deepdiff.errors import ConfigError, DeepDiffError
+from deepdiff.errors import ConfigError, DeepDiffError, check_output_dir, os_error_message, path_problem
 from deepdiff.variants import VARIANTS, get_variant
 
 EXIT_USAGE = 2  # bad input: files, flags, configs, paths that cannot be read or written
@@ -46,8 +52,10 @@ EXIT_NAN = 3  # training diverged (NaN loss or non-finite predictions)
 EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT)
 ATTENTION_FILE = "attention.npz"  # what `deepdiff evaluate --out` writes (with attention.json)
 MIN_SYNTH_GENES = 12  # the smallest synthetic pair whose every split has 2 genes (a PCC)
+MAX_SYNTH_GENES = 100_000  # more than any genome has; 200 bins each: ~20 GB of CSV per cell
+_CELL_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 LARGE_COUNT = 1e6  # raw counts above this are a likelier cause of divergence than the learning rate
-_NEGATIVE_NUMBER = re.compile(r"-(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|-inf|-nan", re.IGNORECASE)
+_NEGATIVE_NUMBER = re.compile(r"^(?:-(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|-inf|-nan)$", re.IGNORECASE)
 
 # `deepdiff train` flags that override config fields: flag dest -> config field.
 TRAIN_OVERRIDES = {
@@ -79,24 +87,19 @@ def _say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse with the one-line error of every other `deepdiff` error (no usage dump)."""
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with the one-line error of every other error (no usage dump), and negative numbers as
+    values: ``--lr -1e-3`` reaches the validator that says what is expected (argparse alone takes
+    ``-1e-3``, ``-inf`` for an option). Every command line of the project parses with it."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # argparse's own test for "a negative number, not an option" (only -1 and -.5 by default)
+        self._negative_number_matcher = _NEGATIVE_NUMBER
 
     def error(self, message: str) -> NoReturn:
         _say(f"error: {self.prog}: {message} (see {self.prog} --help)")
         sys.exit(EXIT_USAGE)
-
-
-def _negative_numbers_as_values(argv: list[str]) -> list[str]:
-    """``--lr -1e-3`` -> ``--lr=-1e-3``: argparse takes ``-1e-3`` for an option, so a negative number
-    would never reach the validator that says what is expected."""
-    out: list[str] = []
-    for token in argv:
-        if out and _NEGATIVE_NUMBER.fullmatch(token) and out[-1].startswith("--") and "=" not in out[-1]:
-            out[-1] = f"{out[-1]}={token}"
-        else:
-            out.append(token)
-    return out
 
 
 def _add_data_args(p: argparse.ArgumentParser, *, required: bool) -> None:
@@ -110,8 +113,8 @@ def _add_data_args(p: argparse.ArgumentParser, *, required: bool) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="deepdiff", description=__doc__.split("\n\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
+    parser = OneLineParser(prog="deepdiff", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=OneLineParser)
 
     p = sub.add_parser("synth", help="write a synthetic cell-type pair with a planted signal")
     p.add_argument("out", metavar="OUT_DIR")
@@ -153,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("describe", help="print a variant's module tree and trainable parameter count")
     p.add_argument("--variant", choices=tuple(VARIANTS), required=True)
-    p.add_argument("--aux", choices=AUX_MODES, default="regression")
+    p.add_argument("--aux", choices=AUX_MODES, help="auxiliary task of the aux variants (default regression)")
     p.add_argument("--level1-hidden", type=int, default=32)
     p.add_argument("--level2-hidden", type=int, default=16)
 
@@ -184,9 +187,13 @@ def _load(args: argparse.Namespace, data_dir: str, cell_a: str, cell_b: str, *, 
     """The validated pair, refused if a split has no PCC (fewer than 2 genes, a constant target)."""
     from deepdiff.data import N_BINS, check_trainable, load_pair
 
-    cache = None if args.no_cache else Path(args.cache_dir) if args.cache_dir else default_cache_dir()
-    if cache is not None and cache.exists() and not cache.is_dir():
-        raise ConfigError(f"--cache-dir {cache}: is a file; expected a directory for the Parquet cache (or --no-cache)")
+    for name in (cell_a, cell_b):
+        check_cell_name(name, "--pair")
+    cache = None if args.no_cache else Path(args.cache_dir) if args.cache_dir is not None else default_cache_dir()
+    if args.cache_dir is not None and not args.no_cache:
+        # A cache that cannot be written is only a note (a shared read-only cache still serves); a
+        # --cache-dir that can never be a folder is a mistake in the flag.
+        check_output_dir(cache, "--cache-dir", writable=False)
     pair = load_pair(data_dir, cell_a, cell_b, cache_dir=cache, n_bins=n_bins or N_BINS,
                      unpaired="error" if args.strict_genes else "drop", progress=_say)
     for note in pair.notes:
@@ -195,42 +202,58 @@ def _load(args: argparse.Namespace, data_dir: str, cell_a: str, cell_b: str, *, 
     return pair
 
 
-def _check_writable_dir(path: Path, flag: str) -> None:
-    """`path` must be a directory or creatable as one, in a writable place: checked before anything is
-    written, so a run is not refused halfway."""
-    if path.exists() and not path.is_dir():
-        raise ConfigError(f"{flag} {path}: is a file; expected a directory")
-    existing = path
-    while not existing.exists():
-        if existing.is_symlink():
-            raise ConfigError(f"{flag} {path}: {existing} is a dangling symlink; expected a directory")
-        existing = existing.parent
-    if not existing.is_dir():
-        raise ConfigError(f"{flag} {path}: {existing} is a file; expected a directory")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise ConfigError(f"{flag} {path}: {existing} is not writable; expected a directory you can write to")
+def check_cell_name(name: str, flag: str) -> None:
+    """A cell type names its files (``NAME.train.csv`` ...): a plain file-name prefix, never a path."""
+    if not _CELL_NAME.fullmatch(name):
+        raise ConfigError(f"{flag} {name!r}: expected a cell type name (letters, digits, '_', '-', '.'; "
+                          "not starting with '.' or '-'), the prefix of its files CELL.train.csv ...")
+
+
+def check_synthetic_genes(genes: int, flag: str, least: int = 12) -> None:
+    """A synthetic pair's gene count: at least `least` (two genes in every split), at most MAX_SYNTH_GENES."""
+    if not least <= genes <= MAX_SYNTH_GENES:
+        raise ConfigError(f"{flag} {genes}: expected {least} to {MAX_SYNTH_GENES} genes"
+                          + (" (two genes in every split)" if genes < least else ""))
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
     from deepdiff.data import pair_files
-    from deepdiff.synthetic import write_synthetic_pair
+    from deepdiff.synthetic import SYNTHETIC_RECORD, write_synthetic_pair
 
-    if args.genes < MIN_SYNTH_GENES:
-        raise ConfigError(f"--genes {args.genes}: expected at least {MIN_SYNTH_GENES} (two genes in every split)")
+    check_synthetic_genes(args.genes, "--genes", MIN_SYNTH_GENES)
     if args.seed < 0:
         raise ConfigError(f"--seed {args.seed}: expected an integer >= 0")
+    for name in args.cells:
+        check_cell_name(name, "--cells")
+    if args.split_fractions and not all(math.isfinite(f) for f in args.split_fractions):
+        raise ConfigError(f"--split-fractions {' '.join(map(str, args.split_fractions))}: expected two finite "
+                          "shares of the genes, e.g. 0.54 0.13")
     out = Path(args.out)
-    _check_writable_dir(out, "synth OUT_DIR")
-    existing = [path for path in pair_files(out, *args.cells).values() if path.exists() or path.is_symlink()]
+    check_output_dir(out, "synth OUT_DIR")
+    targets = [*pair_files(out, *args.cells).values(), out / SYNTHETIC_RECORD]
+    existing = [path for path in targets if path.exists() or path.is_symlink()]
     if existing:
         raise ConfigError(f"{existing[0]}: already exists; expected a new OUT_DIR (synth never overwrites a pair)")
     options = {"split_fractions": tuple(args.split_fractions)} if args.split_fractions else {}
+    # Written into a folder of its own beside the files, then moved in: a failure (disk full) leaves
+    # nothing half-written in OUT_DIR, so the same command can run again.
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".synth-", dir=out))
     try:
-        paths = write_synthetic_pair(out, genes=args.genes, seed=args.seed, cell_a=args.cells[0], cell_b=args.cells[1],
-                                     signal=args.signal, imitates=args.imitates, **options)
+        written = write_synthetic_pair(tmp, genes=args.genes, seed=args.seed, cell_a=args.cells[0],
+                                       cell_b=args.cells[1], signal=args.signal, imitates=args.imitates, **options)
+        for path in [*written.values(), tmp / SYNTHETIC_RECORD]:
+            os.replace(path, out / path.name)
     except ValueError as err:
         raise ConfigError(f"synth: {err}") from None
-    _say(f"wrote {len(paths)} files to {out}")
+    except OSError as err:  # pyarrow's writer names no file and wraps the errno's text
+        raise OSError(err.errno, os.strerror(err.errno) if err.errno else str(err), str(out)) from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
+    _say(f"wrote {len(written)} files to {out}")
     print(out.resolve())
     return 0
 
@@ -299,20 +322,12 @@ def _ensure_data(data: dict[str, Any], config: str | None) -> None:
         _say(f"regenerated the synthetic pair in {folder}")
 
 
-def _write_text(path: Path, text: str) -> None:
-    """Replace `path` by `text` at once (tmp + rename): a reader never sees half a file."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def _write_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, path)
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    write_atomic(path, text.getvalue())
 
 
 def _previous_rows(path: Path, up_to_epoch: int) -> list[dict[str, Any]]:
@@ -387,7 +402,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     resume_from, rows, done = None, [], 0
     # Everything that can refuse the run is checked before anything in --out is written.
     if out is not None:
-        _check_writable_dir(out, "--out")
+        check_output_dir(out, "--out")
         last = out / LAST_CHECKPOINT
         if last.exists() and not args.resume:
             raise ConfigError(f"{out}: already holds a run ({LAST_CHECKPOINT}); pass --resume to continue it or choose another --out")
@@ -441,7 +456,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         "status": result.status,
     }
     if out is not None:
-        _write_text(out / "result.json", json.dumps(summary | {"config": dataclasses.asdict(model_cfg) | dataclasses.asdict(train_cfg)}, indent=2))
+        write_atomic(out / "result.json", json.dumps(summary | {"config": dataclasses.asdict(model_cfg) | dataclasses.asdict(train_cfg)}, indent=2))
     ended_without_result = diverged(result.status)
     if ended_without_result:
         what = ("the training loss became NaN" if result.status is EpochStatus.NAN
@@ -454,7 +469,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_describe(args: argparse.Namespace) -> int:
     from deepdiff.model import DeepDiff, count_parameters
 
-    cfg = ModelConfig(variant=args.variant, aux_mode=args.aux, level1_hidden=args.level1_hidden, level2_hidden=args.level2_hidden)
+    if args.aux is not None and not get_variant(args.variant).aux:
+        _say(f"note: --aux ignored: variant {args.variant} has no auxiliary task")
+    cfg = ModelConfig(variant=args.variant, aux_mode=args.aux or ModelConfig.aux_mode,
+                      level1_hidden=args.level1_hidden, level2_hidden=args.level2_hidden)
     model = DeepDiff.from_config(cfg)
     print(model)
     for group in ("level1", "level2", "heads"):
@@ -467,9 +485,14 @@ def cmd_describe(args: argparse.Namespace) -> int:
 def cmd_baselines(args: argparse.Namespace) -> int:
     from deepdiff.baselines import BASELINE_NAMES, run_baseline
 
-    names = [name.strip() for name in (args.baselines or ",".join(BASELINE_NAMES)).split(",") if name.strip()]
+    given = ",".join(BASELINE_NAMES) if args.baselines is None else args.baselines
+    names = [name.strip() for name in given.split(",") if name.strip()]
     if not names or any(name not in BASELINE_NAMES for name in names):
         raise ConfigError(f"--baselines {args.baselines!r}: expected a comma-separated subset of {','.join(BASELINE_NAMES)}")
+    if not 0 <= args.seed < 2**32:  # scikit-learn's folds and numpy's legacy seeding
+        raise ConfigError(f"--seed {args.seed}: expected an integer in [0, 2**32)")
+    if args.jobs == 0:
+        raise ConfigError("--jobs 0: expected a number of processes >= 1 (or -1 for every core)")
     pair = _load(args, args.data, *args.pair)
     for name in names:
         _say(f"fitting {name} on {pair.cell_a} -> {pair.cell_b} ({len(pair.train)} train genes)")
@@ -489,7 +512,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     checkpoint = Path(args.checkpoint)
     out = Path(args.out) if args.out else None
     if out is not None:  # refused before anything is read or written
-        _check_writable_dir(out, "--out")
+        check_output_dir(out, "--out")
         if (out / ATTENTION_FILE).exists():
             raise ConfigError(f"--out {out}: already holds {ATTENTION_FILE}; choose another --out (never overwritten)")
     device = pick_device(args.device)
@@ -533,26 +556,34 @@ COMMANDS = {"synth": cmd_synth, "prepare": cmd_prepare, "train": cmd_train, "des
             "baselines": cmd_baselines, "evaluate": cmd_evaluate}
 
 
-def _os_error(err: OSError) -> str:
-    """One line for a file-system error: the path(s), then what went wrong."""
-    where = " -> ".join(str(f) for f in (err.filename, err.filename2) if f is not None)
-    return f"{where}: {err.strerror or err}" if where else str(err)
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = build_parser().parse_args(_negative_numbers_as_values(argv))
+    args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
     except DeepDiffError as err:
         _say(f"error: {err}")
         return EXIT_USAGE
     except OSError as err:  # a path that cannot be read or written (permissions, full disk, read-only)
-        _say(f"error: {_os_error(err)}")
+        _say(f"error: {os_error_message(err)}")
+        return EXIT_USAGE
+    except (MemoryError, RuntimeError) as err:
+        if not _out_of_memory(err):
+            raise
+        asked = re.search(r"tried to allocate [0-9.]+ ?[A-Za-z]*", str(err))
+        _say(f"error: not enough memory{f' ({asked.group()})' if asked else ''}; the model or a batch is too "
+             "large for this machine: lower --level1-hidden, --level2-hidden or --batch-size")
         return EXIT_USAGE
     except KeyboardInterrupt:
-        _say("interrupted; everything written so far is kept (resume with --resume)")
+        resumable = args.command == "train" and args.out
+        _say("interrupted; everything written so far is kept" + (" (continue with --resume)" if resumable else ""))
         return EXIT_INTERRUPTED
+
+
+def _out_of_memory(err: BaseException) -> bool:
+    """An allocation that failed: Python's MemoryError, torch's CPU allocator or CUDA out of memory."""
+    return (isinstance(err, MemoryError) or type(err).__name__ == "OutOfMemoryError"
+            or "can't allocate memory" in str(err))
 
 
 if __name__ == "__main__":

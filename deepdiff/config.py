@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from deepdiff.errors import ConfigError
+from deepdiff.errors import ConfigError, path_problem
 
 AUX_MODES = ("regression", "classification")
 INPUT_TRANSFORMS = ("raw", "log1p")
@@ -183,19 +183,37 @@ def save_config(path: str | Path, model_cfg: ModelConfig, train_cfg: TrainConfig
     if data:
         doc["data"] = dict(data)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(yaml.safe_dump(doc, sort_keys=False))
-    os.replace(tmp, path)  # a reader never sees half a file
+    write_atomic(path, yaml.safe_dump(doc, sort_keys=False))
     return path
+
+
+def write_atomic(path: str | Path, data: str | bytes) -> None:
+    """Replace the file `path` by `data` at once (a temporary file beside it, then a rename): a reader
+    never sees half a file, and a failed write (disk full, read-only) leaves the old file as it was,
+    no temporary file behind, and raises an `OSError` that names `path`. The one place files are
+    replaced whole (configs, metrics, results, checkpoints)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data.encode() if isinstance(data, str) else data)
+        os.replace(tmp, path)
+    except OSError as err:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        if err.filename is None or Path(err.filename) == tmp:  # name the file the user knows
+            raise OSError(err.errno, err.strerror or str(err), str(path)) from None
+        raise
 
 
 def load_config(path: str | Path) -> tuple[ModelConfig, TrainConfig, dict[str, Any]]:
     """Read a config file written by `save_config` (YAML or JSON, same layout)."""
     path = Path(path)
-    if path.is_dir():
-        raise ConfigError(f"{path}: is a directory; expected a config file (YAML or JSON)")
-    if not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
+    problem = path_problem(path, "config file")
+    if problem is not None:
+        raise ConfigError(f"{path}: {problem}" + ("" if problem.endswith("not found") else "; expected a config file (YAML or JSON)"))
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as err:

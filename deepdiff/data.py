@@ -28,7 +28,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import dataclasses
-import errno
 import hashlib
 import json
 import os
@@ -47,7 +46,7 @@ import pyarrow.csv as pa_csv
 import pyarrow.ipc  # noqa: F401  (pa.ipc)
 import torch
 
-from deepdiff.errors import DataError
+from deepdiff.errors import DataError, path_problem
 
 MARKS = ("H3K4me1", "H3K4me3", "H3K9me3", "H3K27me3", "H3K36me3")
 N_BINS = 200
@@ -280,29 +279,14 @@ def pair_files(data_dir: str | Path, cell_a: str, cell_b: str) -> dict[tuple[str
 def _pair_paths(data_dir: Path, cell_a: str, cell_b: str) -> dict[tuple[str, str], Path]:
     """The eight input paths keyed by (cell, kind); a missing one is a `DataError` naming what is expected."""
     expected = f"expected CELL.{{{','.join(FILE_KINDS)}}}.csv for cells {cell_a} and {cell_b}"
-    if not data_dir.is_dir():
-        _fail(data_dir, f"directory not found; {expected} in it")
+    problem = path_problem(data_dir, "directory")
+    if problem is not None:
+        _fail(data_dir, f"{problem}; {expected} in it")
     paths = pair_files(data_dir, cell_a, cell_b)
     for path in paths.values():
         if not path.is_file():
-            _fail(path, f"{_not_a_file(path)}; {expected} in {data_dir}")
+            _fail(path, f"{path_problem(path, 'file')}; {expected} in {data_dir}")
     return paths
-
-
-def _not_a_file(path: Path) -> str:
-    """What is at `path` instead of a regular file, e.g. "is a directory", "is a symlink loop"."""
-    if path.is_dir():
-        return "is a directory, not a file"
-    if path.is_symlink():
-        try:
-            path.stat()
-        except OSError as err:
-            if err.errno == errno.ELOOP:
-                return "is a symlink loop"
-            return f"is a symlink to {os.readlink(path)}, which is missing ({err.strerror})"
-    if path.exists():
-        return "is not a regular file"
-    return "file not found"
 
 
 def _read_raw(path: Path) -> "_RawFile":

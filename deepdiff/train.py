@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
+import io
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -22,10 +22,10 @@ from typing import Any
 
 import torch
 
-from deepdiff.config import ModelConfig, TrainConfig
+from deepdiff.config import ModelConfig, TrainConfig, write_atomic
 from deepdiff.data import PairData, SplitData, check_trainable
 from deepdiff.device import pick_device
-from deepdiff.errors import ConfigError
+from deepdiff.errors import ConfigError, path_problem
 from deepdiff.losses import deepdiff_loss
 from deepdiff.metrics import mse, pcc
 from deepdiff.model import DeepDiff
@@ -38,6 +38,9 @@ BEST_CHECKPOINT = "best.pt"
 CHECKPOINT_FORMAT = 1
 # Fields of the configs that may differ between a checkpoint and the run resuming it.
 RESUMABLE_CHANGES = {"epochs", "patience", "eval_batch_size"}
+# What every checkpoint holds (best.pt), and what a resume also reads from last.pt.
+CHECKPOINT_KEYS = ("model_config", "train_config", "epoch", "model", "best")
+RESUME_KEYS = ("optimizer", "torch_rng", "cuda_rng", "order_rng")
 # EpochResult field <- the LossParts field it averages over an epoch's batches.
 LOSS_METRICS = (("train_loss", "total"), ("train_diff_loss", "diff"), ("train_aux_loss", "aux"), ("train_siamese_loss", "siamese"))
 
@@ -220,9 +223,11 @@ def _checkpoint_state(model, optimizer, order_rng, model_cfg, train_cfg, epoch, 
 
 
 def _atomic_save(state: dict[str, Any], path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    # Serialised in memory first: torch.save reports a failed write (disk full) as a RuntimeError of
+    # its zip writer; write_atomic raises an OSError naming the file and leaves the old one intact.
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    write_atomic(path, buffer.getvalue())
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -230,14 +235,19 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if path.is_dir():
         path = path / LAST_CHECKPOINT
-    if not path.is_file():
-        raise ConfigError(f"{path}: checkpoint not found (expected a {LAST_CHECKPOINT} written by deepdiff train --out)")
+    problem = path_problem(path, "checkpoint")
+    if problem is not None:
+        raise ConfigError(f"{path}: {problem} (expected a {LAST_CHECKPOINT} written by deepdiff train --out)")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # a truncated or foreign file
         raise ConfigError(f"{path}: not a readable deepdiff checkpoint ({type(err).__name__})") from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise ConfigError(f"{path}: not a deepdiff checkpoint of format {CHECKPOINT_FORMAT}")
+    missing = [key for key in CHECKPOINT_KEYS if key not in state]
+    epoch = state.get("epoch")
+    if missing or isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+        raise ConfigError(f"{path}: a damaged deepdiff checkpoint ({f'no {missing[0]}' if missing else f'epoch {epoch!r}'})")
     return state
 
 
@@ -258,6 +268,9 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[De
 def check_resumable(path: str | Path, state: dict[str, Any], model_cfg: ModelConfig, train_cfg: TrainConfig) -> None:
     """A `ConfigError` if the configs differ from checkpoint `state` (read from `path`) in a field that
     a resumed run may not change (all but `RESUMABLE_CHANGES`)."""
+    missing = [key for key in RESUME_KEYS if key not in state]
+    if missing:
+        raise ConfigError(f"{path}: cannot resume, the checkpoint holds no {missing[0]} (a best.pt, or damaged)")
     saved = {**state["model_config"], **state["train_config"]}
     current = {**dataclasses.asdict(model_cfg), **dataclasses.asdict(train_cfg)}
     changed = sorted(k for k in current if k not in RESUMABLE_CHANGES and saved.get(k) != current[k])

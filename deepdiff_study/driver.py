@@ -8,6 +8,14 @@ Grid cells come from ablations/paper.yaml (--grid); --pairs/--variants/--aux/--m
 Without --pairs the `quick` preset applies, with it the `paper` preset (--preset to choose); any flag
 given wins over the preset. Results: Tune's files under --storage/--experiment, MLflow at --mlflow-uri.
 Kill it at any time and rerun with --resume to finish the study.
+
+Every error is one line ``error: ...`` on stderr, without a traceback. Exit status:
+0 the study (or dry run) ended with every planned trial recorded; 1 it ended, but trials Tune planned
+never reached MLflow (see the error line); 2 a flag, the grid file, the data, the study folder or
+manifest, Tune's saved state, the MLflow URI or the Ray address is wrong: nothing was written or
+started; 75 the MLflow store does not answer, or it or the storage failed during the study: what ran
+is saved, fix the cause and rerun (with --resume once the study started); 130 interrupted (Ctrl-C,
+SIGTERM) or trials left unfinished: rerun the same command with --resume.
 """
 
 from __future__ import annotations
@@ -17,24 +25,28 @@ import dataclasses
 import logging
 import math
 import os
+import signal
 import sys
 import time
 from pathlib import Path
 
-from deepdiff.errors import ConfigError, DeepDiffError
+from deepdiff.cli import OneLineParser, check_synthetic_genes
+from deepdiff.errors import ConfigError, DeepDiffError, check_input_dir, check_output_dir, os_error_message, path_problem
 from deepdiff_study.grid import PAPER_GRID, Grid, GridCell, Pair, load_grid
 from deepdiff_study.plan import StudySettings, plan_grid_cells
-from deepdiff_study.records import DEFAULT_EXPERIMENT, default_mlflow_uri
 from deepdiff_study.storage import StudyStorage
-from deepdiff_study.store import StoreError
+from deepdiff_study.store import DEFAULT_EXPERIMENT, StoreError, default_mlflow_uri
 
-EXIT_USAGE = 2  # a flag, a grid file, the data or the study folder: nothing was started
-EXIT_STORE = 75  # the MLflow store or the storage failed (before or during the study): fix it, then --resume
+EXIT_USAGE = 2  # a flag, a grid file, the data, the study folder or its saved state: nothing was started
+EXIT_STORE = 75  # the MLflow store does not answer, or it or the storage failed mid-study: fix it, then --resume
+EXIT_INCOMPLETE = 1  # the study ended, but trials Tune planned never reached MLflow (a Tune failure)
 EXIT_INTERRUPTED = 130  # Ctrl-C, or trials left unfinished: rerun with --resume
+MIN_STUDY_GENES = 20  # a synthetic pair with a few genes in every split
+ADDRESS_TIMEOUT_S = 5  # a Ray head that does not accept a connection this fast is not there
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="run_ablation", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = OneLineParser(prog="run_ablation", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_argument_group("the grid")
     g.add_argument("--grid", default=str(PAPER_GRID), metavar="FILE", help="grid and search space (default ablations/paper.yaml)")
     g.add_argument("--preset", help="run sizes from the grid file: quick (default without --pairs) or paper (default with --pairs)")
@@ -74,7 +86,7 @@ def resolve(args: argparse.Namespace, grid: Grid) -> tuple[list[GridCell], Study
 
     Every number is checked here, before anything is written or started.
     """
-    preset_name = args.preset or ("paper" if args.pairs is not None else "quick")
+    preset_name = args.preset if args.preset is not None else "paper" if args.pairs is not None else "quick"
     if preset_name not in grid.presets:
         raise ConfigError(f"--preset {preset_name!r}: not in {grid.source}; expected one of {', '.join(grid.presets)}")
     preset = grid.presets[preset_name]
@@ -86,10 +98,12 @@ def resolve(args: argparse.Namespace, grid: Grid) -> tuple[list[GridCell], Study
         "synthetic_genes": pick("synthetic_genes", "synthetic_genes"),
     }
     for key in ("samples", "max_epochs", "grace_period", "synthetic_genes"):
-        if not isinstance(sizes[key], int) or sizes[key] < 1:
-            raise ConfigError(f"--{key.replace('_', '-')}: expected a whole number >= 1 (set it or add it to preset {preset_name})")
-    if sizes["synthetic_genes"] < 20:
-        raise ConfigError("--synthetic-genes: expected at least 20 (a few genes per split)")
+        if not isinstance(sizes[key], int) or isinstance(sizes[key], bool) or sizes[key] < 1:
+            raise ConfigError(f"--{key.replace('_', '-')} {sizes[key]!r}: expected a whole number >= 1 "
+                              f"(set it or add it to preset {preset_name})")
+    check_synthetic_genes(sizes["synthetic_genes"], "--synthetic-genes", MIN_STUDY_GENES)
+    if not 0 <= args.seed < 2**32:  # it seeds the synthetic pairs and the baselines' folds (numpy, scikit-learn)
+        raise ConfigError(f"--seed {args.seed}: expected an integer in [0, 2**32)")
     factor = sizes["reduction_factor"]
     if not isinstance(factor, (int, float)) or not math.isfinite(factor) or factor <= 1:
         raise ConfigError(f"--reduction-factor: expected a finite number > 1, got {factor!r}")
@@ -100,10 +114,95 @@ def resolve(args: argparse.Namespace, grid: Grid) -> tuple[list[GridCell], Study
     if args.max_failures < 0:
         raise ConfigError("--max-failures: expected a whole number >= 0")
     cells = grid.grid_cells(pick("pairs", "pairs"), args.variants, args.aux, pick("margins", "margins"))
-    if not args.data:  # synthetic data stands in for each selected pair, under a name of its own
+    variants = ", ".join(dict.fromkeys(c.variant for c in cells))
+    for flag, given, used, what in (("--aux", args.aux, any(c.aux_mode for c in cells), "an auxiliary task"),
+                                    ("--margins", args.margins, any(c.margin is not None for c in cells), "a contrastive loss")):
+        if given is not None and not used:
+            print(f"note: {flag} ignored: none of the selected variants ({variants}) has {what}", file=sys.stderr)
+    if args.data is None:  # synthetic data stands in for each selected pair, under a name of its own
         cells = [dataclasses.replace(c, pair=c.pair.synthetic()) for c in cells]
     settings = StudySettings(sizes["samples"], sizes["max_epochs"], sizes["grace_period"], float(factor), seed=args.seed)
     return cells, settings, sizes
+
+
+def check_flags(args: argparse.Namespace) -> None:
+    """The flags naming places (grid, data, storage, store, study name, cluster), checked before anything is
+    read, written or started: one `ConfigError` naming the flag and what was expected."""
+    if args.experiment is not None:
+        check_experiment_name(args.experiment)
+    if not args.resume:
+        problem = path_problem(args.grid, "grid file")
+        if problem is not None:
+            raise ConfigError(f"--grid {args.grid}: {problem}" + ("" if problem.endswith("not found") else "; expected a grid file (YAML)"))
+        if args.data is not None:
+            check_input_dir(args.data, "--data", "a folder with the paper's files (E123.train.csv ...)")
+    if args.storage.strip() == "":
+        raise ConfigError("--storage '': expected a folder or a URI such as s3://bucket/prefix")
+    if "://" not in args.storage:
+        check_output_dir(args.storage, "--storage")
+    if args.mlflow_uri is not None and not args.resume:
+        from deepdiff_study import store
+
+        store.check_uri(args.mlflow_uri, write=not args.dry_run)
+    if args.address is not None:
+        check_address(args.address)
+    check_trial_resources(args)
+
+
+def check_trial_resources(args: argparse.Namespace) -> None:
+    """Resources a trial can get: Ray takes fractions of one GPU or whole GPUs only; a local Ray has this
+    machine's CPUs and GPUs and no autoscaler, so a trial needing more would wait for ever."""
+    gpus = args.gpus_per_trial or 0.0
+    if not (math.isfinite(gpus) and math.isfinite(args.cpus_per_trial)):
+        return  # `resolve` says what is expected
+    if gpus > 1 and not float(gpus).is_integer():
+        raise ConfigError(f"--gpus-per-trial {gpus:g}: expected a fraction of one GPU or a whole number of GPUs")
+    if args.address is not None:  # a cluster may add nodes that fit
+        return
+    cpus = os.cpu_count() or 1
+    if args.cpus_per_trial > cpus:
+        raise ConfigError(f"--cpus-per-trial {args.cpus_per_trial:g}: this machine has {cpus} CPUs, all a local Ray gets; "
+                          f"ask for at most {cpus}, or join a cluster with --address")
+    if gpus > 0:
+        import torch
+
+        have = torch.cuda.device_count()
+        if gpus > have:
+            raise ConfigError(f"--gpus-per-trial {gpus:g}: this machine has {have} GPU(s), all a local Ray gets; "
+                              "drop the flag (trials then run on the CPU) or join a cluster with --address")
+
+
+def given_study_flags(args: argparse.Namespace) -> dict[str, object]:
+    """The flags that define a study (its manifest keeps them), as given: None where not given."""
+    defaults = build_parser().parse_args([])
+    names = ("grid", "preset", "pairs", "variants", "aux", "margins", "samples", "max_epochs", "grace_period",
+             "reduction_factor", "seed", "data", "synthetic_genes", "mlflow_uri")
+    return {f"--{name.replace('_', '-')}": (None if getattr(args, name) == getattr(defaults, name) else getattr(args, name))
+            for name in names}
+
+
+def check_experiment_name(name: str) -> None:
+    """A study name is an MLflow experiment and a folder under --storage: one plain folder name."""
+    if name.strip() != name or name in ("", ".", "..") or any(c in name for c in "/\\") or not name.isprintable():
+        raise ConfigError(f"--experiment {name!r}: expected a study name that is also a folder name (no '/', "
+                          "not empty, '.' or '..', no surrounding spaces), e.g. deepdiff-ablation-2")
+
+
+def check_address(address: str) -> None:
+    """``auto``, ``local``, ``HOST:PORT`` or ``ray://HOST:PORT``; a HOST:PORT must accept a connection within
+    a few seconds (Ray itself retries an address that does not answer for ever)."""
+    import socket
+
+    if address in ("auto", "local"):
+        return
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"--address {address!r}: expected auto, HOST:PORT or ray://HOST:PORT of a Ray cluster's head")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=ADDRESS_TIMEOUT_S).close()
+    except OSError as err:
+        raise ConfigError(f"--address {address}: no Ray cluster answers there ({err.strerror or type(err).__name__}); "
+                          "start one (ray start --head) or drop --address to run on a local Ray") from None
 
 
 def print_plan(cells: list[GridCell], settings: StudySettings, preset: str, stream=None) -> None:
@@ -114,7 +213,7 @@ def print_plan(cells: list[GridCell], settings: StudySettings, preset: str, stre
               f"{cell.aux_mode or '-':<15} {'-' if cell.margin is None else f'{cell.margin:g}':>6} {settings.samples:>6}", file=stream)
     print(f"\n{len(cells)} grid cells x {settings.samples} trials = {len(cells) * settings.samples} trials "
           f"(preset {preset}), at most {settings.max_epochs} epochs each; ASHA rungs at epochs "
-          f"{', '.join(map(str, settings.rungs())) or 'none'} (reduction factor {settings.reduction_factor:g})", file=stream)
+          f"{', '.join(f'{r:g}' for r in settings.rungs()) or 'none'} (reduction factor {settings.reduction_factor:g})", file=stream)
 
 
 # ---- running ----------------------------------------------------------------------------------------
@@ -123,11 +222,17 @@ def start_ray(address: str | None) -> None:
     """Join `address` or start a local Ray using every core. Workers import the installed packages."""
     import ray
 
+    from deepdiff_study import ray_private
+
     if ray.is_initialized():
         return
-    quiet = {"logging_level": logging.WARNING, "logging_config": ray.LoggingConfig(log_level="WARNING")}
+    quiet = {"logging_level": logging.WARNING, "logging_config": ray.LoggingConfig(log_level="WARNING"),
+             "runtime_env": {"env_vars": ray_private.worker_env()}}  # workers on every node of a cluster
     if address:
-        ray.init(address=address, **quiet)
+        try:
+            ray.init(address=address, **quiet)
+        except (ConnectionError, ValueError) as err:  # e.g. auto without a cluster on this machine
+            raise ConfigError(f"--address {address}: {str(err).strip().splitlines()[0]}") from None
     else:
         # "local": always a fresh local instance, never silently joining one found on this machine.
         ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, **quiet)
@@ -138,8 +243,12 @@ def quiet_logs() -> None:
     from deepdiff_study import ray_private
 
     ray_private.apply_tune_env()
+    from deepdiff_study import store
+
     for name in ("ray.tune", "ray.train", "ray.air", "alembic", "mlflow", "optuna"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    for name in store.NOISY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.CRITICAL)
     for name, level in ray_private.TUNE_INTERNAL_LOGGERS.items():
         logging.getLogger(name).setLevel(level)
     import optuna
@@ -217,53 +326,91 @@ def estimate_cost(args: argparse.Namespace, grid: Grid, cells: list[GridCell], s
     calibrate.print_estimate(plans, settings, measured, genes=genes, nodes=nodes, cpus=args.cpus_per_trial, gpus=gpus)
 
 
+def check_sources(manifest: dict, storage: StudyStorage) -> list:
+    """The data files and the MLflow store of a study (new or resumed): a missing file or a store that
+    cannot be used is one clear error before anything is written and before Ray or Tune start."""
+    from deepdiff_study import pairs as pair_files
+    from deepdiff_study import store
+
+    sources = pair_files.pair_sources([Pair(*p) for p in manifest["pairs"]], data_dir=manifest["data"],
+                                      synthetic_root=storage.local_dir / "synthetic",
+                                      genes=manifest["sizes"]["synthetic_genes"], seed=manifest["seed"])
+    pair_files.check_files(sources)
+    store.check_store(manifest["mlflow_uri"])
+    return sources
+
+
+def check_name_free(mlflow_uri: str, experiment: str, exp_dir) -> None:
+    """A new study may not take a name MLflow already holds a study of (their runs would mix)."""
+    from mlflow.tracking import MlflowClient
+
+    from deepdiff_study import records
+
+    client = MlflowClient(mlflow_uri)
+    existing = client.get_experiment_by_name(experiment)
+    if existing is not None and records.study_runs(client, existing.experiment_id, records.Kind.GRID_CELL):
+        raise ConfigError(f"--experiment {experiment!r}: MLflow at {mlflow_uri} already holds runs of a study of "
+                          f"that name (its Tune folder {exp_dir} is not there); choose another --experiment, or "
+                          "pass the --storage it ran with and --resume")
+
+
 def run(args: argparse.Namespace, *, train_fn=None) -> int:
     """The study the flags describe (or the saved one, with --resume); `train_fn`: the trial function
-    (default `deepdiff_study.trainable.train_trial`)."""
+    (default `deepdiff_study.trainable.train_trial`). The study's lock is released when it returns or
+    raises (an in-process caller may run the study again, e.g. with --resume)."""
+    held: list = []
+    try:
+        return _run(args, train_fn, held)
+    finally:
+        for handle in held:
+            if handle is not None:
+                handle.close()
+
+
+def _run(args: argparse.Namespace, train_fn, held: list) -> int:
     from deepdiff_study import pairs as pair_files
     from deepdiff_study import records, resume, store
 
-    experiment = args.experiment or DEFAULT_EXPERIMENT
+    check_flags(args)
+    quiet_logs()
+    experiment = DEFAULT_EXPERIMENT if args.experiment is None else args.experiment
     storage = StudyStorage.parse(args.storage)
     exp_dir = storage.experiment_dir(experiment)
     manifest_path = exp_dir / resume.MANIFEST
-    if not args.resume:  # every flag is checked before anything is written
+    if not args.resume:  # every flag, the data and the store are checked before anything is written
         grid = load_grid(args.grid)
         cells, settings, sizes = resolve(args, grid)
         plans = plan_grid_cells(grid, cells, settings)
-    lock = resume.lock_study(args.storage, experiment)  # noqa: F841 - held until the process ends
-    resume.check_start(exp_dir, experiment, resume=args.resume)
-    if args.resume:
-        manifest = resume.read_manifest(manifest_path)
-        print(f"resuming study {experiment!r} ({len(manifest['cells'])} grid cells) from {exp_dir}; "
-              "its grid and sizes are those it started with")
-    else:
         manifest = {
-            "experiment": experiment, "mlflow_uri": args.mlflow_uri or default_mlflow_uri(),
+            "experiment": experiment, "mlflow_uri": default_mlflow_uri() if args.mlflow_uri is None else args.mlflow_uri,
             "grid": str(Path(args.grid).resolve()), "sizes": sizes, "seed": args.seed,
-            "data": str(Path(args.data).resolve()) if args.data else None,
+            "data": str(Path(args.data).resolve()) if args.data is not None else None,
             "pairs": sorted({(c.pair.number, c.pair.epigenome_a, c.pair.epigenome_b, c.pair.imitates) for c in cells}),
             "cells": [c.key for c in cells],
         }
-    quiet_logs()
+        sources = check_sources(manifest, storage)
+        resume.check_start(exp_dir, experiment, resume=False)  # both before a lock file is written, and again under it
+        check_name_free(manifest["mlflow_uri"], experiment, exp_dir)
+    if args.resume and storage.is_local and not Path(storage.root).is_dir():  # refused without creating the folder
+        resume.check_start(exp_dir, experiment, resume=True)
+    held.append(resume.lock_study(args.storage, experiment))
+    resume.check_start(exp_dir, experiment, resume=args.resume)
+    if args.resume:
+        manifest = resume.read_manifest(manifest_path)
+        resume.check_saved_state(storage, experiment)
+        print(f"resuming study {experiment!r} ({len(manifest['cells'])} grid cells) from {exp_dir}; "
+              "its grid and sizes are those it started with")
+        ignored = [flag for flag, value in given_study_flags(args).items() if value is not None]
+        if ignored:
+            print(f"note: {', '.join(ignored)} ignored with --resume: the study keeps the settings it started with "
+                  f"(in {manifest_path})", file=sys.stderr)
+        sources = check_sources(manifest, storage)
+    held.append(resume.lock_store(manifest["mlflow_uri"], experiment))
     mlflow_uri = manifest["mlflow_uri"]
     pairs = [Pair(*p) for p in manifest["pairs"]]
-
-    # Data and store first: a missing file or a dead store is one clear error before Ray or Tune start.
-    sources = pair_files.pair_sources(pairs, data_dir=manifest["data"], synthetic_root=storage.local_dir / "synthetic",
-                                      genes=manifest["sizes"]["synthetic_genes"], seed=manifest["seed"])
-    pair_files.check_files(sources)
-    store.check_store(mlflow_uri)
     store.apply_http_defaults()
-    if not args.resume:
-        from mlflow.tracking import MlflowClient
-
-        client = MlflowClient(mlflow_uri)
-        existing = client.get_experiment_by_name(experiment)
-        if existing is not None and records.study_runs(client, existing.experiment_id, records.Kind.GRID_CELL):
-            raise ConfigError(f"--experiment {experiment!r}: MLflow at {mlflow_uri} already holds runs of a study of "
-                              f"that name (its Tune folder is not in {storage}); choose another --experiment, or "
-                              "pass the --storage it ran with and --resume")
+    if not args.resume:  # checked again under the store's lock: another driver may have started meanwhile
+        check_name_free(mlflow_uri, experiment, exp_dir)
     started = time.monotonic()
     print(f"preparing data for {len(pairs)} pair(s)" + ("" if manifest["data"] else
           f" (synthetic, {manifest['sizes']['synthetic_genes']} genes each, in {storage.local_dir / 'synthetic'})"), flush=True)
@@ -303,6 +450,9 @@ def run(args: argparse.Namespace, *, train_fn=None) -> int:
         print_plan(cells, settings, sizes["preset"])
     print(f"\nrunning on Ray ({ray.cluster_resources().get('CPU', 0):g} CPUs, {ray.cluster_resources().get('GPU', 0):g} GPUs; "
           f"{args.cpus_per_trial:g} CPU + {gpus:g} GPU per trial); MLflow: {mlflow_uri}", flush=True)
+    # SIGTERM (`ray job stop`, a scheduler ending the job, `kill`) stops the study as Ctrl-C does: Tune
+    # saves its state and the closing summary says what is unfinished (Ray's own handler just dies).
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: signal.raise_signal(signal.SIGINT))
     try:
         results = tuner.fit()
     except DeepDiffError:
@@ -313,15 +463,19 @@ def run(args: argparse.Namespace, *, train_fn=None) -> int:
             raise
         raise store.StoreError(f"the study stopped: its MLflow store or storage failed ({reason}); what ran so far "
                                "is saved: fix the cause and rerun the same command with --resume") from None
-    if results.num_terminated + results.num_errors == len(results):  # all ended: Tune's last snapshot says so
-        storage.prune_checkpoints(experiment)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     wall = time.monotonic() - started
-    return report(mlflow_uri, experiment, exp_dir, wall, manifest)
+    tune_ended = results.num_terminated + results.num_errors == len(results)  # False: interrupted (Ctrl-C, SIGTERM)
+    if tune_ended:  # Tune's last snapshot names each trial's last checkpoint: the older ones can go
+        storage.prune_checkpoints(experiment)
+    return report(mlflow_uri, experiment, exp_dir, wall, manifest, tune_ended=tune_ended)
 
 
-def report(mlflow_uri: str, experiment: str, exp_dir, wall: float, manifest: dict) -> int:
+def report(mlflow_uri: str, experiment: str, exp_dir, wall: float, manifest: dict, *, tune_ended: bool = True) -> int:
     """The closing summary: best PCC per grid cell in plan order (the winner of each variant and pair
-    marked), trial counts, the data, where everything is and how to look at it."""
+    marked), trial counts, the data, where everything is and how to look at it. `tune_ended`: every
+    trial Tune made has ended (False after an interruption). Returns the driver's exit status."""
     from mlflow.tracking import MlflowClient
 
     from deepdiff_study.export import format_table, winners
@@ -359,7 +513,17 @@ def report(mlflow_uri: str, experiment: str, exp_dir, wall: float, manifest: dic
     print(f"Export:        python tune/export_best.py --experiment {experiment} --out best_configs"
           + ("" if mlflow_uri == default_mlflow_uri() else f" --mlflow-uri {mlflow_uri}"))
     write_study_report(mlflow_uri, experiment, exp_dir)
-    return 0 if counts[TrialStatus.RUNNING] == 0 else EXIT_INTERRUPTED
+    planned = len(manifest["cells"]) * manifest["sizes"]["samples"]
+    if counts[TrialStatus.RUNNING] or not tune_ended:
+        print(f"\ninterrupted: {max(0, planned - len(statuses) + counts[TrialStatus.RUNNING])} of the {planned} trials "
+              "unfinished; rerun the same command with --resume to finish the study", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    if len(statuses) < planned:  # Tune ended some without a callback: they never reached MLflow
+        print(f"error: {planned - len(statuses)} of the {planned} planned trials have no record in MLflow (Tune "
+              f"ended them before they started; see the error.txt files in {exp_dir}); the table above lacks them",
+              file=sys.stderr)
+        return EXIT_INCOMPLETE
+    return 0
 
 
 def write_study_report(mlflow_uri: str, experiment: str, exp_dir) -> None:
@@ -379,9 +543,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.dry_run:
+            check_flags(args)
             grid = load_grid(args.grid)
             cells, settings, sizes = resolve(args, grid)
-            if args.data:  # the same check as the real start, so a dry run vouches for the data
+            if args.data is not None:  # the same check as the real start, so a dry run vouches for the data
                 from deepdiff_study import pairs as pair_files
 
                 chosen = sorted({c.pair for c in cells}, key=lambda p: p.number)
@@ -397,8 +562,13 @@ def main(argv: list[str] | None = None) -> int:
     except DeepDiffError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USAGE
+    except OSError as err:  # the storage failing (disk full, read-only) while the driver writes its files
+        print(f"error: {os_error_message(err)}; fix it and rerun the same command (with --resume once the study "
+              "started)", file=sys.stderr)
+        return EXIT_STORE
     except KeyboardInterrupt:
-        print("\ninterrupted; rerun with --resume to finish the study", file=sys.stderr)
+        print("\ninterrupted; rerun the same command to continue (with --resume once the study started: "
+              "its folder holds tuner.pkl)", file=sys.stderr)
         return EXIT_INTERRUPTED
 
 

@@ -10,6 +10,10 @@ neither Ray, Optuna nor torch: the runs' params are the config fields that apply
 their grid cell's ``data`` tag names the pair's files (and how to regenerate a synthetic pair), and
 the metric ``epoch`` is the last epoch trained. The exported config trains for the epochs the best
 trial trained, so `deepdiff train --config` selects the same best epoch and reports the same PCCs.
+
+Exit status: 0 exported; 2 a bad flag, an earlier export in --out, no such study (nothing written);
+75 the MLflow store does not answer or failed while it was read (nothing written). ``--help`` imports
+no MLflow (it answers at once).
 """
 
 from __future__ import annotations
@@ -17,13 +21,16 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
-from deepdiff.config import save_config
-from deepdiff.errors import ConfigError, DeepDiffError
-from deepdiff_study.records import DEFAULT_EXPERIMENT, best_trials, decode_params, default_mlflow_uri
+from deepdiff.errors import ConfigError, DeepDiffError, check_output_dir
+from deepdiff_study.store import DEFAULT_EXPERIMENT, StoreError, default_mlflow_uri, store_failure
+
+EXIT_USAGE = 2  # a flag, or no study to export: nothing written
+EXIT_STORE = 75  # the MLflow store does not answer or failed while read: nothing written
 
 SUMMARY_COLUMNS = (
     "grid_cell", "variant", "pair", "pair_name", "epigenome_a", "epigenome_b", "aux_mode", "margin",
@@ -33,41 +40,67 @@ SUMMARY_COLUMNS = (
 EXPORT_FILES = ("configs", "summary.csv", "summary.parquet")
 
 
-def check_out_dir(out: Path, *, overwrite: bool) -> None:
-    """`out` must be a folder (or not exist yet) without an earlier export, unless `overwrite`."""
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out}: is a file; expected a folder for configs/ and summary.csv")
+def check_out_dir(out: str | Path, *, overwrite: bool) -> None:
+    """`out` must be a folder (or creatable as one) without an earlier export, unless `overwrite`."""
+    check_output_dir(out, "--out")
+    out = Path(out)
     earlier = [name for name in EXPORT_FILES if (out / name).exists()]
     if earlier and not overwrite:
         raise ConfigError(f"--out {out}: already holds an export ({earlier[0]}); choose another --out or pass --overwrite")
 
 
 def export_best(tracking_uri: str, experiment: str, out_dir: str | Path, *, overwrite: bool = False):
-    """Write ``configs/<grid cell>.yaml`` per grid cell's best trial plus ``summary.csv`` and ``summary.parquet``."""
+    """Write ``configs/<grid cell>.yaml`` per grid cell's best trial plus ``summary.csv`` and ``summary.parquet``.
+
+    The export is written into a folder of its own beside `out_dir` and moved in whole: a failure
+    (disk full) leaves `out_dir` as it was, and ``--overwrite`` leaves no config of an earlier export
+    behind.
+    """
+    import shutil
+    import tempfile
+
     import pandas as pd
+
+    from deepdiff.config import save_config
+    from deepdiff_study.records import best_trials, decode_params
 
     out = Path(out_dir)
     check_out_dir(out, overwrite=overwrite)
     rows = best_trials(tracking_uri, experiment)
     if not rows:
         raise ConfigError(f"--experiment {experiment!r}: no grid-cell runs in it at {tracking_uri}; nothing to export")
+    created = not out.exists()
     try:
-        for row in rows:
-            run, data = row.pop("_run"), row.pop("data")
-            row["config"] = None
-            if run is None:
-                continue
-            model_cfg, train_cfg = decode_params(run.data.params, source=f"MLflow run {run.info.run_id}")
-            if row["epochs_trained"]:
-                train_cfg = dataclasses.replace(train_cfg, epochs=row["epochs_trained"])
-            path = save_config(out / "configs" / f"{row['grid_cell']}.yaml", model_cfg, train_cfg, data)
-            row["config"] = str(path.relative_to(out))
-        table = pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))
         out.mkdir(parents=True, exist_ok=True)
-        table.to_csv(out / "summary.csv", index=False)
-        table.to_parquet(out / "summary.parquet", index=False)
+        staging = Path(tempfile.mkdtemp(prefix=".export-", dir=out))
+        try:
+            for row in rows:
+                run, data = row.pop("_run"), row.pop("data")
+                row["config"] = None
+                if run is None:
+                    continue
+                model_cfg, train_cfg = decode_params(run.data.params, source=f"MLflow run {run.info.run_id}")
+                if row["epochs_trained"]:
+                    train_cfg = dataclasses.replace(train_cfg, epochs=row["epochs_trained"])
+                path = save_config(staging / "configs" / f"{row['grid_cell']}.yaml", model_cfg, train_cfg, data)
+                row["config"] = str(path.relative_to(staging))
+            (staging / "configs").mkdir(exist_ok=True)
+            table = pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))
+            table.to_csv(staging / "summary.csv", index=False)
+            table.to_parquet(staging / "summary.parquet", index=False)
+            old = Path(tempfile.mkdtemp(prefix=".replaced-", dir=out))
+            for name in EXPORT_FILES:  # the earlier export (--overwrite) moves aside whole, then goes
+                if (out / name).exists():
+                    os.replace(out / name, old / name)
+                os.replace(staging / name, out / name)
+            shutil.rmtree(old, ignore_errors=True)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     except OSError as err:
-        raise ConfigError(f"--out {out}: cannot write there ({err.strerror or type(err).__name__})") from None
+        if created:
+            shutil.rmtree(out, ignore_errors=True)
+        reason = os.strerror(err.errno) if err.errno else (err.strerror or type(err).__name__)
+        raise ConfigError(f"--out {out}: cannot write there ({reason})") from None
     return table
 
 
@@ -100,17 +133,33 @@ def winners(rows: list[dict[str, Any]]) -> set[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="export_best", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    from deepdiff.cli import OneLineParser
+
+    parser = OneLineParser(prog="export_best", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--experiment", default=DEFAULT_EXPERIMENT, help=f"MLflow experiment of the study (default {DEFAULT_EXPERIMENT})")
     parser.add_argument("--out", required=True, metavar="DIR", help="folder for configs/ and summary.{csv,parquet}")
     parser.add_argument("--mlflow-uri", default=None, help="MLflow tracking URI (default sqlite:///mlruns.db in this folder)")
     parser.add_argument("--overwrite", action="store_true", help="replace an earlier export in --out")
     args = parser.parse_args(argv)
+    uri = default_mlflow_uri() if args.mlflow_uri is None else args.mlflow_uri
     try:
-        table = export_best(args.mlflow_uri or default_mlflow_uri(), args.experiment, args.out, overwrite=args.overwrite)
+        check_out_dir(args.out, overwrite=args.overwrite)  # before the store is asked anything
+        from deepdiff_study.store import check_readable
+
+        check_readable(uri)
+        table = export_best(uri, args.experiment, args.out, overwrite=args.overwrite)
+    except StoreError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_STORE
     except DeepDiffError as err:
         print(f"error: {err}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
+    except Exception as err:  # the store failing while it is read: one line, nothing written
+        reason = store_failure(err)
+        if reason is None:
+            raise
+        print(f"error: --mlflow-uri {uri}: the MLflow store failed while read ({reason}); nothing was written", file=sys.stderr)
+        return EXIT_STORE
     print(format_table(table.to_dict("records")))
     written = table["config"].dropna()
     print(f"\nwrote {len(written)} configs to {Path(args.out) / 'configs'} and "

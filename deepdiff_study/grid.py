@@ -114,7 +114,7 @@ class Grid:
             return list(self.pairs.values())
         by_name = {p.name.upper(): p for p in self.pairs.values()}
         chosen: list[Pair] = []
-        for item in _items(spec):
+        for item in _items(spec, "--pairs"):
             pair = self.pairs.get(int(item)) if item.isdigit() else by_name.get(item.upper())
             if pair is None:
                 raise ConfigError(
@@ -298,11 +298,11 @@ def _read_presets(section: Any, src: str) -> dict[str, dict[str, Any]]:
     return presets
 
 
-def _items(spec: str | list) -> list[str]:
+def _items(spec: str | list, flag: str) -> list[str]:
     raw = spec if isinstance(spec, (list, tuple)) else str(spec).split(",")
     items = [str(x).strip() for x in raw if str(x).strip()]
     if not items:
-        raise ConfigError(f"empty selection {spec!r}; expected a comma-separated list")
+        raise ConfigError(f"{flag} {spec!r}: empty selection; expected all or a comma-separated list")
     return items
 
 
@@ -310,7 +310,7 @@ def _choose(flag: str, spec: str | list | None, allowed: tuple[str, ...], src: s
     if spec is None or str(spec).strip().lower() == "all":
         return allowed
     chosen = []
-    for item in _items(spec):
+    for item in _items(spec, flag):
         if item not in allowed:
             raise ConfigError(f"{flag} {item!r}: not in the grid {src}; expected all or any of {', '.join(allowed)}")
         if item not in chosen:
@@ -322,7 +322,7 @@ def _choose_margins(spec: str | list | None, allowed: tuple[float, ...], src: st
     if spec is None or str(spec).strip().lower() == "all":
         return allowed
     chosen = []
-    for item in _items(spec):
+    for item in _items(spec, "--margins"):
         try:
             value = float(item)
         except ValueError:

@@ -34,6 +34,7 @@ class ProgressLine(Callback):
         self._last_status = self._started
         self._ended: dict[str, TrialStatus] = {}
         self._before = 0  # trials that had ended before this session (a resume)
+        self._first = True  # the first look at the trials: those ended already are a resume's
 
     def __getstate__(self) -> dict:
         return {"total": self.total, "every_s": self.every_s}
@@ -47,10 +48,18 @@ class ProgressLine(Callback):
         print(text, file=self.stream or sys.stdout, flush=True)
 
     def _counts(self, trials: list) -> str:
-        for t in trials:  # trials restored as ended by a resume count as ended, not as this session's work
+        unheard = []
+        for t in trials:
             if t.status in ("TERMINATED", "ERROR") and t.trial_id not in self._ended:
-                self._ended[t.trial_id] = outcome_of(t)[0]
-                self._before += 1
+                status, reason = outcome_of(t)
+                self._ended[t.trial_id] = status
+                if self._first:  # restored as ended by a resume: not this session's work
+                    self._before += 1
+                else:  # ended without a callback (Tune failed it before it started): said, not skipped
+                    unheard.append(f"  {grid_cell_of(t.config):<40} {status}: {reason}")
+        self._first = False
+        for line in unheard:
+            self._print(line)
         running = sum(1 for t in trials if t.status == "RUNNING" and t.trial_id not in self._ended)
         pruned = sum(1 for s in self._ended.values() if s is TrialStatus.PRUNED)
         failed = sum(1 for s in self._ended.values() if s is TrialStatus.FAILED)

@@ -19,6 +19,14 @@ TUNE_ENV = {
     # Tune's default loggers write TensorBoard files; the study adds the JSON/CSV loggers it needs.
     "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
 }
+TUNE_ENV_DEFAULTS = {
+    # Read by the trial workers: how long a reused worker waits for the last trial's thread to end (up
+    # to one epoch after ASHA stopped it, plus its clean-up). Past Tune's default of 2 s the next trial
+    # is marked ERROR before it starts and no callback hears of it: it vanished from the study.
+    "TUNE_FUNCTION_THREAD_TIMEOUT_S": "1800",
+}
+# The switches above that the trial workers read: handed to every worker of a cluster (runtime_env).
+WORKER_ENV = ("TUNE_FUNCTION_THREAD_TIMEOUT_S",)
 
 # Loggers of Tune's internal modules, quieted: Tuner.restore warns about trials that had not reported
 # yet (ERROR and above only), and a failing trial's traceback is in its error.txt and in MLflow.
@@ -80,5 +88,12 @@ def optuna_study(search: Any) -> Any:
 
 
 def apply_tune_env() -> None:
-    """Set the environment switches above (before Ray Tune starts)."""
+    """Set the environment switches above (before Ray Tune starts; a local Ray's workers inherit them)."""
     os.environ.update(TUNE_ENV)
+    for key, value in TUNE_ENV_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+
+
+def worker_env() -> dict[str, str]:
+    """The switches the trial workers read, as set here: for ``ray.init(runtime_env={"env_vars": ...})``."""
+    return {key: os.environ[key] for key in WORKER_ENV if key in os.environ}

@@ -43,9 +43,8 @@ from deepdiff.errors import ConfigError
 from deepdiff.results import METRIC_NAMES, EpochStatus
 from deepdiff.variants import VARIANTS
 from deepdiff_study.grid import GridCell
+from deepdiff_study.store import DEFAULT_EXPERIMENT, check_readable, default_mlflow_uri  # noqa: F401 (re-exported)
 
-DEFAULT_EXPERIMENT = "deepdiff-ablation"
-DEFAULT_DB = "mlruns.db"  # in the working directory; artifacts go to mlartifacts/ beside it
 NOT_APPLICABLE = "-"
 PARENT_TAG = "mlflow.parentRunId"  # MLflow's own: nests a trial run under its grid-cell run
 NOTE_TAG = "mlflow.note.content"  # MLflow's own: the run's description in the UI
@@ -247,11 +246,6 @@ def outcome_of(trial) -> tuple[TrialStatus, str]:
 
 # ---- stores and readers -------------------------------------------------------------------------------
 
-def default_mlflow_uri(folder: str | Path | None = None) -> str:
-    """``sqlite:///<folder>/mlruns.db`` with an absolute path (folder: the working directory)."""
-    return f"sqlite:///{(Path(folder or Path.cwd()) / DEFAULT_DB).resolve()}"
-
-
 def artifact_location(tracking_uri: str) -> str | None:
     """Artifacts beside a local SQLite database (``mlartifacts/``); a tracking server decides its own."""
     if tracking_uri.startswith("sqlite:///"):
@@ -260,9 +254,9 @@ def artifact_location(tracking_uri: str) -> str | None:
 
 
 def open_store(tracking_uri: str) -> MlflowClient:
-    """A client of an existing store (a missing SQLite file is an error, not a new empty database)."""
-    if tracking_uri.startswith("sqlite:///") and not Path(tracking_uri[len("sqlite:///"):]).is_file():
-        raise ConfigError(f"--mlflow-uri {tracking_uri}: no MLflow database there; run the study first or pass the study's --mlflow-uri")
+    """A client of an existing store that answers (`deepdiff_study.store.check_readable`: a missing
+    SQLite file is an error, not a new empty database; a server that does not answer, one line)."""
+    check_readable(tracking_uri)
     return MlflowClient(tracking_uri)
 
 

@@ -12,10 +12,12 @@ The whole story, in the order things happen:
    trials Optuna was told about. A trial checkpoints where it may end (its last epoch, its grid cell's
    ASHA rungs) and otherwise every few minutes (`deepdiff_study.trainable`). MLflow gets every epoch and
    every ending at once (the tracker logs from the driver), so MLflow can be ahead of Tune's saved state.
-2. **Which command may run** (`lock_study`, `study_state`, `check_start`): one driver per study at a
-   time (a lock file beside the study). A folder with ``tuner.pkl`` is a study to resume (a plain
-   rerun is refused so nothing is overwritten); a manifest without ``tuner.pkl`` is a study that never
-   started (a plain rerun starts it again); ``--resume`` needs a started one. A name that MLflow
+2. **Which command may run** (`lock_study`, `lock_store`, `study_state`, `check_start`): one driver
+   per study at a time (a lock file beside the study, and one beside a SQLite store per experiment).
+   A folder with ``tuner.pkl`` is a study to resume (a plain rerun is refused so nothing is
+   overwritten); a manifest without ``tuner.pkl`` is a study that never started (a plain rerun starts
+   it again); ``--resume`` needs a started one. Its saved files are read before Tune is handed them
+   (`check_saved_state`): Tune would silently start a study over from a damaged one. A name that MLflow
    already holds runs of cannot start a new study (its runs would mix): choose another name.
 3. **Rebuilding the study** (`restore_tuner`): `Tuner.restore` reloads ``tuner.pkl`` and the
    experiment state; finished and failed trials are kept, unfinished ones continue from their last
@@ -56,6 +58,10 @@ from deepdiff_study.records import Kind, Tag, TrialStatus, outcome_of, study_run
 MANIFEST = "deepdiff-study.json"  # beside Tune's files: what --resume needs to rebuild the study
 TUNER_FILE = "tuner.pkl"  # written by Tune when the study starts
 RESULT_FILE = "result.json"  # Tune's per-trial log of every reported result (one JSON object per line)
+# Tune's saves of a running study (newest by name): its trials, its search wrapper, our searcher's state.
+EXPERIMENT_STATE = "experiment_state-*.json"
+SEARCH_GEN_STATE = "search_gen_state-*.json"  # a pickle, whatever its name says
+SEARCHER_STATE = "searcher-state-*.pkl"
 
 
 class StudyState(StrEnum):
@@ -87,12 +93,12 @@ def check_start(exp_dir: Path, experiment: str, *, resume: bool) -> StudyState:
 
 
 def lock_study(storage: str, experiment: str):
-    """Hold an exclusive lock on the study until this process ends; a one-line error if another driver holds it.
+    """Hold an exclusive lock on the study until released (close the returned file) or this process ends;
+    a one-line error if another driver holds it.
 
     The lock file sits in the storage folder when it is local, else in the user's cache folder (then it
     only keeps two drivers on the same machine apart). Returns the open lock file (keep a reference).
     """
-    import fcntl
     import hashlib
 
     if "://" in storage:
@@ -102,17 +108,44 @@ def lock_study(storage: str, experiment: str):
         folder, name = Path(storage).resolve(), f".{experiment}.lock"
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        handle = open(folder / name, "a+")
     except OSError as err:
         raise ConfigError(f"--storage {storage}: cannot write there ({err.strerror or type(err).__name__})") from None
+    return _lock(folder / name, f"--storage {storage}", f"--experiment {experiment!r}: {{holder}} is already running "
+                 "this study; wait for it to end (or stop it) before starting or resuming it again")
+
+
+def lock_store(tracking_uri: str, experiment: str):
+    """The same lock on the study's MLflow experiment, for a SQLite store (a file beside the database):
+    two drivers started seconds apart under one name but with different --storage both passed the
+    "MLflow already holds runs of that name" check before either had written a run. A tracking server
+    offers no lock: there, only `lock_study` applies. Returns the open lock file, or None."""
+    from deepdiff_study.store import sqlite_path
+
+    db = sqlite_path(tracking_uri)
+    if db is None:
+        return None
+    import hashlib
+
+    name = f".{db.name}.{hashlib.sha256(experiment.encode()).hexdigest()[:16]}.lock"
+    return _lock(db.resolve().parent / name, f"--mlflow-uri {tracking_uri}",
+                 f"--experiment {experiment!r}: {{holder}} is already running a study of that name in MLflow at "
+                 f"{tracking_uri}; wait for it to end, or choose another --experiment")
+
+
+def _lock(path: Path, flag: str, busy: str):
+    import fcntl
+
+    try:
+        handle = open(path, "a+")
+    except OSError as err:
+        raise ConfigError(f"{flag}: cannot write there ({err.strerror or type(err).__name__})") from None
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         handle.seek(0)
         holder = handle.read().strip() or "another process"
         handle.close()
-        raise ConfigError(f"--experiment {experiment!r}: {holder} is already running this study; "
-                          "wait for it to end (or stop it) before starting or resuming it again") from None
+        raise ConfigError(busy.format(holder=holder)) from None
     handle.seek(0)
     handle.truncate()
     handle.write(f"driver pid {os.getpid()}")
@@ -128,10 +161,90 @@ def write_manifest(path: Path, manifest: dict[str, Any]) -> None:
 
 
 def read_manifest(path: Path) -> dict[str, Any]:
+    """The manifest the driver wrote, every field checked: a damaged one is one line naming the field."""
+    cannot = "the study cannot be resumed (restore the file, or start the study again under another --experiment)"
     try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise ConfigError(f"{path}: unreadable study manifest ({type(err).__name__}); the study cannot be resumed") from None
+        manifest = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ConfigError(f"{path}: unreadable study manifest ({type(err).__name__}); {cannot}") from None
+    problem = _manifest_problem(manifest)
+    if problem is not None:
+        raise ConfigError(f"{path}: {problem}; {cannot}")
+    return manifest
+
+
+def _manifest_problem(manifest: Any) -> str | None:
+    """What is wrong with a manifest's content (see `write_manifest`'s caller, the driver), or None."""
+    def is_int(v: Any, least: int = 0) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and v >= least
+
+    def is_text(v: Any) -> bool:
+        return isinstance(v, str) and v != ""
+
+    if not isinstance(manifest, dict):
+        return "expected a JSON object (a study manifest)"
+    checks = {
+        "experiment": (is_text, "a study name"), "mlflow_uri": (is_text, "an MLflow tracking URI"),
+        "grid": (is_text, "the grid file's path"), "seed": (is_int, "an integer >= 0"),
+        "data": (lambda v: v is None or is_text(v), "the data folder or null (synthetic pairs)"),
+        "cells": (lambda v: isinstance(v, list) and v and all(is_text(c) for c in v), "a list of grid cell names"),
+        "pairs": (lambda v: isinstance(v, list) and v and all(
+            isinstance(p, list) and len(p) == 4 and is_int(p[0], 1) and is_text(p[1]) and is_text(p[2])
+            and (p[3] is None or is_text(p[3])) for p in v), "a list of [number, epigenome A, epigenome B, imitates]"),
+        "sizes": (lambda v: isinstance(v, dict), "the run sizes"),
+    }
+    for key, (ok, expected) in checks.items():
+        if key not in manifest:
+            return f"field {key} is missing; expected {expected}"
+        if not ok(manifest[key]):
+            return f"field {key}: expected {expected}, got {manifest[key]!r}"
+    sizes = manifest["sizes"]
+    for key in ("samples", "max_epochs", "grace_period", "synthetic_genes"):
+        if not is_int(sizes.get(key), 1):
+            return f"field sizes.{key}: expected an integer >= 1, got {sizes.get(key)!r}"
+    factor = sizes.get("reduction_factor")
+    if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not factor > 1 or factor == float("inf"):
+        return f"field sizes.reduction_factor: expected a number > 1, got {factor!r}"
+    return None
+
+
+def check_saved_state(storage, name: str) -> None:
+    """Tune's saved files of a study, readable before `restore_tuner` runs (`storage`: a `StudyStorage`).
+
+    Tune starts a study over from nothing, silently, when its newest experiment state or searcher save
+    cannot be read (it logs the failure and "restarts the experiment"): every trial record lost and
+    the grid cells' Optuna studies reset. Reading them first (and ``tuner.pkl``, before Ray starts)
+    turns that into one error, nothing changed.
+    """
+    import fnmatch
+    import pickle
+    import posixpath
+
+    import pyarrow.fs
+
+    fs = storage.fs or pyarrow.fs.LocalFileSystem()
+    root = posixpath.join(storage.root, name)
+    names = [posixpath.basename(i.path) for i in fs.get_file_info(pyarrow.fs.FileSelector(root))
+             if i.type == pyarrow.fs.FileType.File]
+    shown = str(storage.experiment_dir(name))
+    for pattern, load in ((TUNER_FILE, pickle.loads), (EXPERIMENT_STATE, _trial_states), (SEARCH_GEN_STATE, pickle.loads),
+                          (SEARCHER_STATE, pickle.loads)):
+        saved = sorted(fnmatch.filter(names, pattern))
+        if not saved:  # killed before Tune's first save: nothing to lose, Tune starts it anew
+            continue
+        try:
+            with fs.open_input_stream(posixpath.join(root, saved[-1])) as fh:
+                load(fh.read())
+        except Exception as err:  # noqa: BLE001 - a damaged file of any kind
+            older = f"; move it away to resume from the older {saved[-2]}" if len(saved) > 1 else ""
+            raise ConfigError(f"{shown}/{saved[-1]}: damaged ({type(err).__name__}); the study cannot be resumed from "
+                              f"it and nothing was changed{older}") from None
+
+
+def _trial_states(data: bytes) -> None:
+    state = json.loads(data)
+    if not isinstance(state, dict) or "trial_data" not in state or "runner_data" not in state:
+        raise ValueError("not a Tune experiment state")
 
 
 def restore_tuner(trainable, *, storage, name: str):
@@ -140,8 +253,17 @@ def restore_tuner(trainable, *, storage, name: str):
     grid cell's Optuna study) restored from its save."""
     from ray import tune
 
-    return tune.Tuner.restore(trainable=trainable, **storage.tune_restore_kwargs(name), resume_unfinished=True,
-                              resume_errored=False, restart_errored=False)
+    try:
+        return tune.Tuner.restore(trainable=trainable, **storage.tune_restore_kwargs(name), resume_unfinished=True,
+                                  resume_errored=False, restart_errored=False)
+    except Exception as err:  # noqa: BLE001 - tuner.pkl damaged or not Tune's, or the storage failing
+        from deepdiff_study.store import StoreError, store_failure
+
+        reason = store_failure(err) if isinstance(err, OSError) else None
+        if reason is not None:
+            raise StoreError(f"--storage: the study's files cannot be read ({reason}); fix it and --resume again") from None
+        raise ConfigError(f"{storage.experiment_dir(name) / TUNER_FILE}: Tune cannot restore the study from it "
+                          f"({type(err).__name__}: {(str(err).strip().splitlines() or [''])[0][:200]}); it is not resumed") from None
 
 
 def replay_results(trial, feed: Callable[[dict], Any], *, usable: Callable[[dict], bool]) -> int:

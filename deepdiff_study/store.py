@@ -1,12 +1,17 @@
-"""The study's MLflow store, checked before anything starts and watched while the study runs. MLflow only.
+"""The study's MLflow store, checked before anything starts and watched while the study runs. MLflow only
+(imported when a check runs: this module itself imports nothing heavy, so a tool's ``--help`` is fast).
 
-- `check_store`: a SQLite file's folder must exist and be writable (MLflow would otherwise create
-  folders wherever the URI points, or retry for minutes); a tracking server must answer within a
-  few seconds. One `StoreError` line either way, before Ray starts.
+- `check_store` (a study writes) and `check_readable` (export and report read): a mistake in the URI
+  (an unknown scheme, a SQLite path whose folder is missing, that is a directory, a symlink loop or
+  not a SQLite database, a folder that cannot be written) is a `ConfigError` before anything else
+  runs, never a folder created wherever the URI points or minutes of retries; a store that does not
+  answer (a tracking server down, a database that cannot be opened) is a `StoreError` within seconds.
 - SQLite stores are switched to write-ahead logging, so a reader (``mlflow ui``, a script) never
   blocks the study's writes.
 - `store_failure`: whether an exception that ended a study came from the store (server gone, disk
-  full, read-only database), so the driver can stop with one line that says to ``--resume``.
+  full, read-only or locked database), named by its innermost cause, so the driver can stop with one
+  line that says to ``--resume``.
+- `DEFAULT_EXPERIMENT` and `default_mlflow_uri`: where a study goes when no flag says.
 """
 
 from __future__ import annotations
@@ -17,13 +22,26 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from deepdiff.errors import DeepDiffError
+from deepdiff.errors import ConfigError, DeepDiffError, path_problem
 
+DEFAULT_EXPERIMENT = "deepdiff-ablation"
+DEFAULT_DB = "mlruns.db"  # in the working directory; artifacts go to mlartifacts/ beside it
 SQLITE_PREFIX = "sqlite:///"
+SERVER_SCHEMES = ("http://", "https://", "databricks", "postgresql", "mysql", "mssql")
+SQLITE_MAGIC = b"SQLite format 3\x00"
 # How hard the MLflow client retries a tracking server during a study (unless the user set these):
 # a few retries ride out a restart of the server; minutes of silence help nobody.
 HTTP_RETRY_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3", "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
 _QUICK_CHECK = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
+# MLflow logs every SQLAlchemy OperationalError with its traceback (~100 lines) before raising it as
+# an MlflowException; the driver reports that exception as one line, so the log is quieted.
+NOISY_LOGGERS = ("mlflow.store.db.utils",)
+SQLITE_ATTEMPTS = 3  # a new SQLite store: its creation may race a reader's (see `_answers`)
+
+
+def default_mlflow_uri(folder: str | Path | None = None) -> str:
+    """``sqlite:///<folder>/mlruns.db`` with an absolute path (folder: the working directory)."""
+    return f"sqlite:///{(Path(folder or Path.cwd()) / DEFAULT_DB).resolve()}"
 
 
 class StoreError(DeepDiffError):
@@ -48,43 +66,80 @@ def _env(values: dict[str, str]):
                 os.environ[key] = value
 
 
-def check_store(tracking_uri: str) -> None:
-    """A one-line `StoreError` unless the store can be written (SQLite) or answers (server), within seconds."""
-    from mlflow.tracking import MlflowClient
-
+def check_uri(tracking_uri: str, *, write: bool) -> Path | None:
+    """A `ConfigError` naming --mlflow-uri for a URI that cannot be a store (see the module docstring);
+    returns the SQLite file's path (None for a server)."""
+    if not tracking_uri.strip():
+        raise ConfigError("--mlflow-uri '': expected sqlite:///PATH or http(s)://HOST:PORT of an MLflow server")
     path = sqlite_path(tracking_uri)
-    if path is not None:
-        folder = path.parent
-        if not folder.is_dir():
-            raise StoreError(f"--mlflow-uri {tracking_uri}: folder {folder} does not exist; create it or choose another path")
-        if path.exists() and not path.is_file():
-            raise StoreError(f"--mlflow-uri {tracking_uri}: {path} is not a file")
-        if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
-            raise StoreError(f"--mlflow-uri {tracking_uri}: cannot write {path if path.exists() else folder}; choose a writable place")
-    elif not tracking_uri.startswith(("http://", "https://", "databricks", "postgresql", "mysql", "mssql")):
-        raise StoreError(f"--mlflow-uri {tracking_uri}: expected sqlite:///PATH or http(s)://HOST:PORT of an MLflow server")
-    for attempt in range(CREATE_RACE_ATTEMPTS):
+    if path is None:
+        if not tracking_uri.startswith(SERVER_SCHEMES):
+            raise ConfigError(f"--mlflow-uri {tracking_uri}: expected sqlite:///PATH or http(s)://HOST:PORT of an MLflow server")
+        return None
+    if str(path) in ("", "."):
+        raise ConfigError(f"--mlflow-uri {tracking_uri}: expected a database file after sqlite:///, e.g. sqlite:///mlruns.db")
+    folder_problem = path_problem(path.parent, "directory")
+    if folder_problem == "directory not found":
+        raise ConfigError(f"--mlflow-uri {tracking_uri}: folder {path.parent} does not exist; create it or choose another path")
+    if folder_problem is not None:
+        raise ConfigError(f"--mlflow-uri {tracking_uri}: {path.parent} {folder_problem}")
+    if path.exists() or path.is_symlink():
+        problem = path_problem(path, "file")
+        if problem is not None:
+            raise ConfigError(f"--mlflow-uri {tracking_uri}: {path} {problem}; expected an MLflow SQLite database")
         try:
-            with _env(_QUICK_CHECK):
-                MlflowClient(tracking_uri).search_experiments(max_results=1)
-            break
-        except Exception as err:  # any failure to reach or open the store is one line
-            if path is not None and _created_meanwhile(err) and attempt + 1 < CREATE_RACE_ATTEMPTS:
-                time.sleep(1.0)  # another process (`mlflow ui`, a reader) is creating the same new database
-                continue
-            raise StoreError(f"--mlflow-uri {tracking_uri}: the MLflow store does not answer ({_first_line(err)}); "
-                             "start the server or fix the URI") from None
+            with open(path, "rb") as fh:
+                head = fh.read(len(SQLITE_MAGIC))
+        except OSError as err:
+            raise ConfigError(f"--mlflow-uri {tracking_uri}: {path} cannot be read ({err.strerror}); expected an "
+                              "MLflow SQLite database") from None
+        if head and head != SQLITE_MAGIC:
+            raise ConfigError(f"--mlflow-uri {tracking_uri}: {path} is not a SQLite database; expected an MLflow store "
+                              "(or a new file name)")
+    if write and (not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK))):
+        raise ConfigError(f"--mlflow-uri {tracking_uri}: cannot write {path if path.exists() else path.parent}; "
+                          "choose a writable place")
+    return path
+
+
+def check_store(tracking_uri: str) -> None:
+    """The store a study writes: a `ConfigError` for a URI that cannot be one, a `StoreError` unless it
+    answers within seconds; then SQLite gets write-ahead logging."""
+    path = check_uri(tracking_uri, write=True)
+    _answers(tracking_uri)
     if path is not None:
         use_wal(path)
 
 
-CREATE_RACE_ATTEMPTS = 3
+def check_readable(tracking_uri: str) -> None:
+    """The store an export or a report reads: it must exist (a missing SQLite file is not a new empty
+    store) and answer within seconds."""
+    path = check_uri(tracking_uri, write=False)
+    if path is not None and not path.is_file():
+        raise ConfigError(f"--mlflow-uri {tracking_uri}: no MLflow database there; run the study first or pass the "
+                          "study's --mlflow-uri")
+    _answers(tracking_uri)
 
 
-def _created_meanwhile(err: BaseException) -> bool:
-    """MLflow lost a race to create a new SQLite database's tables (or to lock it) with another process."""
-    text = str(err)
-    return "already exists" in text or "database is locked" in text
+def _answers(tracking_uri: str) -> None:
+    """One query within seconds. A new SQLite store is created by the first client that opens it; a
+    reader opening it at the same moment (``mlflow ui``, a script polling it) races that creation
+    ("duplicate column name"), so a SQLite store is asked again a few times before it counts as failed."""
+
+    from mlflow.tracking import MlflowClient
+
+    attempts = SQLITE_ATTEMPTS if sqlite_path(tracking_uri) is not None else 1
+    for attempt in range(1, attempts + 1):
+        try:
+            with _env(_QUICK_CHECK):
+                MlflowClient(tracking_uri).search_experiments(max_results=1)
+            return
+        except Exception as err:  # any failure to reach or open the store is one line
+            if attempt < attempts:
+                time.sleep(1.0)
+                continue
+            raise StoreError(f"--mlflow-uri {tracking_uri}: the MLflow store does not answer "
+                             f"({store_failure(err) or _first_line(err)}); start the server or fix the URI") from None
 
 
 def use_wal(path: Path) -> None:
@@ -99,15 +154,17 @@ def apply_http_defaults() -> None:
 
 
 def store_failure(err: BaseException) -> str | None:
-    """The first line of the store failure in `err`'s chain (MLflow, SQLAlchemy, HTTP or OS), else None."""
-    seen = set()
+    """The innermost store failure in `err`'s chain (MLflow, SQLAlchemy, HTTP or OS) as one line, else
+    None. Innermost: MLflow's own message is often a wrapper ("raised as a result of Query-invoked
+    autoflush") around the cause that says what to fix ("database is locked")."""
+    seen, found = set(), None
     while err is not None and id(err) not in seen:
         seen.add(id(err))
         module = type(err).__module__.split(".")[0]
         if module in ("mlflow", "sqlalchemy", "requests", "urllib3", "sqlite3") or isinstance(err, OSError):
-            return f"{type(err).__name__}: {_first_line(err)}"
-        err = err.__cause__ or err.__context__
-    return None
+            found = err
+        err = err.__cause__ if err.__cause__ is not None else None if err.__suppress_context__ else err.__context__
+    return None if found is None else f"{type(found).__name__}: {_first_line(found)}"
 
 
 def _first_line(err: BaseException) -> str:

@@ -225,22 +225,27 @@ def test_a_diverged_run_exits_3_and_names_the_data_as_the_cause(small_synthetic_
     assert not (out / "last.pt").exists()
 
 
-@pytest.mark.parametrize("where", ["file", "under_file", "read_only"])
+@pytest.mark.parametrize("where", ["file", "under_file", "read_only", "loop", "dangling"])
 def test_an_out_dir_that_cannot_be_written(small_synthetic_dir, tmp_path, capsys, monkeypatch, where):
     afile = tmp_path / "afile"
     afile.write_text("keep")
-    out = {"file": afile, "under_file": afile / "run", "read_only": tmp_path / "ro" / "run"}[where]
+    (tmp_path / "loop").symlink_to("loop")
+    (tmp_path / "dangling").symlink_to(tmp_path / "gone")
+    out = {"file": afile, "under_file": afile / "run", "read_only": tmp_path / "ro" / "run",
+           "loop": tmp_path / "loop" / "run", "dangling": tmp_path / "dangling"}[where]
     if where == "read_only":
         (tmp_path / "ro").mkdir()
         real_access = os.access
         # root may write anywhere whatever the mode: make the folder read-only to this process's checks
         monkeypatch.setattr(os, "access", lambda path, mode: False if Path(path) == tmp_path / "ro" else real_access(path, mode))
-    expected = {"file": f"--out {afile}: is a file; expected a directory",
-                "under_file": f"--out {out}: {afile} is a file; expected a directory",
-                "read_only": f"--out {out}: {tmp_path / 'ro'} is not writable; expected a directory you can write to"}
+    expected = {"file": f"--out {afile}: is a file, not a directory",
+                "under_file": f"--out {out}: {afile} is a file, not a directory",
+                "read_only": f"--out {out}: {tmp_path / 'ro'} is not writable; expected a directory you can write to",
+                "loop": f"--out {out}: {tmp_path / 'loop'} is a symlink loop; expected a directory",
+                "dangling": f"--out {out}: is a symlink to {tmp_path / 'gone'}, which is missing; expected a directory"}
     assert main(_train(small_synthetic_dir, out, "--variant", "raw_d")) == 2
     assert _error_line(capsys) == f"error: {expected[where]}"
-    assert afile.read_text() == "keep" and not (tmp_path / "ro" / "run").exists()
+    assert afile.read_text() == "keep" and not (tmp_path / "ro" / "run").exists() and not (tmp_path / "gone").exists()
 
 
 def test_a_write_that_fails_midway_is_one_line(small_synthetic_dir, tmp_path, capsys, monkeypatch):
@@ -266,12 +271,36 @@ def test_synth_into_a_read_only_folder(tmp_path, capsys):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["synth", "{tmp}/afile/pair"], "synth OUT_DIR {tmp}/afile/pair: {tmp}/afile is a file; expected a directory"),
+        (["synth", "{tmp}/afile/pair"], "synth OUT_DIR {tmp}/afile/pair: {tmp}/afile is a file, not a directory"),
         (["synth", "{data}"], "{data}/Cell1.train.csv: already exists; expected a new OUT_DIR (synth never overwrites a pair)"),
-        (["synth", "x", "--genes", "11"], "--genes 11: expected at least 12 (two genes in every split)"),
+        (["synth", "x", "--genes", "11"], "--genes 11: expected 12 to 100000 genes (two genes in every split)"),
         (["synth", "x", "--seed", "-1"], "--seed -1: expected an integer >= 0"),
         (["train", "--data", "{data}", "--pair", "Cell1", "Cell2", "--variant", "raw_d", "--cache-dir", "{tmp}/afile"],
-         "--cache-dir {tmp}/afile: is a file; expected a directory for the Parquet cache (or --no-cache)"),
+         "--cache-dir {tmp}/afile: is a file, not a directory"),
+        (["prepare", "--data", "{data}", "--pair", "Cell1", "Cell2", "--cache-dir", "{tmp}/afile/cache"],
+         "--cache-dir {tmp}/afile/cache: {tmp}/afile is a file, not a directory"),
+        (["prepare", "--data", "{tmp}/afile", "--pair", "Cell1", "Cell2"],
+         "{tmp}/afile: is a file, not a directory; expected CELL.{{train,valid,test,expr}}.csv for cells Cell1 and Cell2 in it"),
+        (["prepare", "--data", "{tmp}/loop", "--pair", "Cell1", "Cell2"],
+         "{tmp}/loop: is a symlink loop; expected CELL.{{train,valid,test,expr}}.csv for cells Cell1 and Cell2 in it"),
+        (["prepare", "--data", "{data}", "--pair", "../Cell1", "Cell2"],
+         "--pair '../Cell1': expected a cell type name (letters, digits, '_', '-', '.'; not starting with '.' or '-'), "
+         "the prefix of its files CELL.train.csv ..."),
+        (["train", "--config", "{tmp}/loop"], "{tmp}/loop: is a symlink loop; expected a config file (YAML or JSON)"),
+        (["synth", "{tmp}/s", "--cells", "Cell1", "../Cell2"], "--cells '../Cell2': expected a cell type name (letters, "
+         "digits, '_', '-', '.'; not starting with '.' or '-'), the prefix of its files CELL.train.csv ..."),
+        (["synth", "{tmp}/s", "--genes", "1000000000"], "--genes 1000000000: expected 12 to 100000 genes"),
+        (["synth", "{tmp}/s", "--split-fractions", "nan", "0.1"],
+         "--split-fractions nan 0.1: expected two finite shares of the genes, e.g. 0.54 0.13"),
+        (["synth", "{tmp}/s", "--split-fractions", "-1e-1", "0.5"],  # a negative value of a two-value flag
+         "synth: split_fractions=(-0.1, 0.5): expected two positive train/valid shares summing below 1"),
+        (["baselines", "--data", "{data}", "--pair", "Cell1", "Cell2", "--baselines", ""],
+         "--baselines '': expected a comma-separated subset of linear,svr,svr2"),
+        (["baselines", "--data", "{data}", "--pair", "Cell1", "Cell2", "--seed", "-1"], "--seed -1: expected an integer in [0, 2**32)"),
+        (["baselines", "--data", "{data}", "--pair", "Cell1", "Cell2", "--seed", str(2**32)],
+         f"--seed {2**32}: expected an integer in [0, 2**32)"),
+        (["baselines", "--data", "{data}", "--pair", "Cell1", "Cell2", "--jobs", "0"],
+         "--jobs 0: expected a number of processes >= 1 (or -1 for every core)"),
         (["train", "--data", "{data}", "--pair", "Cell1", "Cell2", "--variant", "raw_d", "--seed", "1e20"],
          "command line: field seed: expected an integer in [0, 2**63), got 100000000000000000000"),
         (["train", "--data", "{data}", "--pair", "Cell1", "Cell2", "--variant", "raw_d", "--epochs", "0"],
@@ -282,18 +311,20 @@ def test_synth_into_a_read_only_folder(tmp_path, capsys):
          "command line: field lr: expected a number > 0, got inf"),
         (["train", "--data", "{data}", "--pair", "Cell1", "Cell1", "--variant", "raw_d"],
          "cells 'Cell1' and 'Cell1': expected two different cell types"),
-        (["train", "--config", "{tmp}"], "{tmp}: is a directory; expected a config file (YAML or JSON)"),
+        (["train", "--config", "{tmp}"], "{tmp}: is a directory, not a file; expected a config file (YAML or JSON)"),
         (["train", "--data", "{data}", "--pair", "Cell1", "Cell2", "--variant", "raw_d", "--epochs", "abc"],
          "command line: field epochs: expected an integer, got 'abc'"),
     ],
 )
 def test_more_bad_input_in_process(small_synthetic_dir, tmp_path, capsys, args, message):
     (tmp_path / "afile").write_text("keep")
+    (tmp_path / "loop").symlink_to("loop")
     fill = {"tmp": tmp_path, "data": small_synthetic_dir}
     before = sorted(p.name for p in small_synthetic_dir.iterdir())
     assert main([a.format(**fill) for a in args]) == 2
     assert _error_line(capsys) == "error: " + message.format(**fill)
     assert sorted(p.name for p in small_synthetic_dir.iterdir()) == before and (tmp_path / "afile").read_text() == "keep"
+    assert not (tmp_path / "s").exists() and not (tmp_path / "Cell2.train.csv").exists()
 
 
 def test_a_truncated_checkpoint_is_refused_unchanged(small_synthetic_dir, tmp_path, capsys):
@@ -304,6 +335,21 @@ def test_a_truncated_checkpoint_is_refused_unchanged(small_synthetic_dir, tmp_pa
     assert main(_train(small_synthetic_dir, out, "--variant", "raw_d", "--epochs", "2", "--resume")) == 2
     assert _error_line(capsys) == f"error: {out / 'last.pt'}: not a readable deepdiff checkpoint (RuntimeError)"
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    # of the right format but incomplete (a KeyError traceback before), or a best.pt copied over last.pt
+    import torch
+
+    from deepdiff.train import CHECKPOINT_FORMAT
+
+    for content, message in (({"format": CHECKPOINT_FORMAT}, "a damaged deepdiff checkpoint (no model_config)"),
+                             (out / "best.pt", "cannot resume, the checkpoint holds no optimizer (a best.pt, or damaged)")):
+        if isinstance(content, dict):
+            torch.save(content, out / "last.pt")
+        else:
+            (out / "last.pt").write_bytes(content.read_bytes())
+        before = {p.name: p.read_bytes() for p in out.iterdir()}
+        assert main(_train(small_synthetic_dir, out, "--variant", "raw_d", "--epochs", "2", "--resume")) == 2
+        assert _error_line(capsys) == f"error: {out / 'last.pt'}: {message}"
+        assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
 
 def test_flags_a_variant_does_not_use_are_noted(small_synthetic_dir, capsys):
@@ -435,3 +481,92 @@ def test_evaluate_errors_are_one_line(small_synthetic_dir, tmp_path, capsys, one
     line = _error_line(capsys)
     assert "expected 200 bins" in line and line.endswith(f"(the model in --checkpoint {run / 'best.pt'} reads 200 bins per gene)")
     assert not (tmp_path / "ev").exists()  # nothing written
+
+
+def _disk_full_after(monkeypatch, module, writes):
+    """`write_atomic` in `module` fails with ENOSPC from its `writes`-th call on, as a full disk does."""
+    import errno
+
+    import deepdiff.config
+
+    real, calls = deepdiff.config.write_atomic, []
+
+    def write(path, data):
+        calls.append(path)
+        if len(calls) >= writes:
+            # the real writer, into a file whose write fails: what a full disk does to it
+            class Full:
+                def __enter__(self):
+                    return self
+
+                def __exit__(self, *exc):
+                    return False
+
+                def write(self, data):
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+            monkeypatch.setattr(deepdiff.config, "open", lambda *a, **k: Full(), raising=False)
+        return real(path, data)
+
+    monkeypatch.setattr(module, "write_atomic", write)
+
+
+def test_a_disk_full_while_training_keeps_the_run_as_it_was(small_synthetic_dir, tmp_path, capsys, monkeypatch):
+    """torch.save on a full disk used to end in a RuntimeError traceback of its zip writer, with a
+    half-written last.pt.tmp left behind."""
+    import deepdiff.train
+
+    out = tmp_path / "r"
+    assert main(_train(small_synthetic_dir, out, "--variant", "raw_d")) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    _disk_full_after(monkeypatch, deepdiff.train, 1)  # the first checkpoint of the resumed epoch
+    assert main(_train(small_synthetic_dir, out, "--variant", "raw_d", "--epochs", "2", "--resume")) == 2
+    assert _error_line(capsys) == f"error: {out / 'last.pt'}: No space left on device"
+    after = {p.name: p.read_bytes() for p in out.iterdir()}
+    del before["config.yaml"], after["config.yaml"]  # rewritten on purpose: a resume may raise epochs
+    assert after == before  # checkpoints and metrics as they were, and no temporary file
+
+
+def test_a_disk_full_while_writing_a_synthetic_pair_leaves_nothing(tmp_path, capsys, monkeypatch):
+    import errno
+
+    import deepdiff.synthetic
+
+    real, written = deepdiff.synthetic._write_table, []
+
+    def write_then_fill(path, columns):
+        if written:  # the second file: the disk is full (pyarrow names no file)
+            raise OSError(errno.ENOSPC, "Error writing bytes to file. Detail: [errno 28] No space left on device")
+        written.append(path)
+        real(path, columns)
+
+    monkeypatch.setattr(deepdiff.synthetic, "_write_table", write_then_fill)
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep")
+    for out in (tmp_path / "new", tmp_path / "mine"):
+        written.clear()
+        assert main(["synth", str(out), "--genes", "30"]) == 2
+        assert _error_line(capsys) == f"error: {out}: No space left on device"
+    assert not (tmp_path / "new").exists() and [p.name for p in (tmp_path / "mine").iterdir()] == ["notes.txt"]
+    monkeypatch.setattr(deepdiff.synthetic, "_write_table", real)
+    assert main(["synth", str(tmp_path / "mine"), "--genes", "30"]) == 0  # the same command, once there is room
+
+
+def test_a_model_too_large_for_memory_is_one_line(small_synthetic_dir, capsys, monkeypatch):
+    import deepdiff.model
+
+    def refuse(cfg):  # what torch's CPU allocator raises for --level1-hidden 100000 (160 GB of weights)
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: "
+                           "you tried to allocate 160000000000 bytes. Error code 12 (Cannot allocate memory)")
+
+    monkeypatch.setattr(deepdiff.model.DeepDiff, "from_config", staticmethod(refuse))
+    for args in (["describe", "--variant", "raw", "--level1-hidden", "100000"],
+                 _train(small_synthetic_dir, None, "--variant", "raw_d", "--level1-hidden", "100000")):
+        assert main(args) == 2
+        assert _error_line(capsys) == ("error: not enough memory (tried to allocate 160000000000 bytes); the model or a "
+                                       "batch is too large for this machine: lower --level1-hidden, --level2-hidden or --batch-size")
+
+
+def test_describe_notes_an_aux_mode_its_variant_does_not_use(capsys):
+    assert main(["describe", "--variant", "raw_d", "--aux", "classification"]) == 0
+    assert "note: --aux ignored: variant raw_d has no auxiliary task" in capsys.readouterr().err

@@ -91,7 +91,7 @@ def test_a_non_number_names_the_file_and_field(tmp_path, text, message):
 
 
 def test_a_config_path_that_is_not_a_readable_text_file(tmp_path):
-    with pytest.raises(ConfigError, match=f"^{tmp_path}: is a directory; expected a config file"):
+    with pytest.raises(ConfigError, match=f"^{tmp_path}: is a directory, not a file; expected a config file"):
         load_config(tmp_path)
     path = tmp_path / "c.yaml"
     path.write_bytes(b"model:\n  variant: r\xffaw\n")

@@ -148,6 +148,14 @@ def test_a_second_run_under_the_same_name_is_refused(tiny_study, capsys):
     args = study_args(tiny_study, write_tiny_grid(tiny_study), "--experiment", "tiny", "--samples", "1")
     assert run_ablation.main(args) == 2
     assert "already saved" in capsys.readouterr().err
+    # Its Tune folder gone (another --storage, or tune_results deleted), MLflow still holding its runs: both
+    # commands refuse and name the same way out, and neither writes anything (issue 15: a circle before).
+    elsewhere = tiny_study / "elsewhere"
+    assert run_ablation.main([*args, "--storage", str(elsewhere)]) == 2
+    assert "already holds runs of a study of that name" in capsys.readouterr().err
+    assert run_ablation.main([*args, "--storage", str(elsewhere), "--resume"]) == 2
+    assert "under another --experiment if MLflow already holds this name" in capsys.readouterr().err
+    assert not elsewhere.exists()
 
 
 def test_export_round_trip_reproduces_the_valid_pcc(tiny_study, tmp_path):
@@ -176,6 +184,33 @@ def test_export_round_trip_reproduces_the_valid_pcc(tiny_study, tmp_path):
     result = json.loads((tmp_path / "again" / "result.json").read_text())
     assert result["valid_pcc"] == pytest.approx(row["best_valid_pcc"], abs=1e-6)
     assert result["test_pcc"] == pytest.approx(row["best_test_pcc"], abs=1e-6)
+
+
+def test_an_export_is_written_whole_or_not_at_all(tiny_study, tmp_path, capsys, monkeypatch):
+    """A full disk halfway used to leave a partial export (an earlier one half replaced); --overwrite
+    left configs of grid cells the new export no longer has."""
+    import errno
+
+    from deepdiff_study import export
+
+    uri, out = f"sqlite:///{tiny_study / 'mlruns.db'}", tmp_path / "best"
+    assert export.main(["--mlflow-uri", uri, "--experiment", "tiny", "--out", str(out)]) == 0
+    (out / "configs" / "p9-stale.yaml").write_text("an earlier export's grid cell")
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(pd.DataFrame, "to_parquet", full)  # the last file written
+    assert export.main(["--mlflow-uri", uri, "--experiment", "tiny", "--out", str(out), "--overwrite"]) == 2
+    assert capsys.readouterr().err.strip() == f"error: --out {out}: cannot write there (No space left on device)"
+    assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    assert export.main(["--mlflow-uri", uri, "--experiment", "tiny", "--out", str(tmp_path / "new")]) == 2
+    assert not (tmp_path / "new").exists()  # a folder the export created is not left behind
+    monkeypatch.undo()
+    assert export.main(["--mlflow-uri", uri, "--experiment", "tiny", "--out", str(out), "--overwrite"]) == 0
+    assert sorted(p.name for p in (out / "configs").iterdir()) == sorted(f"{k}.yaml" for k in
+                                                                          pd.read_csv(out / "summary.csv")["grid_cell"])
 
 
 # ---- failures -------------------------------------------------------------------------------------
@@ -279,3 +314,33 @@ def test_a_crashed_trial_is_retried_from_its_checkpoint_and_ends_as_if_never_int
     finally:
         torch.set_num_threads(threads)
     assert straight == pytest.approx(logged, abs=1e-6)
+
+
+# ---- a worker slow to let go of its trial ---------------------------------------------------------
+
+def slow_to_end(config, pairs, ended=None):
+    """The real trainable, whose ending (normal or stopped by ASHA) takes 4 s, as its clean-up (freeing
+    memory, removing its work folder) can on a loaded machine."""
+    import time
+
+    from deepdiff_study.trainable import train_trial
+
+    try:
+        train_trial(config, pairs, ended)
+    finally:
+        time.sleep(4)
+
+
+def test_a_worker_slow_to_end_its_trial_is_reused_without_losing_the_next(ray_session, tmp_path, capsys):
+    """Tune reuses a worker for the next trial only if the last one's thread ended within
+    TUNE_FUNCTION_THREAD_TIMEOUT_S (2 s by default); past that the next trial was marked ERROR before it
+    started, with no callback: no MLflow run, no progress line, missing from the closing table (10 of the
+    quick start's 60 trials on a loaded 2-core machine)."""
+    grid = write_tiny_grid(tmp_path)
+    args = run_ablation.build_parser().parse_args(study_args(
+        tmp_path, grid, "--variants", "raw_d", "--samples", "4", "--max-epochs", "2", "--experiment", "slow-end"))
+    assert run_ablation.run(args, train_fn=slow_to_end) == 0
+    _, _, children = runs_of(tmp_path, "slow-end")
+    assert len(children) == 4 and {c.data.tags["status"] for c in children} <= {"completed", "pruned"}
+    out = capsys.readouterr().out
+    assert "4/4 trials ended (" in out and ", 0 failed)" in out and "study 'slow-end': 4 trials: " in out

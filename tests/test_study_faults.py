@@ -194,3 +194,72 @@ def test_a_reader_polling_the_sqlite_store_never_fails_the_study(ray_session, tm
     assert reads[0] > 10
     ids, _ = trial_ids(uri, "read-while-writing")
     assert len(ids) == 6
+
+
+def test_a_store_that_stops_taking_writes_mid_study_stops_it_with_one_line_and_resume_finishes_it(ray_session, tmp_path, capsys):
+    """Another process holds the SQLite store's write lock past the driver's timeout: each write of the
+    study fails as it would on a read-only or full disk (a folder that turns read-only under open files
+    cannot be made so on Linux: a remount is refused while files are open for writing; chmod does not
+    reach open files, nor root). The driver used to print ~250 lines of MLflow's logged tracebacks first."""
+    import sqlite3
+
+    from deepdiff_study import driver
+
+    db = tmp_path / "mlruns.db"
+    uri = f"sqlite:///{db}"
+    args = study_command(tmp_path, uri, "locked", "--variants", "raw_d", "--samples", "4", "--max-epochs", "2")[2:]
+    locked, stop = threading.Event(), threading.Event()
+
+    def hold_the_lock():  # from the first ended trial on, until the driver gave up
+        while not stop.is_set() and not any(r.info.status != "RUNNING" for r in _trial_runs(uri, "locked")):
+            time.sleep(0.2)
+        holder = sqlite3.connect(db, isolation_level=None, timeout=60)
+        holder.execute("BEGIN EXCLUSIVE")
+        locked.set()
+        stop.wait(240)
+        holder.close()
+
+    thread = threading.Thread(target=hold_the_lock, daemon=True)
+    thread.start()
+    try:
+        assert driver.main(args) == 75
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+    captured = capsys.readouterr()
+    assert locked.is_set(), captured.out
+    assert "Traceback" not in captured.err and len(captured.err.splitlines()) <= 3, captured.err
+    errors = [line for line in captured.err.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "database is locked" in errors[0] and "--resume" in errors[0], captured.err
+
+    assert driver.main([*args, "--resume"]) == 0  # the lock released: the same command with --resume
+    ids, runs = trial_ids(uri, "locked")
+    assert len(ids) == 4 and set(ids.values()) == {1}, ids
+    assert all(r.info.status in ("FINISHED", "FAILED") for r in runs)
+
+
+def _trial_runs(uri: str, experiment: str) -> list:
+    """The experiment's trial runs so far ([] while the study is still creating its store)."""
+    try:
+        client = MlflowClient(uri)
+        exp = client.get_experiment_by_name(experiment)
+        return study_runs(client, exp.experiment_id, Kind.TRIAL) if exp is not None else []
+    except Exception:  # noqa: BLE001 - the database is being created: ask again
+        return []
+
+
+def test_sigterm_stops_the_study_as_ctrl_c_does(tmp_path):
+    """`ray job stop`, a batch scheduler or `kill` send SIGTERM: Tune saves its state, the driver says to
+    --resume and exits 130 (it used to die in Ray's signal handler with a C++ stack dump)."""
+    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    command = study_command(tmp_path, uri, "termed", "--variants", "raw_d", "--samples", "3", "--max-epochs", "30",
+                            "--grace-period", "30")
+    driver = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log: list[str] = []
+    assert read_until(driver, 1, log) >= 1, "".join(log)
+    driver.send_signal(signal.SIGTERM)
+    out, err = driver.communicate(timeout=120)
+    assert driver.returncode == 130, "".join(log) + out + err
+    assert err.strip().splitlines()[-1].startswith("interrupted: ") and "--resume" in err.strip().splitlines()[-1], err
+    assert "SIGTERM received" not in err and "Traceback" not in err
+    assert (tmp_path / "results" / "termed" / "tuner.pkl").is_file()

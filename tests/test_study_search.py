@@ -206,6 +206,30 @@ def test_progress_counts_the_ended_trial_as_ended_and_estimates_the_time_left():
         assert ("left" in line) == (i + 1 == 3), line  # an estimate from 3 ended trials on, none when all ended
 
 
+def test_progress_says_so_when_a_trial_ends_without_a_callback():
+    """Tune can mark a trial ERROR before it starts (a worker it could not reuse) and call no callback:
+    the progress says so on its next line instead of counting it silently."""
+    import io
+
+    from deepdiff_study.progress import ProgressLine
+
+    out = io.StringIO()
+    progress = ProgressLine(3, stream=out, every_s=0)
+    config = {"grid_cell": "X", "pair": 1, "epochs": 2}
+    before = SimpleNamespace(trial_id="old", status="TERMINATED", config=config,
+                             last_result={"epoch": 2, "status": "completed", "best_valid_pcc": 0.5})
+    lost = SimpleNamespace(trial_id="lost", status="PENDING", config=config, last_result={}, error_file=None,
+                           get_error=lambda: RuntimeError("Trainable runner reuse requires reset_config()"))
+    trials = [before, lost]
+    progress.on_step_end(0, trials)  # the first look: `before` ended before this session (a resume)
+    lost.status = "ERROR"
+    progress.on_step_end(1, trials)
+    lines = out.getvalue().splitlines()
+    assert "1/3 trials ended (0 pruned by ASHA, 0 failed)" in lines[0]
+    assert lines[1] == "  X                                        failed: Trainable runner reuse requires reset_config()"
+    assert "2/3 trials ended (0 pruned by ASHA, 1 failed)" in lines[2]
+
+
 def test_a_trial_uses_as_many_torch_threads_as_cpus_ray_gave_it():
     from deepdiff_study.trainable import trial_threads
 

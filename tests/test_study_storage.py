@@ -40,8 +40,11 @@ def test_resume_files_on_a_uri_storage(tmp_path):
     assert resume.check_start(exp_dir, "exp", resume=False) is resume.StudyState.NEW
     with pytest.raises(ConfigError, match="--resume: no study saved in"):
         resume.check_start(exp_dir, "exp", resume=True)
-    resume.write_manifest(exp_dir / resume.MANIFEST, {"cells": ["a"]})
-    assert resume.read_manifest(exp_dir / resume.MANIFEST) == {"cells": ["a"]}
+    manifest = {"experiment": "exp", "mlflow_uri": "sqlite:///m.db", "grid": "g.yaml", "seed": 0, "data": None,
+                "cells": ["a"], "pairs": [[1, "syn1A", "syn1B", "E123-E003"]],
+                "sizes": {"samples": 2, "max_epochs": 2, "grace_period": 1, "reduction_factor": 2, "synthetic_genes": 40}}
+    resume.write_manifest(exp_dir / resume.MANIFEST, manifest)
+    assert resume.read_manifest(exp_dir / resume.MANIFEST) == manifest
     assert (tmp_path / "store" / "exp" / resume.MANIFEST).is_file()
     assert not (tmp_path / "store" / "exp" / (resume.MANIFEST + ".tmp")).exists()
     assert resume.study_state(exp_dir) is resume.StudyState.UNSTARTED
