@@ -466,16 +466,35 @@ def _run(args: argparse.Namespace, train_fn, held: list) -> int:
     finally:
         signal.signal(signal.SIGTERM, previous)
     wall = time.monotonic() - started
-    tune_ended = results.num_terminated + results.num_errors == len(results)  # False: interrupted (Ctrl-C, SIGTERM)
-    if tune_ended:  # Tune's last snapshot names each trial's last checkpoint: the older ones can go
+    # Trials Tune failed; one that never reached MLflow was dropped by Tune before it started (no callback).
+    # (After Ctrl-C or SIGTERM Tune marks the trials it stops TERMINATED in memory, so statuses in
+    # `results` cannot tell a finished study from an interrupted one; MLflow's records can.)
+    tune_errors = {Path(r.path).name.rsplit("-", 1)[-1] for r in results if r.error is not None}
+    unfinished, _ = trial_shortfall(mlflow_uri, experiment, manifest, tune_errors)
+    if not unfinished:  # every trial ended: Tune's last snapshot names each one's last checkpoint
         storage.prune_checkpoints(experiment)
-    return report(mlflow_uri, experiment, exp_dir, wall, manifest, tune_ended=tune_ended)
+    return report(mlflow_uri, experiment, exp_dir, wall, manifest, tune_errors=tune_errors)
 
 
-def report(mlflow_uri: str, experiment: str, exp_dir, wall: float, manifest: dict, *, tune_ended: bool = True) -> int:
+def trial_shortfall(mlflow_uri: str, experiment: str, manifest: dict, tune_errors: set[str]) -> tuple[int, int]:
+    """(unfinished, lost) of the study's planned trials: unfinished ones (running, or never started: an
+    interrupted study) are finished by --resume; lost ones Tune failed before they reached MLflow."""
+    from mlflow.tracking import MlflowClient
+
+    from deepdiff_study.records import Kind, Tag, TrialStatus, study_runs
+
+    client = MlflowClient(mlflow_uri)
+    runs = study_runs(client, client.get_experiment_by_name(experiment).experiment_id, Kind.TRIAL)
+    ended = sum(1 for r in runs if TrialStatus(r.data.tags.get(Tag.STATUS, TrialStatus.RUNNING)).ended)
+    lost = len(tune_errors - {r.data.tags[Tag.TRIAL_ID] for r in runs})
+    planned = len(manifest["cells"]) * manifest["sizes"]["samples"]
+    return max(0, planned - ended - lost), lost
+
+
+def report(mlflow_uri: str, experiment: str, exp_dir, wall: float, manifest: dict, *, tune_errors: frozenset[str] | set[str] = frozenset()) -> int:
     """The closing summary: best PCC per grid cell in plan order (the winner of each variant and pair
-    marked), trial counts, the data, where everything is and how to look at it. `tune_ended`: every
-    trial Tune made has ended (False after an interruption). Returns the driver's exit status."""
+    marked), trial counts, the data, where everything is and how to look at it. `tune_errors`: ids of
+    the trials Tune failed. Returns the driver's exit status."""
     from mlflow.tracking import MlflowClient
 
     from deepdiff_study.export import format_table, winners
@@ -514,12 +533,13 @@ def report(mlflow_uri: str, experiment: str, exp_dir, wall: float, manifest: dic
           + ("" if mlflow_uri == default_mlflow_uri() else f" --mlflow-uri {mlflow_uri}"))
     write_study_report(mlflow_uri, experiment, exp_dir)
     planned = len(manifest["cells"]) * manifest["sizes"]["samples"]
-    if counts[TrialStatus.RUNNING] or not tune_ended:
-        print(f"\ninterrupted: {max(0, planned - len(statuses) + counts[TrialStatus.RUNNING])} of the {planned} trials "
-              "unfinished; rerun the same command with --resume to finish the study", file=sys.stderr)
+    unfinished, lost = trial_shortfall(mlflow_uri, experiment, manifest, set(tune_errors))
+    if unfinished:
+        print(f"\ninterrupted: {unfinished} of the {planned} trials unfinished; rerun the same command with --resume "
+              "to finish the study", file=sys.stderr)
         return EXIT_INTERRUPTED
-    if len(statuses) < planned:  # Tune ended some without a callback: they never reached MLflow
-        print(f"error: {planned - len(statuses)} of the {planned} planned trials have no record in MLflow (Tune "
+    if lost:  # Tune ended some without a callback: they never reached MLflow
+        print(f"error: {lost} of the {planned} planned trials have no record in MLflow (Tune "
               f"ended them before they started; see the error.txt files in {exp_dir}); the table above lacks them",
               file=sys.stderr)
         return EXIT_INCOMPLETE
