@@ -83,3 +83,12 @@ def test_read_trial_file_reads_a_trial_s_folder_in_the_study_storage(tmp_path):
     (folder / "result.json").write_text('{"epoch": 1}\n')
     assert ray_private.read_trial_file(trial, "result.json") == '{"epoch": 1}\n'
     assert ray_private.read_trial_file(trial, "missing.json") is None
+
+
+def test_the_worker_thread_timeout_switch_is_read_by_tune_s_function_trainable():
+    """TUNE_FUNCTION_THREAD_TIMEOUT_S: how long a reused worker waits for the last trial's thread (2 s by default)."""
+    from ray.tune.trainable import function_trainable
+
+    assert ray_private.WORKER_ENV == ("TUNE_FUNCTION_THREAD_TIMEOUT_S",)
+    assert 'os.environ.get("TUNE_FUNCTION_THREAD_TIMEOUT_S"' in inspect.getsource(function_trainable)
+    assert set(ray_private.WORKER_ENV) <= set(ray_private.TUNE_ENV_DEFAULTS)
