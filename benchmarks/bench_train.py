@@ -173,18 +173,28 @@ def steady(times: list[float]) -> float:
     return statistics.median(times[1:] if len(times) > 1 else times)
 
 
-def run_reference(args, variant: str) -> float | None:
-    """s/epoch of the reference for `variant` (its RESULT line), or None if the harness failed."""
+def run_reference(args, variant: str) -> dict | None:
+    """The reference's RESULT line for `variant` as numbers (seconds_per_epoch, epoch_seconds as a list,
+    test_seconds, n_train ...), or None if the harness failed."""
     env = dict(os.environ, REFBENCH_QUIET="1")
     if args.threads:
         env["OMP_NUM_THREADS"] = str(args.threads)
     cmd = ["bash", str(REFBENCH), args.reference, variant, str(args.epochs), args.data, args.reference_python]
     done = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    match = re.search(r"^RESULT .*\bseconds_per_epoch=([0-9.]+).*\bthreads=(\d+)", done.stdout, re.M)
-    if not match:
+    line = next((ln for ln in done.stdout.splitlines() if ln.startswith("RESULT ")), None)
+    if line is None:
         print(f"  reference {variant}: no RESULT line (exit {done.returncode}): {done.stderr.strip()[-300:]}")
         return None
-    return float(match[1])
+    fields = dict(f.split("=", 1) for f in line.split()[1:] if "=" in f)
+    out: dict = {k: float(v) for k, v in fields.items() if re.fullmatch(r"-?[0-9.]+", v)}
+    out["epoch_seconds"] = [float(x) for x in fields["epoch_seconds"].split(",")]
+    return out
+
+
+def reference_train_rate(ref: dict) -> float:
+    """The reference's training genes/s at batch 10: its epoch (train pass + valid pass + torch.save) less
+    one evaluation pass of the same size (its test pass on as many genes, timed with the model's load)."""
+    return ref["n_train"] / (steady(ref["epoch_seconds"]) - ref["test_seconds"] * ref["n_valid"] / ref["n_test"])
 
 
 def load_now() -> str:
@@ -202,6 +212,9 @@ def main() -> None:
     parser.add_argument("--sweep-variant", default="raw")
     parser.add_argument("--batches", default="10,32,64,128,256")
     parser.add_argument("--updates-epochs", type=int, default=10, help="gene-updates = this many training epochs")
+    parser.add_argument("--pcc-batches", default="", help="batch sizes of part 3 (default: 10 and the sweep's fastest)")
+    parser.add_argument("--lr-scaling", choices=("sqrt", "linear"), default="sqrt",
+                        help="part 3's learning rate: 1e-4 x (batch/10)^0.5 or x batch/10")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default); also OMP_NUM_THREADS of the reference")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--reference", metavar="MIRROR_GITDIR", help="bare git dir of QData/DeepDiffChrome")
@@ -256,9 +269,9 @@ def main() -> None:
                 for impl in impls:
                     runs[impl].append(steady(run_child(**job, variant=variant, impl=impl, batch=10, epochs=args.epochs)["epoch_s"]))
                 if args.reference:
-                    sec = run_reference(args, variant)
-                    if sec is not None:
-                        ref.append(sec)
+                    out = run_reference(args, variant)
+                    if out is not None:
+                        ref.append(out["seconds_per_epoch"])
             med = {impl: statistics.median(v) for impl, v in runs.items()}
             line = f"  {variant:16s} " + "  ".join(f"{impl} {med[impl]:6.2f}" + ("" if impl == base else f" (x{med[base] / med[impl]:4.2f})")
                                                   for impl in impls)
@@ -282,12 +295,21 @@ def main() -> None:
             print(f"  batch {batch:4d}: " + "; ".join(cells))
         best = max(rates, key=rates.get)
         print(f"  fastest batch: {best} ({rates[best]:.1f} genes/s, x{rates[best] / rates.get(10, math.nan):.2f} batch 10)")
+        if args.reference:
+            refs = [out for out in (run_reference(args, args.sweep_variant) for _ in range(args.repeats)) if out is not None]
+            if refs:
+                ref_rate = statistics.median(reference_train_rate(out) for out in refs)
+                print(f"  reference at batch 10: {ref_rate:.1f} training genes/s (its epoch less one evaluation pass, "
+                      f"median of {len(refs)}); batch {best} here is x{rates[best] / ref_rate:.2f} the reference")
 
     if "pcc" not in skip:
         best = max(rates, key=rates.get) if rates else 64
-        print(f"\n3. valid PCC after {args.updates_epochs} epochs of gene-updates, {args.sweep_variant}; lr = 1e-4 * sqrt(batch / 10)")
-        for batch in sorted({10, best}):
-            lr = 1e-4 * math.sqrt(batch / 10)
+        batches = sorted({int(b) for b in args.pcc_batches.split(",")} if args.pcc_batches else {10, best})
+        power = 0.5 if args.lr_scaling == "sqrt" else 1.0
+        print(f"\n3. valid PCC after {args.updates_epochs} epochs of gene-updates, {args.sweep_variant}; "
+              f"lr = 1e-4 * (batch / 10)^{power:g}")
+        for batch in batches:
+            lr = 1e-4 * (batch / 10) ** power
             out = run_child(**{**job, "lr": lr}, variant=args.sweep_variant, impl=impls[0], batch=batch, epochs=args.updates_epochs)
             print(f"  batch {batch:4d} lr {lr:.2e}: last valid PCC {out['valid_pcc']:.4f}, best {out['best_valid_pcc']:.4f}, "
                   f"{sum(out['epoch_s']):.1f} s")
