@@ -10,13 +10,15 @@ import pytest
 from ray.tune.schedulers import TrialScheduler
 from ray.tune.search import Searcher
 
-from ray_session import write_tiny_grid
+from ray_session import by_value, ray_session, write_tiny_grid  # noqa: F401
 from deepdiff_study import ray_private
 from deepdiff_study.grid import load_grid
 from deepdiff_study.plan import StudySettings, plan_grid_cells
 from deepdiff_study.records import TrialStatus, trial_outcome
 from deepdiff_study.scheduler import GridCellScheduler
 from deepdiff_study.searcher import METRIC, GridCellSearch, GridCellSearcher, SearcherSync, optuna_space
+
+by_value(__name__)  # quick_trial reaches Ray workers as code, not as an import of tests/
 
 
 def fake_trial(trial_id, cell, epochs=8):
@@ -305,3 +307,48 @@ def test_a_trial_uses_as_many_torch_threads_as_cpus_ray_gave_it():
     assert trial_threads({"CPU": 1.0}) == 1 and trial_threads({"CPU": 4.0}) == 4
     assert trial_threads({"CPU": 0.5, "GPU": 0.25}) == 1 and trial_threads({}) == 1
 
+
+# ---- on a real Tune run ---------------------------------------------------------------------------
+
+def quick_trial(config):
+    from ray import tune
+
+    tune.report({"epoch": 1, METRIC: config["dropout"], "status": "completed"})
+
+
+@pytest.mark.slow
+def test_after_tuner_restore_the_searcher_agrees_with_the_trials_tune_restored(ray_session, tmp_path):
+    """Through `Tuner.restore`: the searcher SearcherSync reconciles is the one Tune restored and asks, and
+    Tune asks it again though its own count of suggestions (saved beside the searcher's) was spent.
+    Both ways a kill can leave a snapshot, at once: a trial the searcher's save has and Tune's trial list
+    lacks (run again, under a new id), and one Tune's list has and the searcher's save lacks (not run again)."""
+    import json
+
+    from deepdiff_study.driver import make_tuner
+    from deepdiff_study.resume import restore_tuner
+    from deepdiff_study.storage import StudyStorage
+
+    grid = load_grid(write_tiny_grid(tmp_path))
+    settings = StudySettings(samples=2, max_epochs=1, grace_period=1, reduction_factor=2, seed=5)
+    plans = plan_grid_cells(grid, grid.grid_cells("1", variants="raw_d,raw_c", aux_modes=None, margins=None), settings)
+    storage = StudyStorage.parse(str(tmp_path / "results"))
+    results = make_tuner(quick_trial, plans, settings, storage=storage, name="sync", callbacks=[], max_failures=0).fit()
+    assert len(results) == 4 and not results.errors
+
+    exp = tmp_path / "results" / "sync"
+    (state_file,) = exp.glob("experiment_state-*.json")
+    state = json.loads(state_file.read_text())
+    trials = [json.loads(t) if isinstance(t, str) else t for t, _ in state["trial_data"]]
+    lost = trials[-1]  # searcher ahead: suggested (not yet ended) when the searcher was saved, not in Tune's list
+    unknown = next(t for t in trials if t["config"]["grid_cell"] != lost["config"]["grid_cell"])  # Tune ahead
+    state_file.write_text(json.dumps({**state, "trial_data": state["trial_data"][:-1]}))
+    (searcher_file,) = exp.glob("searcher-state-*.pkl")
+    saved = pickle.loads(searcher_file.read_bytes())
+    saved["told"] -= {lost["trial_id"], unknown["trial_id"]}
+    saved["suggested"][saved["trial_cell"].pop(unknown["trial_id"])] -= 1
+    searcher_file.write_bytes(pickle.dumps(saved))
+
+    results = restore_tuner(quick_trial, storage=storage, name="sync").fit()
+    ids = {r.metrics["trial_id"]: r.config["grid_cell"] for r in results}
+    assert len(ids) == 4 and lost["trial_id"] not in ids and unknown["trial_id"] in ids, ids
+    assert sorted(ids.values()) == sorted([p.key for p in plans] * 2)
