@@ -270,7 +270,7 @@ def make_tuner(trainable, plans, settings: StudySettings, *, storage: StudyStora
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
     from deepdiff_study.scheduler import GridCellScheduler
-    from deepdiff_study.searcher import GridCellSearcher
+    from deepdiff_study.searcher import GridCellSearch, GridCellSearcher, SearcherSync
 
     searcher = GridCellSearcher(plans, seed=settings.seed)
     scheduler = GridCellScheduler(
@@ -280,12 +280,15 @@ def make_tuner(trainable, plans, settings: StudySettings, *, storage: StudyStora
     return tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
-            search_alg=searcher, scheduler=scheduler, num_samples=searcher.total_samples, reuse_actors=True,
+            search_alg=GridCellSearch(searcher), scheduler=scheduler, num_samples=searcher.total_samples, reuse_actors=True,
             trial_dirname_creator=trial_dirname, trial_name_creator=trial_dirname,
         ),
         run_config=tune.RunConfig(
-            # result.json is what the scheduler replays after a resume; progress.csv is for people.
-            name=name, **storage.tune_kwargs(), callbacks=[*callbacks, JsonLoggerCallback(), CSVLoggerCallback()], verbose=0,
+            # result.json is what the scheduler replays after a resume; progress.csv is for people. SearcherSync
+            # holds the same searcher as search_alg (one pickle, tuner.pkl, holds both): on --resume it makes
+            # the restored searcher agree with the restored trials before Tune asks it for more.
+            name=name, **storage.tune_kwargs(), verbose=0,
+            callbacks=[*callbacks, SearcherSync(searcher), JsonLoggerCallback(), CSVLoggerCallback()],
             failure_config=tune.FailureConfig(max_failures=max_failures),
             # Every checkpoint is kept while the study runs (`StudyStorage.prune_checkpoints` keeps each trial's
             # last one once all have ended). Tune's own num_to_keep=1 deletes a trial's previous checkpoint

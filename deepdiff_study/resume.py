@@ -35,11 +35,17 @@ The whole story, in the order things happen:
 6. **MLflow runs left RUNNING** (`reconcile`): at its first step after a restart the tracker closes
    them with their trial's true status from Tune (and records a trial Tune saw end while the store was
    failing, which has no run yet). A run whose trial Tune never saved (it started, and perhaps
-   ended, less than one experiment snapshot, about 10 s, before the kill; the searcher's save in the
-   same snapshot does not know it either, so the study runs that work again under a new trial id) is
-   deleted (MLflow keeps deleted runs until they are purged), so every Tune trial id appears exactly
-   once. The tracker finds each trial's existing
+   ended, less than one experiment snapshot, about 10 s, before the kill; the study runs that work
+   again under a new trial id, step 7) is deleted (MLflow keeps deleted runs until they are purged), so
+   every Tune trial id appears exactly once. The tracker finds each trial's existing
    run by its ``trial_id`` tag and continues it; epochs already logged are not logged again.
+7. **The searcher against Tune's trials** (`GridCellSearcher.reconcile`): a snapshot's trial list and
+   the searcher's save are separate files (separate uploads to a URI storage), so a kill between them
+   leaves either one ahead. At the first step after a restart, before Tune asks for a trial,
+   `SearcherSync` makes the searcher agree with the restored trials: a suggestion Tune never saved
+   reopens its grid cell's budget (failed in Optuna unless Optuna already learnt its end); a trial the
+   searcher's save missed is counted (no extra trial for its grid cell) and Optuna learns it as an
+   evaluated point.
 """
 
 from __future__ import annotations

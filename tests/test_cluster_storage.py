@@ -96,12 +96,9 @@ def test_study_on_s3_resumes_from_the_bucket_alone_after_sigkill(s3, tmp_path):
     assert {t["trial_id"] for t in trials} == set(ids)
     assert {t["status"] for t in trials} == {"TERMINATED"}, (  # MLflow and Tune agree on every trial, all ended
         [(t["trial_id"], t["status"], t.get("error_filename")) for t in trials], resumed.stdout[-3000:])
-    if len(children) < 8:
-        # Known bug, seen twice of four runs on a loaded machine: a SIGKILL while Tune uploads its snapshot to
-        # the bucket can leave the searcher's saved state (which counts the suggestion) newer than the
-        # experiment state (which lacks the trial), so the resumed study never runs that trial.
-        pytest.xfail(f"known: {8 - len(children)} trial lost to a snapshot upload cut by SIGKILL (searcher ahead of Tune)")
-    assert len(children) == 8
+    # A SIGKILL while Tune uploads its snapshot to the bucket can leave the searcher's save newer than the
+    # trial list (the suggestion counted, the trial missing): the searcher's reconcile reopens that trial.
+    assert len(children) == 8, [(r.data.tags["trial_id"], r.data.tags["grid_cell"]) for r in children]
     keys = bucket_keys(client, "results/s3study/")
     checkpoints = Counter(k.split("/")[2] for k in keys if "/checkpoint_" in k and k.endswith("last.pt"))
     # Every trial's checkpoint went to the bucket, and once all ended only its last one is kept. (A trial

@@ -10,13 +10,15 @@ import pytest
 from ray.tune.schedulers import TrialScheduler
 from ray.tune.search import Searcher
 
-from ray_session import write_tiny_grid
+from ray_session import by_value, ray_session, write_tiny_grid  # noqa: F401
 from deepdiff_study import ray_private
 from deepdiff_study.grid import load_grid
 from deepdiff_study.plan import StudySettings, plan_grid_cells
 from deepdiff_study.records import TrialStatus, trial_outcome
 from deepdiff_study.scheduler import GridCellScheduler
-from deepdiff_study.searcher import METRIC, GridCellSearcher, optuna_space
+from deepdiff_study.searcher import METRIC, GridCellSearch, GridCellSearcher, SearcherSync, optuna_space
+
+by_value(__name__)  # quick_trial reaches Ray workers as code, not as an import of tests/
 
 
 def fake_trial(trial_id, cell, epochs=8):
@@ -149,6 +151,99 @@ def test_a_save_after_more_results_holds_them_all(plans, tmp_path):
     assert trials(c) == trials(a)
 
 
+def tune_trial(trial_id, config, status="RUNNING", last_result=None):
+    """A stand-in for a Trial Tune restored, with what `GridCellSearcher.reconcile` reads."""
+    return SimpleNamespace(trial_id=trial_id, config=config, status=status, last_result=last_result or {})
+
+
+def optuna_trials(searcher, key):
+    return ray_private.optuna_study(searcher.optuna_search(key)).trials
+
+
+def test_reconcile_reopens_the_budget_of_a_suggestion_tune_never_saved(plans):
+    """Searcher ahead of Tune: its save counted suggestions whose trials Tune's restored state lacks."""
+    searcher = GridCellSearcher(plans, seed=5)
+    configs = {f"t{i}": searcher.suggest(f"t{i}") for i in range(9)}
+    for i in range(3):
+        searcher.on_trial_complete(f"t{i}", {"epoch": 4, METRIC: 0.5, "training_iteration": 4})
+    assert searcher.all_suggested() and searcher.suggest("extra") == Searcher.FINISHED
+    lost, ended = "t4", "t0"  # never told (the second trial of its grid cell); told (the first of another)
+    searcher.reconcile([tune_trial(t, c) for t, c in configs.items() if t not in (lost, ended)])
+    assert searcher.grid_cell_of(lost) is None and searcher.grid_cell_of(ended) is None and not searcher.all_suggested()
+    states = {t: [s.state for s in optuna_trials(searcher, configs[t]["grid_cell"])][:2] for t in (lost, ended)}
+    assert states[lost] == [optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL]  # t1 completed, t4 failed
+    assert states[ended][0] == optuna.trial.TrialState.COMPLETE  # what Optuna learnt from t0 stays
+    again = [searcher.suggest("u0"), searcher.suggest("u1")]
+    assert sorted(c["grid_cell"] for c in again) == sorted(configs[t]["grid_cell"] for t in (lost, ended))
+    assert searcher.grid_cell_of("u0") == again[0]["grid_cell"] and searcher.suggest("u2") == Searcher.FINISHED
+    key = configs[lost]["grid_cell"]
+    searcher.on_trial_complete(lost, {"epoch": 4, METRIC: 0.9, "training_iteration": 4})  # ignored: not a trial of this study
+    assert len(optuna_trials(searcher, key)) == 4
+
+
+def test_a_grid_cell_whose_only_trial_was_lost_runs_its_published_setting_again(plans):
+    searcher = GridCellSearcher(plans, seed=5)
+    configs = {f"t{i}": searcher.suggest(f"t{i}") for i in range(3)}  # the published setting of each grid cell
+    searcher.reconcile([tune_trial("t0", configs["t0"]), tune_trial("t1", configs["t1"])])
+    again = searcher.suggest("u0")
+    assert again == {**plans[2].fixed, **plans[2].published}
+    assert [t.state for t in optuna_trials(searcher, plans[2].key)] == [optuna.trial.TrialState.RUNNING]
+
+
+def test_reconcile_counts_trials_tune_saved_and_the_searcher_missed(plans, tmp_path):
+    """Tune ahead of the searcher: trials whose ids the searcher's save never saw."""
+    searcher = GridCellSearcher(plans, seed=5)
+    known = {f"t{i}": searcher.suggest(f"t{i}") for i in range(2)}  # published points of plans[0] and plans[1]
+    ended = {**plans[0].fixed, **plans[0].published, "lr": 0.002, "dropout": 0.25}
+    pending = {**plans[1].fixed, **plans[1].published, "dropout": 0.3}
+    crashed = {**plans[2].fixed, **plans[2].published}
+    searcher.reconcile([
+        *(tune_trial(t, c) for t, c in known.items()),
+        tune_trial("x", ended, "TERMINATED", {"epoch": 4, METRIC: 0.7, "status": "completed"}),
+        tune_trial("y", pending, "PENDING"),
+        tune_trial("z", crashed, "ERROR"),
+    ])
+    assert [searcher.grid_cell_of(t) for t in "xyz"] == [p.key for p in plans]
+    (added,) = [t for t in optuna_trials(searcher, plans[0].key) if t.state == optuna.trial.TrialState.COMPLETE]
+    assert added.value == 0.7 and added.params == {k: ended[k] for k in optuna_space(plans[0].params)}
+    assert [t.state for t in optuna_trials(searcher, plans[2].key)] == [optuna.trial.TrialState.FAIL]
+    searcher.on_trial_result("y", {"epoch": 1, METRIC: 0.2, "training_iteration": 1})  # Optuna has no trial to report to
+
+    searcher.save(tmp_path / "searcher.pkl")
+    restored = pickle.loads(pickle.dumps(GridCellSearcher(plans, seed=5)))
+    restored.restore(tmp_path / "searcher.pkl")
+    for s in (searcher, restored):
+        s.on_trial_complete("y", {"epoch": 4, METRIC: 0.4, "training_iteration": 4})
+        (told,) = [t for t in optuna_trials(s, plans[1].key) if t.state == optuna.trial.TrialState.COMPLETE]
+        assert told.value == 0.4 and told.params == {k: pending[k] for k in optuna_space(plans[1].params)}
+        # 5 of 9 trials are known: 4 more, and not one for the grid cells' published points again
+        rest = [s.suggest(f"u{i}") for i in range(4)]
+        assert s.suggest("u4") == Searcher.FINISHED
+        assert sorted(c["grid_cell"] for c in rest) == sorted([plans[0].key, plans[1].key, plans[2].key, plans[2].key])
+        assert all(c != {**p.fixed, **p.published} for c in rest for p in plans)
+
+
+def test_searcher_sync_reconciles_once_at_the_first_step(plans):
+    searcher = GridCellSearcher(plans, seed=5)
+    sync = SearcherSync(searcher)
+    config = {**plans[0].fixed, **plans[0].published}
+    sync.on_step_begin(0, [tune_trial("x", config, "PENDING")])
+    sync.on_step_begin(1, [])  # later steps: nothing (a trial no longer listed is not lost)
+    assert searcher.grid_cell_of("x") == plans[0].key
+
+
+def test_tune_cannot_ask_for_a_trial_without_searcher_sync(plans):
+    """Without the callback Tune would never see the search finish (it waits for a reconcile): it fails at once."""
+    search = GridCellSearch(GridCellSearcher(plans, seed=5))
+    with pytest.raises(RuntimeError, match="add SearcherSync"):
+        search.next_trial()
+    assert not search.is_finished()
+    search.searcher.reconcile([])
+    assert not search.is_finished()
+    search.set_finished()  # Tune stopping the whole run
+    assert search.is_finished()
+
+
 def test_diverged_trial_is_a_failed_optuna_trial(plans):
     searcher = GridCellSearcher(plans, seed=5)
     config = searcher.suggest("t0")
@@ -235,3 +330,49 @@ def test_a_trial_uses_as_many_torch_threads_as_cpus_ray_gave_it():
 
     assert trial_threads({"CPU": 1.0}) == 1 and trial_threads({"CPU": 4.0}) == 4
     assert trial_threads({"CPU": 0.5, "GPU": 0.25}) == 1 and trial_threads({}) == 1
+
+
+# ---- on a real Tune run ---------------------------------------------------------------------------
+
+def quick_trial(config):
+    from ray import tune
+
+    tune.report({"epoch": 1, METRIC: config["dropout"], "status": "completed"})
+
+
+@pytest.mark.slow
+def test_after_tuner_restore_the_searcher_agrees_with_the_trials_tune_restored(ray_session, tmp_path):
+    """Through `Tuner.restore`: the searcher SearcherSync reconciles is the one Tune restored and asks, and
+    Tune asks it again though its own count of suggestions (saved beside the searcher's) was spent.
+    Both ways a kill can leave a snapshot, at once: a trial the searcher's save has and Tune's trial list
+    lacks (run again, under a new id), and one Tune's list has and the searcher's save lacks (not run again)."""
+    import json
+
+    from deepdiff_study.driver import make_tuner
+    from deepdiff_study.resume import restore_tuner
+    from deepdiff_study.storage import StudyStorage
+
+    grid = load_grid(write_tiny_grid(tmp_path))
+    settings = StudySettings(samples=2, max_epochs=1, grace_period=1, reduction_factor=2, seed=5)
+    plans = plan_grid_cells(grid, grid.grid_cells("1", variants="raw_d,raw_c", aux_modes=None, margins=None), settings)
+    storage = StudyStorage.parse(str(tmp_path / "results"))
+    results = make_tuner(quick_trial, plans, settings, storage=storage, name="sync", callbacks=[], max_failures=0).fit()
+    assert len(results) == 4 and not results.errors
+
+    exp = tmp_path / "results" / "sync"
+    (state_file,) = exp.glob("experiment_state-*.json")
+    state = json.loads(state_file.read_text())
+    trials = [json.loads(t) if isinstance(t, str) else t for t, _ in state["trial_data"]]
+    lost = trials[-1]  # searcher ahead: suggested (not yet ended) when the searcher was saved, not in Tune's list
+    unknown = next(t for t in trials if t["config"]["grid_cell"] != lost["config"]["grid_cell"])  # Tune ahead
+    state_file.write_text(json.dumps({**state, "trial_data": state["trial_data"][:-1]}))
+    (searcher_file,) = exp.glob("searcher-state-*.pkl")
+    saved = pickle.loads(searcher_file.read_bytes())
+    saved["told"] -= {lost["trial_id"], unknown["trial_id"]}
+    saved["suggested"][saved["trial_cell"].pop(unknown["trial_id"])] -= 1
+    searcher_file.write_bytes(pickle.dumps(saved))
+
+    results = restore_tuner(quick_trial, storage=storage, name="sync").fit()
+    ids = {r.metrics["trial_id"]: r.config["grid_cell"] for r in results}
+    assert len(ids) == 4 and lost["trial_id"] not in ids and unknown["trial_id"] in ids, ids
+    assert sorted(ids.values()) == sorted([p.key for p in plans] * 2)
