@@ -222,12 +222,15 @@ def start_ray(address: str | None) -> None:
     """Join `address` or start a local Ray using every core. Workers import the installed packages."""
     import ray
 
-    from deepdiff_study import ray_private
+    from deepdiff_study import ray_private, trainable
 
     if ray.is_initialized():
         return
+    for key, value in trainable.WORKER_ENV.items():  # a local Ray's workers inherit the driver's environment
+        os.environ.setdefault(key, value)
     quiet = {"logging_level": logging.WARNING, "logging_config": ray.LoggingConfig(log_level="WARNING"),
-             "runtime_env": {"env_vars": ray_private.worker_env()}}  # workers on every node of a cluster
+             # workers on every node of a cluster
+             "runtime_env": {"env_vars": {**ray_private.worker_env(), **trainable.WORKER_ENV}}}
     if address:
         try:
             ray.init(address=address, **quiet)

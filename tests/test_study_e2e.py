@@ -344,3 +344,54 @@ def test_a_worker_slow_to_end_its_trial_is_reused_without_losing_the_next(ray_se
     assert len(children) == 4 and {c.data.tags["status"] for c in children} <= {"completed", "pruned"}
     out = capsys.readouterr().out
     assert "4/4 trials ended (" in out and ", 0 failed)" in out and "study 'slow-end': 4 trials: " in out
+
+
+WORKER_PROBE = """
+import os, ray
+from deepdiff_study.driver import quiet_logs, start_ray
+quiet_logs()  # as the driver does: Tune's switches, then Ray
+start_ray(None)
+probe = ray.remote(lambda: (os.environ.get("MALLOC_ARENA_MAX"), os.environ.get("TUNE_FUNCTION_THREAD_TIMEOUT_S")))
+print("worker", *ray.get(probe.remote()))
+"""
+
+
+def test_the_driver_s_ray_workers_get_the_worker_environment():
+    """Trial workers get MALLOC_ARENA_MAX=2 (glibc reads it at process start: a reused worker's memory stays
+    flat over hundreds of trials, benchmarks/bench_tune.py) and Tune's worker-thread timeout."""
+    from deepdiff_study import ray_private, trainable
+
+    env = {k: v for k, v in os.environ.items() if k not in ("MALLOC_ARENA_MAX", "TUNE_FUNCTION_THREAD_TIMEOUT_S")}
+    import shutil
+    import tempfile
+
+    env["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="rw", dir="/tmp")  # short: Ray's socket paths live under it
+    try:
+        done = subprocess.run([sys.executable, "-c", WORKER_PROBE], capture_output=True, text=True, env=env, timeout=300)
+    finally:
+        shutil.rmtree(env["RAY_TMPDIR"], ignore_errors=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    line = next(ln for ln in done.stdout.splitlines() if ln.startswith("worker "))
+    assert line.split()[1:] == [trainable.WORKER_ENV["MALLOC_ARENA_MAX"], ray_private.TUNE_ENV_DEFAULTS["TUNE_FUNCTION_THREAD_TIMEOUT_S"]]
+
+
+RELEASE_PROBE = """
+import gc
+import torch
+from deepdiff import cpu_kernel
+from deepdiff_study import trainable
+trainable.release_memory()
+frozen = gc.get_freeze_count()
+garbage = [[] for _ in range(1000)]
+for a, b in zip(garbage, garbage[1:]):
+    a.append(b); b.append(a)  # cycles made by a trial: collected, not frozen
+del garbage, a, b
+trainable.release_memory()
+print("frozen", frozen > 10_000, gc.get_freeze_count() == frozen, gc.collect())
+"""
+
+
+def test_the_memory_release_freezes_what_the_worker_started_with_once_and_still_collects_a_trial_s_cycles():
+    done = subprocess.run([sys.executable, "-c", RELEASE_PROBE], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split()[-4:] == ["frozen", "True", "True", "0"]
