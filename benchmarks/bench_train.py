@@ -179,7 +179,8 @@ def run_reference(args, variant: str) -> dict | None:
     env = dict(os.environ, REFBENCH_QUIET="1")
     if args.threads:
         env["OMP_NUM_THREADS"] = str(args.threads)
-    cmd = ["bash", str(REFBENCH), args.reference, variant, str(args.epochs), args.data, args.reference_python]
+    cmd = ["bash", str(REFBENCH), args.reference, variant, str(args.epochs), args.reference_data or args.data,
+           args.reference_python]
     done = subprocess.run(cmd, capture_output=True, text=True, env=env)
     line = next((ln for ln in done.stdout.splitlines() if ln.startswith("RESULT ")), None)
     if line is None:
@@ -219,6 +220,8 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--reference", metavar="MIRROR_GITDIR", help="bare git dir of QData/DeepDiffChrome")
     parser.add_argument("--reference-python", default="python3", metavar="PY", help="a Python with the reference's deps")
+    parser.add_argument("--reference-data", metavar="DIR", help="data of the reference's runs (default --data; its "
+                        "loader wants the paper's own files: a large synthetic pair fails there)")
     parser.add_argument("--quick", action="store_true", help="1 round, 2 epochs, sweep 10,64,256, 4 update-epochs")
     parser.add_argument("--skip", default="", help="comma list of parts to skip: steps,epochs,sweep,pcc")
     parser.add_argument("--step-batches", default="10,64", help="batch sizes of part 0 (CPU time per step)")
