@@ -53,6 +53,7 @@ from deepdiff_study.records import (
     replicate_seeds,
     study_runs,
 )
+from deepdiff_study.tracker import PicklesSettings
 
 CELL_TAGS = (*GRID_CELL_TAGS, Tag.IMITATES, Tag.DATA)  # copied from the grid-cell run to its replicates
 
@@ -125,8 +126,10 @@ class FixedConfigs(Searcher):
             self._todo = pickle.load(fh)
 
 
-class ReplicateLogger(Callback):
+class ReplicateLogger(PicklesSettings, Callback):
     """Records every ended replicate trial as one MLflow run (see the module docstring)."""
+
+    SETTINGS = ("tracking_uri", "exp_id", "replicates")
 
     def __init__(self, tracking_uri: str, exp_id: str, replicates: list[Replicate]):
         self.tracking_uri, self.exp_id = tracking_uri, exp_id
@@ -137,13 +140,6 @@ class ReplicateLogger(Callback):
         self._client: MlflowClient | None = None
         self._seconds: dict[str, float] = {}
         self.logged: list[str] = []
-
-    def __getstate__(self) -> dict[str, Any]:  # Tune pickles its callbacks: no connection inside
-        return {"tracking_uri": self.tracking_uri, "exp_id": self.exp_id, "replicates": self.replicates}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._reset()
 
     @property
     def client(self) -> MlflowClient:

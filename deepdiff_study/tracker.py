@@ -52,12 +52,29 @@ from deepdiff_study import ray_private
 from deepdiff_study.resume import reconcile
 
 
-class MlflowTracker(Callback):
+class PicklesSettings:
+    """For a Tune callback writing MLflow: Tune pickles its callbacks into tuner.pkl, so only the
+    attributes named in `SETTINGS` travel; the subclass's `_reset` rebuilds the connection and caches after
+    unpickling (as its ``__init__`` does)."""
+
+    SETTINGS: tuple[str, ...] = ()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.SETTINGS}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._reset()
+
+
+class MlflowTracker(PicklesSettings, Callback):
     """A Tune callback writing the study to MLflow; see the module docstring.
 
     grid_cells: grid cell key -> its tags (`records.grid_cell_tags` plus ``data``). planned: grid cell
     key -> trials planned for it.
     """
+
+    SETTINGS = ("tracking_uri", "experiment", "grid_cells", "planned", "artifact_location")
 
     def __init__(
         self, tracking_uri: str, experiment: str, grid_cells: dict[str, dict[str, str]], planned: dict[str, int],
@@ -83,14 +100,6 @@ class MlflowTracker(Callback):
         self._tune_trials: dict[str, Any] = {}  # trial id -> Tune trial seen in this session
         self._trial_list: list = []  # Tune's list of every trial of the run (restored ones included)
         self._reconciled = False
-
-    # Pickled into Tune's tuner.pkl at the start: keep the settings, drop the connection and caches.
-    def __getstate__(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in ("tracking_uri", "experiment", "grid_cells", "planned", "artifact_location")}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._reset()
 
     @property
     def client(self) -> MlflowClient:
