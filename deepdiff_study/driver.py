@@ -226,8 +226,6 @@ def start_ray(address: str | None) -> None:
 
     if ray.is_initialized():
         return
-    for key, value in trainable.WORKER_ENV.items():  # a local Ray's workers inherit the driver's environment
-        os.environ.setdefault(key, value)
     quiet = {"logging_level": logging.WARNING, "logging_config": ray.LoggingConfig(log_level="WARNING"),
              # workers on every node of a cluster
              "runtime_env": {"env_vars": {**ray_private.worker_env(), **trainable.WORKER_ENV}}}
@@ -476,24 +474,20 @@ def _run(args: argparse.Namespace, train_fn, held: list) -> int:
     # (After Ctrl-C or SIGTERM Tune marks the trials it stops TERMINATED in memory, so statuses in
     # `results` cannot tell a finished study from an interrupted one; MLflow's records can.)
     tune_errors = {Path(r.path).name.rsplit("-", 1)[-1] for r in results if r.error is not None}
-    unfinished, _ = trial_shortfall(mlflow_uri, experiment, manifest, tune_errors)
-    if not unfinished:  # every trial ended: Tune's last snapshot names each one's last checkpoint
+    status = report(mlflow_uri, experiment, exp_dir, wall, manifest, tune_errors=tune_errors)
+    if status != EXIT_INTERRUPTED:  # every trial ended: Tune's last snapshot names each one's last checkpoint
         storage.prune_checkpoints(experiment)
-    return report(mlflow_uri, experiment, exp_dir, wall, manifest, tune_errors=tune_errors)
+    return status
 
 
-def trial_shortfall(mlflow_uri: str, experiment: str, manifest: dict, tune_errors: set[str]) -> tuple[int, int]:
-    """(unfinished, lost) of the study's planned trials: unfinished ones (running, or never started: an
-    interrupted study) are finished by --resume; lost ones Tune failed before they reached MLflow."""
-    from mlflow.tracking import MlflowClient
+def trial_shortfall(runs: list, planned: int, tune_errors: set[str]) -> tuple[int, int]:
+    """(unfinished, lost) of a study's `planned` trials, from its MLflow trial runs: unfinished ones
+    (running, or never started: an interrupted study) are finished by --resume; lost ones Tune failed
+    before they reached MLflow."""
+    from deepdiff_study.records import Tag, TrialStatus
 
-    from deepdiff_study.records import Kind, Tag, TrialStatus, study_runs
-
-    client = MlflowClient(mlflow_uri)
-    runs = study_runs(client, client.get_experiment_by_name(experiment).experiment_id, Kind.TRIAL)
     ended = sum(1 for r in runs if TrialStatus(r.data.tags.get(Tag.STATUS, TrialStatus.RUNNING)).ended)
     lost = len(tune_errors - {r.data.tags[Tag.TRIAL_ID] for r in runs})
-    planned = len(manifest["cells"]) * manifest["sizes"]["samples"]
     return max(0, planned - ended - lost), lost
 
 
@@ -509,7 +503,8 @@ def report(mlflow_uri: str, experiment: str, exp_dir, wall: float, manifest: dic
 
     client = MlflowClient(mlflow_uri)
     exp_id = client.get_experiment_by_name(experiment).experiment_id
-    statuses = [r.data.tags.get(Tag.STATUS) for r in study_runs(client, exp_id, Kind.TRIAL)]
+    runs = study_runs(client, exp_id, Kind.TRIAL)
+    statuses = [r.data.tags.get(Tag.STATUS) for r in runs]
     counts = {s: statuses.count(s) for s in TrialStatus}
     print(f"\nstudy {experiment!r}: {len(statuses)} trials: {counts[TrialStatus.COMPLETED]} completed, "
           f"{counts[TrialStatus.PRUNED]} stopped early by ASHA, {counts[TrialStatus.FAILED]} failed"
@@ -539,7 +534,7 @@ def report(mlflow_uri: str, experiment: str, exp_dir, wall: float, manifest: dic
           + ("" if mlflow_uri == default_mlflow_uri() else f" --mlflow-uri {mlflow_uri}"))
     write_study_report(mlflow_uri, experiment, exp_dir)
     planned = len(manifest["cells"]) * manifest["sizes"]["samples"]
-    unfinished, lost = trial_shortfall(mlflow_uri, experiment, manifest, set(tune_errors))
+    unfinished, lost = trial_shortfall(runs, planned, set(tune_errors))
     if unfinished:
         print(f"\ninterrupted: {unfinished} of the {planned} trials unfinished; rerun the same command with --resume "
               "to finish the study", file=sys.stderr)

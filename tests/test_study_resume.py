@@ -70,13 +70,12 @@ def test_a_study_short_of_trials_is_interrupted_unless_tune_failed_them_before_m
     planned trials not ended there are unfinished (exit 130, --resume), unless Tune failed them unseen."""
     from deepdiff_study.driver import trial_shortfall
 
-    uri = f"sqlite:///{tmp_path / 'm.db'}"
-    client = MlflowClient(uri)
+    client = MlflowClient(f"sqlite:///{tmp_path / 'm.db'}")
     exp = client.create_experiment("s")
     for trial_id, status in (("a", "completed"), ("b", "pruned"), ("c", "running")):
         client.create_run(exp, tags={Tag.KIND: Kind.TRIAL, Tag.TRIAL_ID: trial_id, Tag.STATUS: status})
-    manifest = {"cells": ["p1-raw_d"], "sizes": {"samples": 5}}
-    assert trial_shortfall(uri, "s", manifest, set()) == (3, 0)  # c running, two never started
-    assert trial_shortfall(uri, "s", manifest, {"d", "e"}) == (1, 2)  # d, e failed by Tune unseen; c still runs
-    assert trial_shortfall(uri, "s", {**manifest, "sizes": {"samples": 4}}, {"c", "d"}) == (1, 1)  # c has a record
-    assert trial_shortfall(uri, "s", {**manifest, "sizes": {"samples": 2}}, set()) == (0, 0)
+    runs = study_runs(client, exp, Kind.TRIAL)
+    assert trial_shortfall(runs, 5, set()) == (3, 0)  # c running, two never started
+    assert trial_shortfall(runs, 5, {"d", "e"}) == (1, 2)  # d, e failed by Tune unseen; c still runs
+    assert trial_shortfall(runs, 4, {"c", "d"}) == (1, 1)  # c has a record
+    assert trial_shortfall(runs, 2, set()) == (0, 0)
