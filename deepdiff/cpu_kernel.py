@@ -14,8 +14,11 @@ three inputs), so `deepdiff.model` swaps one for the other by device (`deepdiff.
   disagrees is not used.
 - **Fallback.** No compiler, a failed build or a failed check: `available()` is False, `status()` says
   why, and Level I runs through torch ops. Nothing fails.
-- **Threads.** The K channels are split into `torch.get_num_threads()` contiguous ranges, each a ctypes
-  call on a thread of a small pool (ctypes releases the GIL), so a trial uses the CPUs it was given.
+- **Threads.** Each phase of the kernel (see `lstm_kernel.c`: training's recurrences over the 2K
+  direction x channel groups, then the attention over the K channels; the backward the other way round)
+  is split into `torch.get_num_threads()` contiguous ranges, each a ctypes call on a thread of a small
+  pool (ctypes releases the GIL), so a trial uses the CPUs it was given. Groups rather than channels
+  keep two threads evenly loaded (15 + 15 groups for 15 channels, not 8 + 7 channels).
 - **Memory.** Training saves the states and 6 floats per gate unit and step for the backward,
   7 x (2K, T, N, H) floats: 54 MB for `raw` at batch 10. Buffers that size are above glibc's mmap
   threshold, so a fresh one per batch would go back to the system and be faulted in again each time
@@ -140,15 +143,15 @@ def _build() -> Path:
 
 def _declare(lib: ctypes.CDLL) -> None:
     i, p, i64 = ctypes.c_int, ctypes.c_void_p, ctypes.c_int64
-    for name, args in (("dd_state_floats", [i, i, i, i]), ("dd_save_floats", [i, i, i, i]),
-                       ("dd_forward_scratch", [i, i, i, i]), ("dd_backward_scratch", [i, i, i])):
+    for name, args in (("dd_state_floats", [i, i, i, i]), ("dd_save_floats", [i, i, i, i]), ("dd_grad_floats", [i, i, i]),
+                       ("dd_forward_scratch", [i, i, i]), ("dd_infer_scratch", [i, i, i]), ("dd_backward_scratch", [i, i, i])):
         fn = getattr(lib, name)
         fn.argtypes, fn.restype = args, i64
     lib.dd_max_hidden.argtypes, lib.dd_max_hidden.restype = [], i
-    lib.dd_level1_forward.argtypes = [i] * 6 + [p] * 8
-    lib.dd_level1_forward.restype = None
-    lib.dd_level1_backward.argtypes = [i] * 6 + [p] * 12
-    lib.dd_level1_backward.restype = None
+    for name, pointers in (("dd_forward_groups", 7), ("dd_attend", 5), ("dd_infer", 6), ("dd_backward_attend", 8),
+                           ("dd_backward_groups", 11)):
+        fn = getattr(lib, name)
+        fn.argtypes, fn.restype = [i] * 6 + [p] * pointers, None
 
 
 def _self_check() -> str:
@@ -212,12 +215,12 @@ def release_workspace() -> None:
 
 # ---- calls --------------------------------------------------------------------------------------
 
-def _parallel(fn, channels: int) -> None:
-    """fn(k0, k1) over contiguous ranges of the channels, one per torch thread."""
+def _parallel(fn, count: int) -> None:
+    """fn(i0, i1) over contiguous ranges of range(count) (channels or groups), one per torch thread."""
     global _pool, _pool_size
-    threads = max(1, min(torch.get_num_threads(), channels))
+    threads = max(1, min(torch.get_num_threads(), count))
     if threads == 1:
-        fn(0, channels)
+        fn(0, count)
         return
     with _lock:
         if _pool is None or _pool_size < threads:
@@ -225,7 +228,7 @@ def _parallel(fn, channels: int) -> None:
                 _pool.shutdown(wait=False)
             _pool, _pool_size = ThreadPoolExecutor(threads, thread_name_prefix="deepdiff-level1"), threads
         pool = _pool
-    bounds = [channels * i // threads for i in range(threads + 1)]
+    bounds = [count * i // threads for i in range(threads + 1)]
     jobs = [pool.submit(fn, bounds[i], bounds[i + 1]) for i in range(1, threads)]
     fn(bounds[0], bounds[1])
     for job in jobs:
@@ -237,7 +240,8 @@ class FusedLevel1(torch.autograd.Function):
     `deepdiff.grouped_lstm.stack_lstm_weights`, context (K, 2H) -> m (N, K, 2H), alpha (N, K, T).
 
     What `deepdiff.grouped_lstm.grouped_level1` computes with torch ops (biLSTM per channel, zero
-    initial state, bin attention), as one call of the compiled kernel each way; float32 CPU tensors.
+    initial state, bin attention), in two threaded phases of the compiled kernel each way (one in
+    evaluation); float32 CPU tensors.
     `record`: the caller's `torch.is_grad_enabled()` (see `fused_level1`): False keeps no buffers for a
     backward (evaluation under no_grad, where a parameter still says requires_grad)."""
 
@@ -255,19 +259,34 @@ class FusedLevel1(torch.autograd.Function):
             raise ValueError(f"the C kernel takes at most {lib.dd_max_hidden()} hidden units, got {hid}")
         keep = record and any(ctx.needs_input_grad)
         m, alpha = x.new_empty(n, k, 2 * hid), x.new_empty(n, k, steps)
-        h = _take(lib.dd_state_floats(steps, k, n, hid)) if keep else None
-        save = _take(lib.dd_save_floats(steps, k, n, hid)) if keep else None
-        scratch_floats = lib.dd_forward_scratch(steps, n, hid, 0 if keep else 1)
+        if not keep:  # evaluation: a channel at a time, nothing kept
+            scratch_floats = lib.dd_infer_scratch(steps, n, hid)
 
-        def run(k0: int, k1: int) -> None:
+            def infer(k0: int, k1: int) -> None:
+                scratch = torch.empty(scratch_floats)
+                lib.dd_infer(steps, k, n, hid, k0, k1, x.data_ptr(), w.data_ptr(), context.data_ptr(), m.data_ptr(),
+                             alpha.data_ptr(), scratch.data_ptr())
+
+            _parallel(infer, k)
+            return m, alpha
+        h, save = _take(lib.dd_state_floats(steps, k, n, hid)), _take(lib.dd_save_floats(steps, k, n, hid))
+        scores = torch.empty(2 * k * steps * n)
+        scratch_floats = lib.dd_forward_scratch(steps, n, hid)
+
+        def recur(g0: int, g1: int) -> None:
             scratch = torch.empty(scratch_floats)
-            lib.dd_level1_forward(steps, k, n, hid, k0, k1, x.data_ptr(), w.data_ptr(), context.data_ptr(), m.data_ptr(),
-                                  alpha.data_ptr(), _ptr(h), _ptr(save), scratch.data_ptr())
+            lib.dd_forward_groups(steps, k, n, hid, g0, g1, x.data_ptr(), w.data_ptr(), context.data_ptr(), h.data_ptr(),
+                                  save.data_ptr(), scores.data_ptr(), scratch.data_ptr())
 
-        _parallel(run, k)
-        if keep:
-            ctx.save_for_backward(x, w, context, alpha)
-            ctx.workspace = h, save
+        def attend(k0: int, k1: int) -> None:
+            scratch = torch.empty(steps)
+            lib.dd_attend(steps, k, n, hid, k0, k1, h.data_ptr(), scores.data_ptr(), m.data_ptr(), alpha.data_ptr(),
+                          scratch.data_ptr())
+
+        _parallel(recur, 2 * k)  # both of a channel's groups must be done before its attention
+        _parallel(attend, k)
+        ctx.save_for_backward(x, w, context, alpha)
+        ctx.workspace = h, save
         return m, alpha
 
     @staticmethod
@@ -281,16 +300,24 @@ class FusedLevel1(torch.autograd.Function):
         hid = w.shape[-1] // 4
         dm = torch.zeros(n, k, 2 * hid) if dm is None else dm.contiguous()
         dalpha = None if dalpha is None else dalpha.contiguous()
-        dx, dw, dcontext = torch.empty_like(x), torch.empty_like(w), torch.empty_like(context)
+        dxg, dw, dcontext = x.new_empty(2, n, k, steps), torch.empty_like(w), torch.empty_like(context)
+        dmp, dscores = torch.empty(lib.dd_grad_floats(k, n, hid)), torch.empty(2 * k * steps * n)
         scratch_floats = lib.dd_backward_scratch(steps, n, hid)
 
-        def run(k0: int, k1: int) -> None:
-            scratch = torch.empty(scratch_floats)
-            lib.dd_level1_backward(steps, k, n, hid, k0, k1, x.data_ptr(), w.data_ptr(), context.data_ptr(),
-                                   alpha.data_ptr(), h.data_ptr(), save.data_ptr(), dm.data_ptr(), _ptr(dalpha),
-                                   dx.data_ptr(), dw.data_ptr(), dcontext.data_ptr(), scratch.data_ptr())
+        def attend(k0: int, k1: int) -> None:
+            scratch = torch.empty(steps)
+            lib.dd_backward_attend(steps, k, n, hid, k0, k1, alpha.data_ptr(), h.data_ptr(), dm.data_ptr(), _ptr(dalpha),
+                                   dmp.data_ptr(), dscores.data_ptr(), dcontext.data_ptr(), scratch.data_ptr())
 
-        _parallel(run, k)
+        def bptt(g0: int, g1: int) -> None:
+            scratch = torch.empty(scratch_floats)
+            lib.dd_backward_groups(steps, k, n, hid, g0, g1, x.data_ptr(), w.data_ptr(), context.data_ptr(), alpha.data_ptr(),
+                                   h.data_ptr(), save.data_ptr(), dmp.data_ptr(), dscores.data_ptr(), dxg.data_ptr(),
+                                   dw.data_ptr(), scratch.data_ptr())
+
+        _parallel(attend, k)  # every group's incoming gradient before any back-propagation through time
+        _parallel(bptt, 2 * k)
+        dx = dxg[0].add_(dxg[1])
         _give(h)
         _give(save)
         return dx, dw, dcontext, None

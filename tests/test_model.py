@@ -219,7 +219,7 @@ def test_a_kernel_that_disagrees_is_not_used(monkeypatch, tmp_path):
     """The self-check is not vacuous: a kernel build computing the forget gate wrong is refused, and
     Level I then runs through torch ops (no error, the same results)."""
     broken = tmp_path / "lstm_kernel.c"
-    broken.write_text(cpu_kernel.SOURCE.read_text().replace("f * ld(cp + q * VW)", "0.5f * f * ld(cp + q * VW)"))
+    broken.write_text(cpu_kernel.SOURCE.read_text().replace("f * cp + i * gg", "0.5f * f * cp + i * gg"))
     monkeypatch.setattr(cpu_kernel, "SOURCE", broken)
     monkeypatch.setattr(cpu_kernel, "_cache_dirs", lambda: [tmp_path / "build"])
     monkeypatch.setattr(cpu_kernel, "_status", None)
