@@ -5,7 +5,8 @@
 three inputs), so `deepdiff.model` swaps one for the other by device (`deepdiff.model.level1_impl`):
 
 - **Build.** At first use the C file shipped in this package is compiled by the machine's C compiler
-  (``cc``, else ``gcc`` or ``clang``; ``-O3 -march=native``, about a second) into a shared library
+  (``cc``, else ``gcc`` or ``clang``; ``-O3 -march=native -fopenmp``, about a second; then without
+  OpenMP, then without ``-march=native``, if the compiler refuses) into a shared library
   cached under ``~/.cache/deepdiff-tune/kernels`` (a temporary folder if that cannot be written), named
   by a hash of the source, the compiler, its flags and the CPU's instruction-set flags, so machines of
   a cluster that share a home folder each get a build of their own. A build is written to a temporary
@@ -16,9 +17,13 @@ three inputs), so `deepdiff.model` swaps one for the other by device (`deepdiff.
   why, and Level I runs through torch ops. Nothing fails.
 - **Threads.** Each phase of the kernel (see `lstm_kernel.c`: training's recurrences over the 2K
   direction x channel groups, then the attention over the K channels; the backward the other way round)
-  is split into `torch.get_num_threads()` contiguous ranges, each a ctypes call on a thread of a small
-  pool (ctypes releases the GIL), so a trial uses the CPUs it was given. Groups rather than channels
-  keep two threads evenly loaded (15 + 15 groups for 15 channels, not 8 + 7 channels).
+  runs in `torch.get_num_threads()` contiguous parts, so a trial uses the CPUs it was given. Groups
+  rather than channels keep two threads evenly loaded (15 + 15 groups for 15 channels, not 8 + 7
+  channels). The kernel is built with OpenMP where the compiler has it (``-fopenmp``), and its
+  libgomp is then the one torch loaded: the parts run on torch's own OpenMP threads, which right after
+  torch's parallel work wait spinning, so threads of ours would fight them for the two cores (at batch
+  10 that doubled the kernel's time). Without OpenMP the parts are ctypes calls on a small pool of
+  threads (ctypes releases the GIL).
 - **Memory.** Training saves the states and 6 floats per gate unit and step for the backward,
   7 x (2K, T, N, H) floats: 54 MB for `raw` at batch 10. Buffers that size are above glibc's mmap
   threshold, so a fresh one per batch would go back to the system and be faulted in again each time
@@ -45,6 +50,8 @@ from torch.autograd.function import once_differentiable
 SOURCE = Path(__file__).with_name("lstm_kernel.c")
 FLAGS = ("-O3", "-march=native", "-fPIC", "-shared", "-std=gnu11", "-fno-math-errno")
 PORTABLE_FLAGS = ("-O3", "-fPIC", "-shared", "-std=gnu11", "-fno-math-errno")  # a compiler without -march=native
+# Tried in this order: OpenMP first (the kernel then runs on torch's own OpenMP threads), then without.
+BUILDS = (FLAGS + ("-fopenmp",), FLAGS, PORTABLE_FLAGS + ("-fopenmp",), PORTABLE_FLAGS)
 
 _load_lock = threading.RLock()  # the self-check runs the kernel while the library is being loaded
 _lock = threading.Lock()  # the workspace and the thread pool
@@ -80,7 +87,7 @@ def _load() -> ctypes.CDLL | None:
                 if mismatch:
                     _lib, _status = None, f"not used: {path} disagrees with the torch implementation ({mismatch})"
                 else:
-                    _status = f"compiled C kernel {path}"
+                    _status = f"compiled C kernel {path}" + (" (OpenMP: torch's threads)" if lib.dd_openmp() else "")
             except (OSError, RuntimeError, subprocess.SubprocessError) as err:
                 _lib, _status = None, f"not used: {err}"
     return _lib
@@ -114,7 +121,7 @@ def _build() -> Path:
     source = SOURCE.read_bytes()
     version = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=60).stdout
     errors = []
-    for flags in (FLAGS, PORTABLE_FLAGS):
+    for flags in BUILDS:
         key = hashlib.sha256(b"\0".join([source, version.encode(), " ".join(flags).encode(),
                                          _cpu_signature().encode(), platform.machine().encode()])).hexdigest()[:20]
         for folder in _cache_dirs():
@@ -132,7 +139,7 @@ def _build() -> Path:
                 done = subprocess.run([compiler, *flags, "-o", tmp, str(SOURCE)], capture_output=True, text=True, timeout=300)
                 if done.returncode != 0:
                     errors.append(f"{Path(compiler).name} {' '.join(flags)}: {(done.stderr.strip().splitlines() or ['failed'])[-1]}")
-                    break  # the same flags fail in every folder: try the portable ones
+                    break  # the same flags fail in every folder: try the next build
                 os.replace(tmp, path)
                 return path
             finally:
@@ -147,11 +154,13 @@ def _declare(lib: ctypes.CDLL) -> None:
                        ("dd_forward_scratch", [i, i, i]), ("dd_infer_scratch", [i, i, i]), ("dd_backward_scratch", [i, i, i])):
         fn = getattr(lib, name)
         fn.argtypes, fn.restype = args, i64
-    lib.dd_max_hidden.argtypes, lib.dd_max_hidden.restype = [], i
+    for name in ("dd_max_hidden", "dd_openmp"):
+        fn = getattr(lib, name)
+        fn.argtypes, fn.restype = [], i
     for name, pointers in (("dd_forward_groups", 7), ("dd_attend", 5), ("dd_infer", 6), ("dd_backward_attend", 8),
                            ("dd_backward_groups", 11)):
         fn = getattr(lib, name)
-        fn.argtypes, fn.restype = [i] * 6 + [p] * pointers, None
+        fn.argtypes, fn.restype = [i] * 7 + [p] * pointers, None  # T, K, N, H, range, threads; arrays
 
 
 def _self_check() -> str:
@@ -215,12 +224,16 @@ def release_workspace() -> None:
 
 # ---- calls --------------------------------------------------------------------------------------
 
-def _parallel(fn, count: int) -> None:
-    """fn(i0, i1) over contiguous ranges of range(count) (channels or groups), one per torch thread."""
+def _split(call, count: int, scratch_floats: int) -> None:
+    """call(i0, i1, threads, scratch) over range(count) (channels or groups) on torch's number of threads.
+
+    A kernel built with OpenMP gets one call and spreads it over torch's own OpenMP threads (which spin
+    waiting right after torch's parallel work: threads of ours would fight them for the cores); else the
+    range is split here, one call per part on a thread of a small pool (ctypes releases the GIL)."""
     global _pool, _pool_size
     threads = max(1, min(torch.get_num_threads(), count))
-    if threads == 1:
-        fn(0, count)
+    if threads == 1 or _lib.dd_openmp():
+        call(0, count, threads, torch.empty(threads * scratch_floats))
         return
     with _lock:
         if _pool is None or _pool_size < threads:
@@ -229,8 +242,9 @@ def _parallel(fn, count: int) -> None:
             _pool, _pool_size = ThreadPoolExecutor(threads, thread_name_prefix="deepdiff-level1"), threads
         pool = _pool
     bounds = [count * i // threads for i in range(threads + 1)]
-    jobs = [pool.submit(fn, bounds[i], bounds[i + 1]) for i in range(1, threads)]
-    fn(bounds[0], bounds[1])
+    part = lambda i: call(bounds[i], bounds[i + 1], 1, torch.empty(scratch_floats))  # noqa: E731
+    jobs = [pool.submit(part, i) for i in range(1, threads)]
+    part(0)
     for job in jobs:
         job.result()
 
@@ -260,31 +274,19 @@ class FusedLevel1(torch.autograd.Function):
         keep = record and any(ctx.needs_input_grad)
         m, alpha = x.new_empty(n, k, 2 * hid), x.new_empty(n, k, steps)
         if not keep:  # evaluation: a channel at a time, nothing kept
-            scratch_floats = lib.dd_infer_scratch(steps, n, hid)
-
-            def infer(k0: int, k1: int) -> None:
-                scratch = torch.empty(scratch_floats)
-                lib.dd_infer(steps, k, n, hid, k0, k1, x.data_ptr(), w.data_ptr(), context.data_ptr(), m.data_ptr(),
-                             alpha.data_ptr(), scratch.data_ptr())
-
-            _parallel(infer, k)
+            _split(lambda k0, k1, threads, scratch: lib.dd_infer(
+                steps, k, n, hid, k0, k1, threads, x.data_ptr(), w.data_ptr(), context.data_ptr(), m.data_ptr(),
+                alpha.data_ptr(), scratch.data_ptr()), k, lib.dd_infer_scratch(steps, n, hid))
             return m, alpha
         h, save = _take(lib.dd_state_floats(steps, k, n, hid)), _take(lib.dd_save_floats(steps, k, n, hid))
         scores = torch.empty(2 * k * steps * n)
-        scratch_floats = lib.dd_forward_scratch(steps, n, hid)
-
-        def recur(g0: int, g1: int) -> None:
-            scratch = torch.empty(scratch_floats)
-            lib.dd_forward_groups(steps, k, n, hid, g0, g1, x.data_ptr(), w.data_ptr(), context.data_ptr(), h.data_ptr(),
-                                  save.data_ptr(), scores.data_ptr(), scratch.data_ptr())
-
-        def attend(k0: int, k1: int) -> None:
-            scratch = torch.empty(steps)
-            lib.dd_attend(steps, k, n, hid, k0, k1, h.data_ptr(), scores.data_ptr(), m.data_ptr(), alpha.data_ptr(),
-                          scratch.data_ptr())
-
-        _parallel(recur, 2 * k)  # both of a channel's groups must be done before its attention
-        _parallel(attend, k)
+        # Both of a channel's groups must be done before its attention.
+        _split(lambda g0, g1, threads, scratch: lib.dd_forward_groups(
+            steps, k, n, hid, g0, g1, threads, x.data_ptr(), w.data_ptr(), context.data_ptr(), h.data_ptr(),
+            save.data_ptr(), scores.data_ptr(), scratch.data_ptr()), 2 * k, lib.dd_forward_scratch(steps, n, hid))
+        _split(lambda k0, k1, threads, scratch: lib.dd_attend(
+            steps, k, n, hid, k0, k1, threads, h.data_ptr(), scores.data_ptr(), m.data_ptr(), alpha.data_ptr(),
+            scratch.data_ptr()), k, steps)
         ctx.save_for_backward(x, w, context, alpha)
         ctx.workspace = h, save
         return m, alpha
@@ -302,21 +304,14 @@ class FusedLevel1(torch.autograd.Function):
         dalpha = None if dalpha is None else dalpha.contiguous()
         dxg, dw, dcontext = x.new_empty(2, n, k, steps), torch.empty_like(w), torch.empty_like(context)
         dmp, dscores = torch.empty(lib.dd_grad_floats(k, n, hid)), torch.empty(2 * k * steps * n)
-        scratch_floats = lib.dd_backward_scratch(steps, n, hid)
-
-        def attend(k0: int, k1: int) -> None:
-            scratch = torch.empty(steps)
-            lib.dd_backward_attend(steps, k, n, hid, k0, k1, alpha.data_ptr(), h.data_ptr(), dm.data_ptr(), _ptr(dalpha),
-                                   dmp.data_ptr(), dscores.data_ptr(), dcontext.data_ptr(), scratch.data_ptr())
-
-        def bptt(g0: int, g1: int) -> None:
-            scratch = torch.empty(scratch_floats)
-            lib.dd_backward_groups(steps, k, n, hid, g0, g1, x.data_ptr(), w.data_ptr(), context.data_ptr(), alpha.data_ptr(),
-                                   h.data_ptr(), save.data_ptr(), dmp.data_ptr(), dscores.data_ptr(), dxg.data_ptr(),
-                                   dw.data_ptr(), scratch.data_ptr())
-
-        _parallel(attend, k)  # every group's incoming gradient before any back-propagation through time
-        _parallel(bptt, 2 * k)
+        # Every group's incoming gradient before any back-propagation through time.
+        _split(lambda k0, k1, threads, scratch: lib.dd_backward_attend(
+            steps, k, n, hid, k0, k1, threads, alpha.data_ptr(), h.data_ptr(), dm.data_ptr(), _ptr(dalpha),
+            dmp.data_ptr(), dscores.data_ptr(), dcontext.data_ptr(), scratch.data_ptr()), k, steps)
+        _split(lambda g0, g1, threads, scratch: lib.dd_backward_groups(
+            steps, k, n, hid, g0, g1, threads, x.data_ptr(), w.data_ptr(), context.data_ptr(), alpha.data_ptr(),
+            h.data_ptr(), save.data_ptr(), dmp.data_ptr(), dscores.data_ptr(), dxg.data_ptr(), dw.data_ptr(),
+            scratch.data_ptr()), 2 * k, lib.dd_backward_scratch(steps, n, hid))
         dx = dxg[0].add_(dxg[1])
         _give(h)
         _give(save)

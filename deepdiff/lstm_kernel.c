@@ -525,35 +525,77 @@ int64_t dd_backward_scratch(int T, int N, int H) {
     return 2 * (P + 2) * 4 * P + 4 * P * P + P + 2 * N * P + N * 4 * P + N + NC * (H + 2) + 4 * P;
 }
 
+/* Threads. Each entry point runs its range [i0, i1) (groups or channels) in `threads` contiguous
+ * parts, each with its own slice of `scratch` (threads x the dd_*_scratch floats). Built with OpenMP
+ * (-fopenmp; deepdiff/cpu_kernel.py tries that first), the parts run on the OpenMP threads torch itself
+ * uses (this library's libgomp.so.1 is the one torch loaded), which wait spinning right after torch's
+ * own parallel work: a second pool of threads would fight them for the cores. Without OpenMP the
+ * caller splits the range over threads of its own and passes threads = 1. */
+#ifdef _OPENMP
+#include <omp.h>
+#define PARALLEL_RANGE(i0, i1, threads, per, scratch, STATEMENT)                       \
+    do {                                                                              \
+        const int nt_ = (threads) < (i1) - (i0) ? (threads) : (i1) - (i0);            \
+        if (nt_ > 1) {                                                                \
+            _Pragma("omp parallel num_threads(nt_)")                                  \
+            {                                                                         \
+                const int id_ = omp_get_thread_num(), of_ = omp_get_num_threads();    \
+                const int lo = (i0) + (int)((int64_t)((i1) - (i0)) * id_ / of_);       \
+                const int hi = (i0) + (int)((int64_t)((i1) - (i0)) * (id_ + 1) / of_); \
+                float *sc = (scratch) + (int64_t)id_ * (per);                          \
+                STATEMENT;                                                            \
+            }                                                                         \
+        } else {                                                                      \
+            const int lo = (i0), hi = (i1);                                           \
+            float *sc = (scratch);                                                    \
+            STATEMENT;                                                                \
+        }                                                                             \
+    } while (0)
+int dd_openmp(void) { return 1; }
+#else
+#define PARALLEL_RANGE(i0, i1, threads, per, scratch, STATEMENT) \
+    do {                                                        \
+        const int lo = (i0), hi = (i1);                         \
+        float *sc = (scratch);                                  \
+        (void)(threads);                                        \
+        STATEMENT;                                              \
+    } while (0)
+int dd_openmp(void) { return 0; }
+#endif
+
 /* Training forward: phase 1 over groups [g0, g1), then (all groups done) phase 2 over channels. */
-void dd_forward_groups(int T, int K, int N, int H, int g0, int g1, const float *x, const float *w, const float *ctx,
-                       float *h, float *save, float *p, float *scratch) {
+void dd_forward_groups(int T, int K, int N, int H, int g0, int g1, int threads, const float *x, const float *w,
+                       const float *ctx, float *h, float *save, float *p, float *scratch) {
     const int P = padded(H);
-    FOR_P(forward_groups(T, K, N, H, P_, g0, g1, x, w, ctx, h, save, p, scratch))
+    PARALLEL_RANGE(g0, g1, threads, dd_forward_scratch(T, N, H), scratch,
+                   FOR_P(forward_groups(T, K, N, H, P_, lo, hi, x, w, ctx, h, save, p, sc)));
 }
 
-void dd_attend(int T, int K, int N, int H, int k0, int k1, const float *h, const float *p, float *m, float *alpha,
-               float *scratch) { /* scratch: T floats */
+void dd_attend(int T, int K, int N, int H, int k0, int k1, int threads, const float *h, const float *p, float *m,
+               float *alpha, float *scratch) { /* scratch: T floats a thread */
     const int P = padded(H);
-    FOR_P(attend_channels(T, K, N, H, P_, k0, k1, h, p, m, alpha, scratch))
+    PARALLEL_RANGE(k0, k1, threads, T, scratch, FOR_P(attend_channels(T, K, N, H, P_, lo, hi, h, p, m, alpha, sc)));
 }
 
-void dd_infer(int T, int K, int N, int H, int k0, int k1, const float *x, const float *w, const float *ctx, float *m,
-              float *alpha, float *scratch) {
+void dd_infer(int T, int K, int N, int H, int k0, int k1, int threads, const float *x, const float *w, const float *ctx,
+              float *m, float *alpha, float *scratch) {
     const int P = padded(H);
-    FOR_P(infer_channels(T, K, N, H, P_, k0, k1, x, w, ctx, m, alpha, scratch))
+    PARALLEL_RANGE(k0, k1, threads, dd_infer_scratch(T, N, H), scratch,
+                   FOR_P(infer_channels(T, K, N, H, P_, lo, hi, x, w, ctx, m, alpha, sc)));
 }
 
-/* Backward: phase 1 over channels (scratch: T floats), then phase 2 over groups. */
-void dd_backward_attend(int T, int K, int N, int H, int k0, int k1, const float *alpha, const float *h, const float *dm,
-                        const float *dalpha, float *dmp, float *dp, float *dctx, float *scratch) {
+/* Backward: phase 1 over channels (scratch: T floats a thread), then phase 2 over groups. */
+void dd_backward_attend(int T, int K, int N, int H, int k0, int k1, int threads, const float *alpha, const float *h,
+                        const float *dm, const float *dalpha, float *dmp, float *dp, float *dctx, float *scratch) {
     const int P = padded(H);
-    FOR_P(attend_backward(T, K, N, H, P_, k0, k1, alpha, h, dm, dalpha, dmp, dp, dctx, scratch))
+    PARALLEL_RANGE(k0, k1, threads, T, scratch,
+                   FOR_P(attend_backward(T, K, N, H, P_, lo, hi, alpha, h, dm, dalpha, dmp, dp, dctx, sc)));
 }
 
-void dd_backward_groups(int T, int K, int N, int H, int g0, int g1, const float *x, const float *w, const float *ctx,
-                        const float *alpha, const float *h, const float *save, const float *dmp, const float *dp,
-                        float *dxg, float *dw, float *scratch) {
+void dd_backward_groups(int T, int K, int N, int H, int g0, int g1, int threads, const float *x, const float *w,
+                        const float *ctx, const float *alpha, const float *h, const float *save, const float *dmp,
+                        const float *dp, float *dxg, float *dw, float *scratch) {
     const int P = padded(H);
-    FOR_P(backward_groups(T, K, N, H, P_, g0, g1, x, w, ctx, alpha, h, save, dmp, dp, dxg, dw, scratch))
+    PARALLEL_RANGE(g0, g1, threads, dd_backward_scratch(T, N, H), scratch,
+                   FOR_P(backward_groups(T, K, N, H, P_, lo, hi, x, w, ctx, alpha, h, save, dmp, dp, dxg, dw, sc)));
 }

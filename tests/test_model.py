@@ -229,6 +229,46 @@ def test_a_kernel_that_disagrees_is_not_used(monkeypatch, tmp_path):
     assert level1_impl(torch.device("cpu"), 10) == "per_channel"
 
 
+@pytest.mark.parametrize("openmp", [True, False])
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_kernel_threads_split_the_work_without_changing_it(monkeypatch, tmp_path, openmp, threads):
+    """Both ways of spreading the kernel over threads (torch's OpenMP threads, or a pool of our own for
+    a build without OpenMP) give what one thread and the torch recurrence give, with more threads than
+    some phases have channels (3 > 2) and an odd batch."""
+    from deepdiff.grouped_lstm import grouped_level1
+
+    _fused_or_skip("fused")
+    builds = [f for f in cpu_kernel.BUILDS if ("-fopenmp" in f) == openmp]
+    monkeypatch.setattr(cpu_kernel, "BUILDS", tuple(builds))
+    monkeypatch.setattr(cpu_kernel, "_cache_dirs", lambda: [tmp_path / "build"])
+    monkeypatch.setattr(cpu_kernel, "_status", None)
+    monkeypatch.setattr(cpu_kernel, "_lib", None)
+    if not cpu_kernel.available():
+        pytest.skip(f"this compiler cannot build that way: {cpu_kernel.status()}")
+    assert ("OpenMP" in cpu_kernel.status()) == openmp
+    gen = torch.Generator().manual_seed(3)
+    n, k, steps, hid = 5, 2, 13, 16
+    x = _counts((n, k, steps), 4)
+    w = (torch.rand(2 * k, hid + 2, 4 * hid, generator=gen) - 0.5) * 0.4
+    context = torch.rand(k, 2 * hid, generator=gen) - 0.5
+    dm, dalpha = torch.randn(n, k, 2 * hid, generator=gen), torch.randn(n, k, steps, generator=gen)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads)
+        ours = [t.clone().requires_grad_() for t in (x, w, context)]
+        m, alpha = cpu_kernel.fused_level1(*ours)
+        ((m * dm).sum() + (alpha * dalpha).sum()).backward()
+        with torch.no_grad():
+            m_eval, alpha_eval = cpu_kernel.fused_level1(x, w, context)
+    finally:
+        torch.set_num_threads(before)
+    theirs = [t.clone().requires_grad_() for t in (x, w, context)]
+    m2, alpha2 = grouped_level1(*theirs)
+    ((m2 * dm).sum() + (alpha2 * dalpha).sum()).backward()
+    for a, b in ((m, m2), (alpha, alpha2), (m_eval, m2), (alpha_eval, alpha2), *zip((t.grad for t in ours), (t.grad for t in theirs))):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
 def test_no_compiler_falls_back_to_torch_ops(monkeypatch):
     def none():
         raise RuntimeError("no C compiler (cc, gcc or clang) on PATH")
