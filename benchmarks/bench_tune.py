@@ -187,7 +187,9 @@ def main() -> int:
     args = p.parse_args()
     import torch
 
-    print(f"device: {'cuda' if torch.cuda.is_available() else 'cpu'}; {os.cpu_count()} CPUs; "
+    from deepdiff_study.driver import usable_cpus
+
+    print(f"device: {'cuda' if torch.cuda.is_available() else 'cpu'}; {usable_cpus()} CPUs usable; "
           f"load average before: {os.getloadavg()[0]:.2f}")
     with tempfile.TemporaryDirectory(prefix="bench-tune-") as tmp:
         runs = {}
@@ -200,10 +202,14 @@ def main() -> int:
         summarise("release (the default)", runs[True])
         rows = runs[True]["rows"]
         span = max(r["end"] for r in rows) - min(r["start"] for r in rows)
-        n, ideal = bare_ideal(Path(tmp) / "release", "bench-release", runs[True]["slots"], 1)
-        print(f"\nbare fit of the release run's {n} trials, {runs[True]['slots']:g} at a time, 1 torch thread each: "
+        slots = runs[True]["slots"]
+        n, ideal = bare_ideal(Path(tmp) / "release", "bench-release", slots, 1)
+        inside = sum(r["end"] - r["start"] for r in rows) / slots
+        print(f"\nbare fit of the release run's {n} trials, {slots:g} at a time, 1 torch thread each: "
               f"ideal {ideal:.1f} s; the study's trial span {span:.1f} s = x{span / ideal:.2f} the ideal, "
               f"its driver.run wall {runs[True]['wall']:.1f} s = x{runs[True]['wall'] / ideal:.2f}")
+        print(f"  of the span: {inside:.1f} s inside the trainable (x{inside / ideal:.2f} the bare fits: checkpoints, "
+              f"reports, and the driver's share of the CPUs), {span - inside:.1f} s between trials (Tune starting the next)")
     print(f"\nload average after: {os.getloadavg()[0]:.2f}")
     return 0
 

@@ -159,9 +159,9 @@ def check_trial_resources(args: argparse.Namespace) -> None:
         raise ConfigError(f"--gpus-per-trial {gpus:g}: expected a fraction of one GPU or a whole number of GPUs")
     if args.address is not None:  # a cluster may add nodes that fit
         return
-    cpus = os.cpu_count() or 1
+    cpus = usable_cpus()
     if args.cpus_per_trial > cpus:
-        raise ConfigError(f"--cpus-per-trial {args.cpus_per_trial:g}: this machine has {cpus} CPUs, all a local Ray gets; "
+        raise ConfigError(f"--cpus-per-trial {args.cpus_per_trial:g}: this process may use {cpus} CPUs, all a local Ray gets; "
                           f"ask for at most {cpus}, or join a cluster with --address")
     if gpus > 0:
         import torch
@@ -218,8 +218,19 @@ def print_plan(cells: list[GridCell], settings: StudySettings, preset: str, stre
 
 # ---- running ----------------------------------------------------------------------------------------
 
+def usable_cpus() -> int:
+    """The CPUs this process may run on: its affinity mask where the system has one (a batch scheduler's
+    cpuset, `taskset`), else every core. A local Ray given the machine's count on a node where the job
+    holds 8 of 64 cores would start 64 trials on 8 cores."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # macOS, Windows
+        return os.cpu_count() or 1
+
+
 def start_ray(address: str | None) -> None:
-    """Join `address` or start a local Ray using every core. Workers import the installed packages."""
+    """Join `address` or start a local Ray using the CPUs this process may use (`usable_cpus`). Workers
+    import the installed packages."""
     import ray
 
     from deepdiff_study import ray_private, trainable
@@ -236,7 +247,7 @@ def start_ray(address: str | None) -> None:
             raise ConfigError(f"--address {address}: {str(err).strip().splitlines()[0]}") from None
     else:
         # "local": always a fresh local instance, never silently joining one found on this machine.
-        ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, **quiet)
+        ray.init(address="local", num_cpus=usable_cpus(), include_dashboard=False, **quiet)
 
 
 def quiet_logs() -> None:
