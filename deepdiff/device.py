@@ -62,9 +62,10 @@ def precision_label(dtype: torch.dtype | None) -> str:
 def autocast(device: torch.device, dtype: torch.dtype | None) -> Iterator[None]:
     """The context a training step's forward runs in: torch.autocast to `dtype` (nothing if None).
 
-    float16 on a CPU also turns oneDNN off for the forward: oneDNN's CPU LSTM has no float16 kernel on
-    most CPUs ("could not create a primitive descriptor for the LSTM forward propagation primitive"),
-    and without oneDNN PyTorch's own CPU LSTM runs Level II (in float32: autocast leaves it alone).
+    float16 on a CPU also turns oneDNN off for the forward: oneDNN's LSTM has no float16 kernel on CPUs
+    without native float16 (this project's AMD EPYC among them: "could not create a primitive
+    descriptor for the LSTM forward propagation primitive"), and without oneDNN PyTorch's own CPU LSTM
+    runs Level II, in float32 (autocast leaves it alone). CPU float16 is for tests and measurements.
     """
     if dtype is None:
         yield
