@@ -35,6 +35,7 @@ from deepdiff.config import (
     AUX_MODES,
     CONTRASTIVE_FORMS,
     INPUT_TRANSFORMS,
+    PRECISIONS,
     ModelConfig,
     TrainConfig,
     applicable_fields,
@@ -74,6 +75,7 @@ TRAIN_OVERRIDES = {
     "margin": "margin",
     "contrastive_form": "contrastive_form",
     "patience": "patience",
+    "precision": "precision",
 }
 
 
@@ -151,6 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--level2-hidden", metavar="N")
     p.add_argument("--patience", metavar="N", help="stop after N epochs without a better valid PCC (0 = never)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
+    p.add_argument("--precision", choices=PRECISIONS,
+                   help="training steps: auto (default: mixed precision on CUDA, float32 on CPU), or as named")
     p.add_argument("--out", metavar="DIR", help="write config.yaml, metrics.csv, last.pt, best.pt, result.json here")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
 
@@ -389,7 +393,7 @@ def _divergence_hint(pair, train_cfg: TrainConfig) -> str:
 def cmd_train(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from deepdiff.device import pick_device
+    from deepdiff.device import autocast_dtype, pick_device, precision_label
     from deepdiff.results import EpochStatus, diverged
     from deepdiff.train import LAST_CHECKPOINT, check_resumable, fit, load_checkpoint
 
@@ -425,7 +429,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if resume_from is not None:
         _say(f"resuming {out} after epoch {done}")
     _say(f"training {model_cfg.variant} on {pair.cell_a} -> {pair.cell_b} "
-         f"({len(pair.train)} train genes) on {device}")
+         f"({len(pair.train)} train genes) on {device}, {precision_label(autocast_dtype(device, train_cfg.precision))}")
 
     bar = tqdm(total=None, unit="batch", file=sys.stderr, dynamic_ncols=True, disable=None, leave=False)
     epochs_label = f"/{train_cfg.epochs}"

@@ -22,6 +22,8 @@ from deepdiff.errors import ConfigError, path_problem
 AUX_MODES = ("regression", "classification")
 INPUT_TRANSFORMS = ("raw", "log1p")
 CONTRASTIVE_FORMS = ("paper", "reference")
+# What a training step computes in (deepdiff.device.autocast_dtype decides what "auto" is on a device).
+PRECISIONS = ("auto", "float32", "bfloat16", "float16")
 MAX_LR = 1e6  # no Adam run means anything beyond; near 3e37 its step overflows float32 and torch raises
 
 
@@ -62,6 +64,7 @@ class TrainConfig:
     contrastive_form: str = "paper"  # "paper": with the 1/2 factors; "reference": DeepDiffChrome's, without
     patience: int = 0  # stop after this many epochs without a better valid PCC; 0 = never stop early
     eval_batch_size: int = 256  # batch size for evaluation only (results do not depend on it)
+    precision: str = "auto"  # training steps: "auto" (mixed on CUDA, float32 on CPU), "float32", "bfloat16", "float16"
 
     def __post_init__(self) -> None:
         _check_positive_int("epochs", self.epochs)
@@ -69,6 +72,7 @@ class TrainConfig:
         _check_positive_int("eval_batch_size", self.eval_batch_size)
         _check_choice("input_transform", self.input_transform, INPUT_TRANSFORMS)
         _check_choice("contrastive_form", self.contrastive_form, CONTRASTIVE_FORMS)
+        _check_choice("precision", self.precision, PRECISIONS)
         for name in ("lr", "clip", "margin"):
             if not _finite(getattr(self, name)) > 0:
                 raise ConfigError(f"field {name}: expected a number > 0, got {getattr(self, name)!r}")

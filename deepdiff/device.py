@@ -1,10 +1,18 @@
-"""The one place a device is chosen: CUDA when present, CPU otherwise."""
+"""The one place a device is chosen (CUDA when present, CPU otherwise), and the one place the precision a
+training step computes in on that device is decided."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 
+from deepdiff.config import PRECISIONS
 from deepdiff.errors import ConfigError
+
+_LOW_PRECISION = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
+BF16_MIN_CAPABILITY = (8, 0)  # Ampere: the first NVIDIA GPUs that compute bfloat16 natively
 
 
 def pick_device(requested: str | None = "auto") -> torch.device:
@@ -18,3 +26,61 @@ def pick_device(requested: str | None = "auto") -> torch.device:
         return torch.device(requested)
     except RuntimeError:
         raise ConfigError(f"--device {requested!r}: expected one of auto, cpu, cuda, cuda:N") from None
+
+
+def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype | None:
+    """The dtype autocast gives a training step's matrix products on `device`; None: plain float32.
+
+    `precision` is `TrainConfig.precision`. "auto" is mixed precision on CUDA, where it is what makes
+    the step's products cheap: bfloat16 on GPUs that compute it natively (float32's range, so no loss
+    scaling), float16 on older ones (with loss scaling: `needs_loss_scaling`). On a CPU "auto" is
+    float32: there Level I, nearly all of a step, is the compiled float32 kernel, and low precision
+    would only round the rest. An explicit "bfloat16" or "float16" is used as asked on any device (tests
+    and benchmarks measure low precision on a CPU). Evaluation always runs in float32 (`deepdiff.train`).
+    """
+    if precision not in PRECISIONS:
+        raise ConfigError(f"field precision: expected one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision != "auto":
+        return _LOW_PRECISION[precision]
+    if device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.get_device_capability(device) >= BF16_MIN_CAPABILITY else torch.float16
+
+
+def needs_loss_scaling(dtype: torch.dtype | None) -> bool:
+    """float16 (5 exponent bits) underflows small gradients to zero unless the loss is scaled up first
+    (`torch.amp.GradScaler`); bfloat16 has float32's exponent range and needs no scaling."""
+    return dtype == torch.float16
+
+
+def precision_label(dtype: torch.dtype | None) -> str:
+    """What `autocast_dtype` chose, for a log line: "float32", "bfloat16 mixed precision", ..."""
+    return "float32" if dtype is None else f"{str(dtype).removeprefix('torch.')} mixed precision"
+
+
+@contextlib.contextmanager
+def autocast(device: torch.device, dtype: torch.dtype | None) -> Iterator[None]:
+    """The context a training step's forward runs in: torch.autocast to `dtype` (nothing if None).
+
+    float16 on a CPU also turns oneDNN off for the forward: oneDNN's LSTM has no float16 kernel on CPUs
+    without native float16 (this project's AMD EPYC among them: "could not create a primitive
+    descriptor for the LSTM forward propagation primitive"), and without oneDNN PyTorch's own CPU LSTM
+    runs Level II, in float32 (autocast leaves it alone). CPU float16 is for tests and measurements.
+    """
+    if dtype is None:
+        yield
+        return
+    mkldnn = torch.backends.mkldnn.enabled
+    if device.type == "cpu" and dtype == torch.float16:
+        torch.backends.mkldnn.enabled = False
+    try:
+        with torch.autocast(device.type, dtype=dtype):
+            yield
+    finally:
+        torch.backends.mkldnn.enabled = mkldnn
+
+
+def autocast_dtype_in_effect(device_type: str) -> torch.dtype | None:
+    """The dtype autocast is casting matrix products to on `device_type` right now; None when it is off.
+    (How code under the trainer's autocast, `deepdiff.grouped_lstm`, learns the step's precision.)"""
+    return torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else None

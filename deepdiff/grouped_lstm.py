@@ -20,6 +20,9 @@ the same parameters:
   dW for all groups, one `baddbmm_` giving d[h_{t-1}, x_t]. That is one autograd node per forward
   instead of ~10 per step and group.
 
+Under the trainer's mixed precision (autocast) only the two recurrence products run in the low dtype;
+gates, cell state, the dW accumulation and the outputs stay float32 (`GroupedLSTM`, `grouped_level1`).
+
 No Python branch depends on data or shapes inside either time loop and nothing syncs with the host, so
 the loops can be captured in a CUDA graph. Contract: ``GroupedLSTM.apply(sequence(x), stack_lstm_weights(lstms))``
 -> (T, 2K, N, H) holds the states of ``stack([lstm(x[:, k, :, None])[0] for k, lstm in enumerate(lstms)], 1)``
@@ -35,6 +38,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 from torch.autograd.function import once_differentiable
+
+from deepdiff.device import autocast_dtype_in_effect
 
 
 def stack_lstm_weights(lstms: Sequence[nn.LSTM]) -> torch.Tensor:
@@ -59,9 +64,35 @@ def stack_lstm_weights(lstms: Sequence[nn.LSTM]) -> torch.Tensor:
     return (w * scale[:, None]).transpose(1, 2)
 
 
-def _recurrence(seq: torch.Tensor, w: torch.Tensor, keep: bool):
+def _product(w: torch.Tensor, low: torch.dtype | None, n: int, accumulate: bool):
+    """The time loops' matrix product with w (G, R, C): a function (a, out) doing out <- a @ w, or
+    out += a @ w with `accumulate`, for a (G, n, R) and out (G, n, C) in float32.
+
+    `low` None: one float32 `bmm`/`baddbmm_` into `out`. Otherwise (mixed precision) the operands are
+    rounded to `low` (w once here, a at every step into a buffer made here) and the product comes back
+    into float32 `out`: three ops per step instead of one, no allocation in the loop, nothing the host
+    reads. Which kind runs is fixed per call, never decided in the loop, so the loops stay capturable.
+    """
+    if low is None:
+        w = w.contiguous()
+        if accumulate:
+            return lambda a, out: out.baddbmm_(a, w)
+        return lambda a, out: torch.bmm(a, w, out=out)
+    groups, rows, cols = w.shape
+    w_low = w.to(low).contiguous()
+    a_low = w.new_empty(groups, n, rows, dtype=low)
+    out_low = w.new_empty(groups, n, cols, dtype=low)
+
+    def product(a: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        torch.bmm(a_low.copy_(a), w_low, out=out_low)
+        return out.add_(out_low) if accumulate else out.copy_(out_low)
+
+    return product
+
+
+def _recurrence(seq: torch.Tensor, w: torch.Tensor, keep: bool, low: torch.dtype | None = None):
     """Run the grouped LSTM without autograd. seq: (T, G, N) inputs; w: (G, H + 2, 4H) from
-    `stack_lstm_weights`.
+    `stack_lstm_weights`; `low`: the dtype of the step's matrix product (None: float32), see `_product`.
 
     Returns (z, saved): z (T + 1, G, N, H + 2) holds [h_{t-1}, x_t, 1] at step t, so h_t is
     z[t + 1, ..., :H] (z[0] holds the zero initial state). With `keep`, saved = (q, p, f), what
@@ -72,7 +103,7 @@ def _recurrence(seq: torch.Tensor, w: torch.Tensor, keep: bool):
     """
     steps, groups, n = seq.shape
     hid = w.shape[-1] // 4
-    w = w.contiguous()
+    gates = _product(w, low, n, accumulate=False)
     z = seq.new_empty(steps + 1, groups, n, hid + 2)
     z[0, ..., :hid] = 0.0
     z[:steps, ..., hid] = seq
@@ -85,7 +116,7 @@ def _recurrence(seq: torch.Tensor, w: torch.Tensor, keep: bool):
         p = seq.new_empty(steps, groups, n, hid)
         f_all = seq.new_empty(steps, groups, n, hid)
     for t in range(steps):
-        torch.bmm(z[t], w, out=a)
+        gates(z[t], a)
         a.sigmoid_()
         i, f, s, o = a.chunk(4, dim=-1)
         g = s * 2 - 1
@@ -108,39 +139,55 @@ class GroupedLSTM(torch.autograd.Function):
     """h (T, G, N, H) of G independent LSTMs over inputs seq (T, G, N) with weights w (G, H + 2, 4H)
     from `stack_lstm_weights`; zero initial state. Backward: hand-written BPTT, returns d seq and d w.
     `record`: the caller's `torch.is_grad_enabled()` (a Function's forward always runs without grad, so
-    it cannot tell); False keeps nothing for a backward (evaluation under no_grad)."""
+    it cannot tell); False keeps nothing for a backward (evaluation under no_grad).
+
+    `low` (None: float32 throughout): the dtype of the two recurrence products, [h_{t-1}, x_t, 1] @ W
+    forward and d gates @ W^T backward (mixed precision, `grouped_level1` passes autocast's dtype).
+    Everything else stays float32 whatever autocast says (it is off inside): the gates and their
+    nonlinearities, the cell state, what is kept for the backward, the dW accumulation over the T steps
+    (a running sum of 200 terms kept in bfloat16's 8 mantissa bits drops the terms small beside it),
+    h and d seq.
+    """
 
     @staticmethod
-    def forward(ctx, seq: torch.Tensor, w: torch.Tensor, record: bool = True) -> torch.Tensor:
+    def forward(ctx, seq: torch.Tensor, w: torch.Tensor, record: bool = True, low: torch.dtype | None = None) -> torch.Tensor:
         keep = record and any(ctx.needs_input_grad)
-        z, saved = _recurrence(seq, w, keep)
+        with torch.autocast(seq.device.type, enabled=False):
+            z, saved = _recurrence(seq, w, keep, low)
         if keep:
             ctx.save_for_backward(w)
             ctx.buffers = z, *saved
+            ctx.low = low
         return z[1:, ..., : w.shape[-1] // 4]
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad_h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        (w,) = ctx.saved_tensors
-        z, q, p, f = ctx.buffers
-        del ctx.buffers
-        steps, groups, n, hid = p.shape
-        q_gates = q.view(steps, groups, n, 4, hid)
-        w_t = w.transpose(1, 2).contiguous()  # (G, 4H, H + 2)
-        d_w = w.new_zeros(w.shape)  # contiguous (w itself is a transposed view): baddbmm_'s fast path
-        # dz[t] accumulates d[h_{t-1}, x_t, 1]; it starts as the gradient arriving at h_{t-1} from above.
-        dz = grad_h.new_zeros(steps, groups, n, hid + 2)
-        dz[1:, ..., :hid] = grad_h[:-1]
-        dh, dc_next = grad_h[steps - 1], torch.zeros_like(p[0])  # dc_next = d c_{t+1} * f_{t+1}
-        for t in range(steps - 1, -1, -1):  # 6 ops per step
-            dc = torch.addcmul(dc_next, dh, p[t])
-            q_gates[t, :, :, :3].mul_(dc[:, :, None])  # q[t] becomes d pre-activations of i, f, g ...
-            q_gates[t, :, :, 3].mul_(dh)  # ... and o
-            d_w.baddbmm_(z[t].transpose(1, 2), q[t])
-            dz[t].baddbmm_(q[t], w_t)
-            dh, dc_next = dz[t, ..., :hid], dc * f[t]
-        return dz[..., hid], d_w, None
+    def backward(ctx, grad_h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None, None]:
+        with torch.autocast(grad_h.device.type, enabled=False):
+            return (*_backward_through_time(ctx, grad_h.float()), None, None)
+
+
+def _backward_through_time(ctx, grad_h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """d seq, d w of `GroupedLSTM` from the gradient of its output h: one reverse loop over the steps."""
+    (w,) = ctx.saved_tensors
+    z, q, p, f = ctx.buffers
+    del ctx.buffers
+    steps, groups, n, hid = p.shape
+    q_gates = q.view(steps, groups, n, 4, hid)
+    back = _product(w.transpose(1, 2), ctx.low, n, accumulate=True)  # += d gates @ W^T, (G, 4H, H + 2)
+    d_w = w.new_zeros(w.shape)  # contiguous (w itself is a transposed view): baddbmm_'s fast path
+    # dz[t] accumulates d[h_{t-1}, x_t, 1]; it starts as the gradient arriving at h_{t-1} from above.
+    dz = grad_h.new_zeros(steps, groups, n, hid + 2)
+    dz[1:, ..., :hid] = grad_h[:-1]
+    dh, dc_next = grad_h[steps - 1], torch.zeros_like(p[0])  # dc_next = d c_{t+1} * f_{t+1}
+    for t in range(steps - 1, -1, -1):  # 6 ops per step (8 with a low-precision product)
+        dc = torch.addcmul(dc_next, dh, p[t])
+        q_gates[t, :, :, :3].mul_(dc[:, :, None])  # q[t] becomes d pre-activations of i, f, g ...
+        q_gates[t, :, :, 3].mul_(dh)  # ... and o
+        d_w.baddbmm_(z[t].transpose(1, 2), q[t])
+        back(q[t], dz[t])
+        dh, dc_next = dz[t, ..., :hid], dc * f[t]
+    return dz[..., hid], d_w
 
 
 def sequence(x: torch.Tensor) -> torch.Tensor:
@@ -152,14 +199,24 @@ def sequence(x: torch.Tensor) -> torch.Tensor:
 
 def grouped_level1(x: torch.Tensor, w: torch.Tensor, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Level I of K channels in torch ops: x (N, K, T), w (2K, H + 2, 4H) from `stack_lstm_weights`,
-    context (K, 2H) -> embeddings m (N, K, 2H), bin attention alpha (N, K, T).
+    context (K, 2H) -> embeddings m (N, K, 2H), bin attention alpha (N, K, T), both float32.
 
     The states h (T, 2K, N, H) of `GroupedLSTM` stay in their grouped layout (the backward groups in
     reversed time); attention is computed there by batched products, so the (N, K, T, 2H) states are
     never assembled. `deepdiff.cpu_kernel.FusedLevel1` has the same contract.
+
+    Under autocast (the trainer's mixed precision) the recurrence's products take autocast's dtype and
+    the rest stays float32: autocast itself would also run the attention's products and (on a CPU) its
+    softmax in bfloat16, rounding the embeddings that Level II and the contrastive loss read.
     """
+    low = autocast_dtype_in_effect(x.device.type)
+    with torch.autocast(x.device.type, enabled=False):
+        return _level1(x.float(), w.float(), context.float(), low)
+
+
+def _level1(x: torch.Tensor, w: torch.Tensor, context: torch.Tensor, low: torch.dtype | None) -> tuple[torch.Tensor, torch.Tensor]:
     k = x.shape[1]
-    h = GroupedLSTM.apply(sequence(x), w, torch.is_grad_enabled())
+    h = GroupedLSTM.apply(sequence(x), w, torch.is_grad_enabled(), low)
     steps, groups, n, hid = h.shape
     by_gene = h.view(steps, groups * n, hid).transpose(0, 1)  # (2K*N, T, H), a view: batched products, no copy
     ctx = context.view(k, 2, hid).transpose(0, 1).reshape(groups, 1, hid, 1)  # (2K, 1, H, 1)

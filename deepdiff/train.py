@@ -7,6 +7,10 @@ with status `EpochStatus.NAN`, non-finite valid/test metrics (the predictions) w
 `EpochStatus.DIVERGED`, instead of an exception or a number that is no result. The whole pair lives
 on the device as tensors; batches are index slices of a seeded permutation, so a fixed seed gives the
 same run on CPU.
+
+Training steps run in `TrainConfig.precision` (mixed precision by default on CUDA, float32 on CPU:
+`deepdiff.device.autocast_dtype` decides); evaluation, and so every reported PCC and the model
+selection, always runs in float32, as `deepdiff evaluate` does on a saved model.
 """
 
 from __future__ import annotations
@@ -22,15 +26,15 @@ from typing import Any
 
 import torch
 
-from deepdiff.config import ModelConfig, TrainConfig, write_atomic
+from deepdiff.config import ModelConfig, TrainConfig, flat_config, write_atomic
 from deepdiff.data import PairData, SplitData, check_trainable
-from deepdiff.device import pick_device
+from deepdiff.device import autocast, autocast_dtype, needs_loss_scaling, pick_device
 from deepdiff.errors import ConfigError, path_problem
-from deepdiff.losses import deepdiff_loss
+from deepdiff.losses import LossParts, deepdiff_loss
 from deepdiff.metrics import mse, pcc
-from deepdiff.model import DeepDiff
+from deepdiff.model import DeepDiff, DeepDiffOutput
 from deepdiff.results import EpochResult, EpochStatus
-from deepdiff.variants import get_variant
+from deepdiff.variants import VariantSpec, get_variant
 
 TARGET_FIELDS = ("diff", "aux_reg_a", "aux_reg_b", "aux_cls_a", "aux_cls_b", "similar")
 LAST_CHECKPOINT = "last.pt"
@@ -38,9 +42,11 @@ BEST_CHECKPOINT = "best.pt"
 CHECKPOINT_FORMAT = 1
 # Fields of the configs that may differ between a checkpoint and the run resuming it.
 RESUMABLE_CHANGES = {"epochs", "patience", "eval_batch_size"}
-# What every checkpoint holds (best.pt), and what a resume also reads from last.pt.
+# What every checkpoint holds (best.pt), and what a resume also reads from last.pt (and, when the
+# checkpoint has it, GRAD_SCALER: the float16 loss scale; older checkpoints, all float32, have none).
 CHECKPOINT_KEYS = ("model_config", "train_config", "epoch", "model", "best")
 RESUME_KEYS = ("optimizer", "torch_rng", "cuda_rng", "order_rng")
+GRAD_SCALER = "grad_scaler"
 # EpochResult field <- the LossParts field it averages over an epoch's batches.
 LOSS_METRICS = (("train_loss", "total"), ("train_diff_loss", "diff"), ("train_aux_loss", "aux"), ("train_siamese_loss", "siamese"))
 
@@ -119,11 +125,13 @@ def fit(
     torch.manual_seed(train_cfg.seed)
     model = DeepDiff(spec, model_cfg).to(device)
     optimizer = make_optimizer(model, train_cfg.lr)
+    dtype = autocast_dtype(device, train_cfg.precision)
+    scaler = torch.amp.GradScaler(device.type, enabled=needs_loss_scaling(dtype))  # disabled: a pass-through
     order_rng = torch.Generator().manual_seed(train_cfg.seed)
     splits = {name: prepare_split(data.split(name), train_cfg.input_transform, device) for name in ("train", "valid", "test")}
     best, start_epoch = _Best(), 0
     if resume_from is not None:
-        start_epoch, best = _restore(Path(resume_from), model, optimizer, order_rng, model_cfg, train_cfg)
+        start_epoch, best = _restore(Path(resume_from), model, optimizer, scaler, order_rng, model_cfg, train_cfg)
     ckpt_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
     if ckpt_dir is not None:
         ckpt_dir.mkdir(parents=True, exist_ok=True)
@@ -137,12 +145,8 @@ def fit(
         order = torch.randperm(len(train), generator=order_rng).to(device)
         n_batches = 0
         for i in range(0, len(train), train_cfg.batch_size):
-            x_a, x_b, targets = train.batch(order[i : i + train_cfg.batch_size])
-            parts = deepdiff_loss(model(x_a, x_b), targets, spec, model_cfg, train_cfg)
-            optimizer.zero_grad(set_to_none=True)
-            parts.total.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), train_cfg.clip)
-            optimizer.step()
+            parts = train_step(model, optimizer, scaler, dtype, train.batch(order[i : i + train_cfg.batch_size]),
+                               spec, model_cfg, train_cfg)
             sums += torch.stack([getattr(parts, part).detach() for _, part in LOSS_METRICS])
             n_batches += 1
             if on_batch is not None:
@@ -178,13 +182,48 @@ def fit(
             best_test_mse=best.test_mse, seconds=time.perf_counter() - started, status=status,
         )
         if ckpt_dir is not None:
-            state = _checkpoint_state(model, optimizer, order_rng, model_cfg, train_cfg, epoch, best)
+            state = _checkpoint_state(model, optimizer, scaler, order_rng, model_cfg, train_cfg, epoch, best)
             _atomic_save(state, ckpt_dir / LAST_CHECKPOINT)
             if improved:
                 _atomic_save({k: state[k] for k in ("format", "model_config", "train_config", "epoch", "model", "best")}, ckpt_dir / BEST_CHECKPOINT)
         yield result
         if status.final:
             return
+
+
+def train_step(model: DeepDiff, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+               dtype: torch.dtype | None, batch: tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]],
+               spec: VariantSpec, model_cfg: ModelConfig, train_cfg: TrainConfig) -> LossParts:
+    """One step on `batch` (x_a, x_b, targets): forward under autocast to `dtype` (None: float32), the
+    loss in float32, backward, gradient clipping, Adam; returns the loss parts (not read back here).
+
+    The loss is computed from float32 outputs outside autocast: autocast's lists of ops kept in float32
+    differ by device (a CPU keeps softmax in bfloat16), and the losses are cheap. With float16 the
+    scaler multiplies the loss before backward and divides the gradients before clipping, so `clip`
+    means the same in every precision; a step whose gradients overflowed is skipped and the scale lowered
+    (all on the device: with the fused Adam nothing is read back to the host). Disabled (any other
+    precision), the scaler passes everything through unchanged.
+    """
+    x_a, x_b, targets = batch
+    with autocast(x_a.device, dtype):
+        out = model(x_a, x_b)
+    parts = deepdiff_loss(_float32(out), targets, spec, model_cfg, train_cfg)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(parts.total).backward()
+    scaler.unscale_(optimizer)
+    torch.nn.utils.clip_grad_norm_(model.parameters(), train_cfg.clip)
+    scaler.step(optimizer)
+    scaler.update()
+    return parts
+
+
+def _float32(out: DeepDiffOutput) -> DeepDiffOutput:
+    """Every tensor of `out` in float32 (those already float32 as they are, not copied)."""
+    def as_float(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {key: t.float() for key, t in tensors.items()}
+
+    return DeepDiffOutput(out.prediction.float(), as_float(out.aux), as_float(out.level1),
+                          as_float(out.bin_attention), as_float(out.mark_attention))
 
 
 def make_optimizer(model: torch.nn.Module, lr: float) -> torch.optim.Adam:
@@ -207,7 +246,7 @@ def check_shapes(model_cfg: ModelConfig, data: PairData) -> None:
             raise ConfigError(f"field {name}: the model expects {got} but the data of {data.cell_a}-{data.cell_b} has {expected}")
 
 
-def _checkpoint_state(model, optimizer, order_rng, model_cfg, train_cfg, epoch, best) -> dict[str, Any]:
+def _checkpoint_state(model, optimizer, scaler, order_rng, model_cfg, train_cfg, epoch, best) -> dict[str, Any]:
     return {
         "format": CHECKPOINT_FORMAT,
         "model_config": dataclasses.asdict(model_cfg),
@@ -218,6 +257,7 @@ def _checkpoint_state(model, optimizer, order_rng, model_cfg, train_cfg, epoch, 
         "torch_rng": torch.get_rng_state(),
         "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         "order_rng": order_rng.get_state(),
+        GRAD_SCALER: scaler.state_dict(),  # {} unless float16
         "best": dataclasses.asdict(best),
     }
 
@@ -267,11 +307,12 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[De
 
 def check_resumable(path: str | Path, state: dict[str, Any], model_cfg: ModelConfig, train_cfg: TrainConfig) -> None:
     """A `ConfigError` if the configs differ from checkpoint `state` (read from `path`) in a field that
-    a resumed run may not change (all but `RESUMABLE_CHANGES`)."""
+    a resumed run may not change (all but `RESUMABLE_CHANGES`). A field newer than the checkpoint
+    (e.g. `precision`) counts as its default there, the behaviour of the version that wrote it."""
     missing = [key for key in RESUME_KEYS if key not in state]
     if missing:
         raise ConfigError(f"{path}: cannot resume, the checkpoint holds no {missing[0]} (a best.pt, or damaged)")
-    saved = {**state["model_config"], **state["train_config"]}
+    saved = {**flat_config(ModelConfig(), TrainConfig()), **state["model_config"], **state["train_config"]}
     current = {**dataclasses.asdict(model_cfg), **dataclasses.asdict(train_cfg)}
     changed = sorted(k for k in current if k not in RESUMABLE_CHANGES and saved.get(k) != current[k])
     if changed:
@@ -279,11 +320,13 @@ def check_resumable(path: str | Path, state: dict[str, Any], model_cfg: ModelCon
         raise ConfigError(f"{path}: cannot resume, field {k} is {saved.get(k)!r} in the checkpoint but {current[k]!r} now")
 
 
-def _restore(path, model, optimizer, order_rng, model_cfg, train_cfg) -> tuple[int, _Best]:
+def _restore(path, model, optimizer, scaler, order_rng, model_cfg, train_cfg) -> tuple[int, _Best]:
     state = load_checkpoint(path)
     check_resumable(path, state, model_cfg, train_cfg)
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
+    if state.get(GRAD_SCALER):  # a float16 run's loss scale ({} otherwise; a disabled scaler ignores it)
+        scaler.load_state_dict(state[GRAD_SCALER])
     torch.set_rng_state(state["torch_rng"])
     if state["cuda_rng"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda_rng"])

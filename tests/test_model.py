@@ -199,10 +199,10 @@ def test_evaluation_keeps_no_buffers_for_a_backward(impl, monkeypatch):
         kept.append(numel)
         return take(numel)
 
-    def counting_recurrence(seq, w, keep):
+    def counting_recurrence(seq, w, keep, *precision):
         if keep:
             kept.append(seq.shape)
-        return recurrence(seq, w, keep)
+        return recurrence(seq, w, keep, *precision)
 
     monkeypatch.setattr(cpu_kernel, "_take", counting_take)
     monkeypatch.setattr(grouped_lstm, "_recurrence", counting_recurrence)
