@@ -129,6 +129,23 @@ def summarise(name: str, run: dict) -> None:
               f"{last:.0f} MB after trial {len(trials)}: x{last / at20:.2f} from trial 20 on")
 
 
+def packing_and_gaps(rows: list[dict], slots: float) -> str:
+    """Where the slot-time outside the trainable went: workers starting their first trial after the
+    first one did and ending their last before the last one did (the packing of whole trials on the
+    slots, which only more trials amortise), and the gaps between a worker's trials (Tune ending one
+    and starting the next), each per slot."""
+    by_pid: dict[int, list[dict]] = {}
+    for r in sorted(rows, key=lambda r: r["start"]):
+        by_pid.setdefault(r["pid"], []).append(r)
+    first, last = min(r["start"] for r in rows), max(r["end"] for r in rows)
+    head = sum(t[0]["start"] - first for t in by_pid.values()) / slots
+    tail = sum(last - t[-1]["end"] for t in by_pid.values()) / slots
+    gaps = [b["start"] - a["end"] for t in by_pid.values() for a, b in zip(t, t[1:])]
+    return (f"{head:.1f} s before a worker's first trial, {tail:.1f} s after its last (packing), "
+            f"{sum(gaps) / slots:.1f} s between trials ({len(gaps)} gaps, median {statistics.median(gaps):.2f} s)"
+            if gaps else f"{head:.1f} s head, {tail:.1f} s tail")
+
+
 def _bare_fit(job: dict) -> float:
     """Seconds of one bare `fit` of a trial (in a pool process; the pair is loaded once per process)."""
     import torch
@@ -209,7 +226,8 @@ def main() -> int:
               f"ideal {ideal:.1f} s; the study's trial span {span:.1f} s = x{span / ideal:.2f} the ideal, "
               f"its driver.run wall {runs[True]['wall']:.1f} s = x{runs[True]['wall'] / ideal:.2f}")
         print(f"  of the span: {inside:.1f} s inside the trainable (x{inside / ideal:.2f} the bare fits: checkpoints, "
-              f"reports, and the driver's share of the CPUs), {span - inside:.1f} s between trials (Tune starting the next)")
+              f"reports, each worker's first-trial imports, and Ray's and the driver's share of the CPUs), "
+              f"{span - inside:.1f} s outside: {packing_and_gaps(rows, slots)}")
     print(f"\nload average after: {os.getloadavg()[0]:.2f}")
     return 0
 
