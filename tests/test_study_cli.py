@@ -256,7 +256,7 @@ def test_export_refuses_a_file_an_earlier_export_and_an_empty_experiment(tmp_pat
     (["--mlflow-uri", "sqlite:///{tmp}"], ["{tmp} is a directory, not a file"]),
     (["--mlflow-uri", "sqlite:///{tmp}/afile/m.db"], ["{tmp}/afile is a file, not a directory"]),
     (["--address", "bogus"], ["--address 'bogus': expected auto, HOST:PORT"]),  # was a ValueError traceback
-    (["--cpus-per-trial", "1e9"], ["--cpus-per-trial 1e+09: this machine has"]),  # trials waited for ever
+    (["--cpus-per-trial", "1e9"], ["--cpus-per-trial 1e+09: this process may use"]),  # trials waited for ever
     (["--gpus-per-trial", "1.5"], ["--gpus-per-trial 1.5: expected a fraction of one GPU or a whole number"]),
 ])
 def test_more_bad_flags_are_one_line_errors_and_write_nothing(tmp_path, args, fragments, capsys, monkeypatch):
