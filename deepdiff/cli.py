@@ -45,7 +45,7 @@ from deepdiff.config import (
     save_config,
     write_atomic,
 )
-from deepdiff.errors import ConfigError, DeepDiffError, check_output_dir, os_error_message, path_problem
+from deepdiff.errors import ConfigError, DeepDiffError, check_output_dir, os_error_message
 from deepdiff.variants import VARIANTS, get_variant
 
 EXIT_USAGE = 2  # bad input: files, flags, configs, paths that cannot be read or written

@@ -467,6 +467,7 @@ def _run(args: argparse.Namespace, train_fn, held: list) -> int:
           f"{args.cpus_per_trial:g} CPU + {gpus:g} GPU per trial); MLflow: {mlflow_uri}", flush=True)
     # SIGTERM (`ray job stop`, a scheduler ending the job, `kill`) stops the study as Ctrl-C does: Tune
     # saves its state and the closing summary says what is unfinished (Ray's own handler just dies).
+    trainable.quiet_interrupts_in_callbacks()
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: signal.raise_signal(signal.SIGINT))
     try:
         results = tuner.fit()

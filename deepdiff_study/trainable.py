@@ -25,6 +25,7 @@ import ctypes
 import ctypes.util
 import gc
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -50,6 +51,7 @@ _FETCHED: dict[int, tuple[str, PairData]] = {}
 
 def train_trial(config: dict[str, Any], pairs: dict[int, ray.ObjectRef], ended: dict[str, dict] | None = None) -> None:
     """One trial of the study; see the module docstring."""
+    quiet_interrupts_in_callbacks()
     recorded = (ended or {}).get(tune.get_context().get_trial_id())
     if recorded is not None:
         hand_back(recorded, tune.report)
@@ -78,6 +80,27 @@ def train_trial(config: dict[str, Any], pairs: dict[int, ray.ObjectRef], ended: 
         del data
         if RELEASE_MEMORY:
             release_memory()
+
+
+def quiet_interrupts_in_callbacks() -> None:
+    """Stop a clean stop from printing a stack trace (in the driver and in trial workers; idempotent).
+
+    Ctrl-C or SIGTERM (the driver), or Tune ending a worker, raises KeyboardInterrupt or SystemExit
+    wherever Python happens to be. Inside a weakref or finalizer callback Python cannot raise it, so it
+    prints "Exception ignored in ..." with a traceback (Ray forwards a worker's to the driver's console)
+    and carries on: an alarming stack for an interruption that is handled anyway. Those two are dropped
+    there; every other unraisable exception still goes to the default hook.
+    """
+    if getattr(sys.unraisablehook, "_deepdiff_quiet", False):
+        return
+    default = sys.unraisablehook
+
+    def hook(unraisable) -> None:
+        if not isinstance(unraisable.exc_value, (KeyboardInterrupt, SystemExit)):
+            default(unraisable)
+
+    hook._deepdiff_quiet = True  # type: ignore[attr-defined]
+    sys.unraisablehook = hook
 
 
 def checkpoint_due(result: EpochResult, stops: frozenset[int], seconds_since_last: float) -> bool:
