@@ -107,10 +107,8 @@ def run_study(release: bool, args, folder: Path) -> dict:
 
 
 def summarise(name: str, run: dict) -> None:
-    rows = sorted(run["rows"], key=lambda r: r["end"])
-    by_pid: dict[int, list[dict]] = {}
-    for r in rows:
-        by_pid.setdefault(r["pid"], []).append(r)
+    rows = run["rows"]
+    by_pid = trials_by_worker(rows)
     busy = sum(r["end"] - r["start"] for r in rows)
     span = max(r["end"] for r in rows) - min(r["start"] for r in rows)
     ideal = busy / run["slots"]
@@ -129,14 +127,20 @@ def summarise(name: str, run: dict) -> None:
               f"{last:.0f} MB after trial {len(trials)}: x{last / at20:.2f} from trial 20 on")
 
 
+def trials_by_worker(rows: list[dict]) -> dict[int, list[dict]]:
+    """The trial rows of each worker process, in the order it ran them."""
+    by_pid: dict[int, list[dict]] = {}
+    for r in sorted(rows, key=lambda r: r["start"]):
+        by_pid.setdefault(r["pid"], []).append(r)
+    return by_pid
+
+
 def packing_and_gaps(rows: list[dict], slots: float) -> str:
     """Where the slot-time outside the trainable went: workers starting their first trial after the
     first one did and ending their last before the last one did (the packing of whole trials on the
     slots, which only more trials amortise), and the gaps between a worker's trials (Tune ending one
     and starting the next), each per slot."""
-    by_pid: dict[int, list[dict]] = {}
-    for r in sorted(rows, key=lambda r: r["start"]):
-        by_pid.setdefault(r["pid"], []).append(r)
+    by_pid = trials_by_worker(rows)
     first, last = min(r["start"] for r in rows), max(r["end"] for r in rows)
     head = sum(t[0]["start"] - first for t in by_pid.values()) / slots
     tail = sum(last - t[-1]["end"] for t in by_pid.values()) / slots

@@ -118,6 +118,9 @@ INLINE vf vsigmoid(vf x) { return vrecip(1.0f + vexp(-x)); }
 
 INLINE int padded(int H) { return (H + VW - 1) / VW * VW; }
 
+/* Genes per chunk of the dW_hh accumulation: their da (NC x 4P floats) stays within 16 KB of L1. */
+INLINE int gene_chunk(int P) { return 1024 / P < 4 ? 4 : 1024 / P; }
+
 /* The weights of group g padded to P units: wp (P + 2, 4P), zeros where no real unit is. */
 static void pad_weights(int H, int P, const float *restrict w, float *restrict wp) {
     memset(wp, 0, sizeof(float) * (size_t)(P + 2) * 4 * P);
@@ -346,7 +349,7 @@ INLINE void attend_backward(int T, int K, int N, int H, const int P, int k0, int
  * rows two at a time so each da vector loaded feeds two multiply-adds. ext: (NC, H + 2) scratch. */
 INLINE void dw_step(int N, int H, const int P, int r0, const float *restrict hprev, const float *restrict xs,
                     const float *restrict da_all, float *restrict dwp, float *restrict ext, float *restrict spare) {
-    const int NV = 4 * P / VW, R = H + 2, NC = 1024 / P < 4 ? 4 : 1024 / P;
+    const int NV = 4 * P / VW, R = H + 2, NC = gene_chunk(P);
     for (int n0 = 0; n0 < N; n0 += NC) {
         const int n1 = N - n0 < NC ? N : n0 + NC;
         for (int n = n0; n < n1; n++) {
@@ -472,7 +475,7 @@ INLINE void backward_group(int T, int K, int N, int H, const int P, int k, int d
 INLINE void backward_groups(int T, int K, int N, int H, const int P, int g0, int g1, const float *x, const float *w,
                             const float *ctx, const float *alpha, const float *h, const float *save,
                             const float *dmp, const float *dp, float *dxg, float *dw, float *scratch) {
-    const int R = H + 2, NC = 1024 / P < 4 ? 4 : 1024 / P;
+    const int R = H + 2, NC = gene_chunk(P);
     float *wp = scratch;                         /* (P + 2, 4P) */
     float *dwp = wp + (int64_t)(P + 2) * 4 * P;   /* (P + 2, 4P) */
     float *whh = dwp + (int64_t)(P + 2) * 4 * P;  /* (4P, P) */
@@ -521,7 +524,7 @@ int64_t dd_infer_scratch(int T, int N, int H) {
     return (P + 2) * 4 * P + P + N * P + 2 * (int64_t)T * N + T + 2 * (int64_t)T * N * P;
 }
 int64_t dd_backward_scratch(int T, int N, int H) {
-    const int64_t P = padded(H), NC = 1024 / P < 4 ? 4 : 1024 / P;
+    const int64_t P = padded(H), NC = gene_chunk(padded(H));
     return 2 * (P + 2) * 4 * P + 4 * P * P + P + 2 * N * P + N * 4 * P + N + NC * (H + 2) + 4 * P;
 }
 
