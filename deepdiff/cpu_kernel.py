@@ -56,6 +56,7 @@ BUILDS = (FLAGS + ("-fopenmp",), FLAGS, PORTABLE_FLAGS + ("-fopenmp",), PORTABLE
 _load_lock = threading.RLock()  # the self-check runs the kernel while the library is being loaded
 _lock = threading.Lock()  # the workspace and the thread pool
 _lib: ctypes.CDLL | None = None
+_openmp = False  # _lib was built with OpenMP (asked once, at load)
 _status: str | None = None  # None: not tried yet
 _pool: ThreadPoolExecutor | None = None
 _pool_size = 0
@@ -73,7 +74,7 @@ def status() -> str:
 
 
 def _load() -> ctypes.CDLL | None:
-    global _lib, _status
+    global _lib, _status, _openmp
     if _status is not None:
         return _lib
     with _load_lock:
@@ -82,12 +83,12 @@ def _load() -> ctypes.CDLL | None:
                 path = _build()
                 lib = ctypes.CDLL(str(path))
                 _declare(lib)
-                _lib, _status = lib, "checking"
+                _lib, _status, _openmp = lib, "checking", bool(lib.dd_openmp())
                 mismatch = _self_check()
                 if mismatch:
                     _lib, _status = None, f"not used: {path} disagrees with the torch implementation ({mismatch})"
                 else:
-                    _status = f"compiled C kernel {path}" + (" (OpenMP: torch's threads)" if lib.dd_openmp() else "")
+                    _status = f"compiled C kernel {path}" + (" (OpenMP: torch's threads)" if _openmp else "")
             except (OSError, RuntimeError, subprocess.SubprocessError) as err:
                 _lib, _status = None, f"not used: {err}"
     return _lib
@@ -232,7 +233,7 @@ def _split(call, count: int, scratch_floats: int) -> None:
     range is split here, one call per part on a thread of a small pool (ctypes releases the GIL)."""
     global _pool, _pool_size
     threads = max(1, min(torch.get_num_threads(), count))
-    if threads == 1 or _lib.dd_openmp():
+    if threads == 1 or _openmp:
         call(0, count, threads, torch.empty(threads * scratch_floats))
         return
     with _lock:

@@ -39,9 +39,12 @@
  * (relative error about 2e-7); NaN and infinities propagate, so a diverging run stays visible to the
  * trainer.
  *
- * Where the time goes (one thread, batch 256, 15 channels, H = 32): the forward is about 40% the
- * recurrent product (at the FMA units' peak), 30% the gate nonlinearities, the rest the cell update
- * and stores; the backward's two products (dW_hh and dh_{t-1}) are each as large as the forward's.
+ * Where the time goes (one thread, 15 channels, H = 32; measured by timing builds with a part left out,
+ * in the same process): in the forward about 40% is the recurrent product and 15% the gate
+ * nonlinearities, the rest the cell update and stores; in the backward the dW accumulation is about 40%
+ * (45% at batch 10, 35% at 256), the dh_{t-1} product 30%, the gate gradients and loads the rest.
+ * The backward prefetches the saves a few genes ahead (the load of c_{t-1}, from the step before,
+ * used to stall a fifth of it).
  */
 
 #include <math.h> /* INFINITY */
@@ -117,6 +120,10 @@ INLINE vf vrecip(vf d) {
 INLINE vf vsigmoid(vf x) { return vrecip(1.0f + vexp(-x)); }
 
 INLINE int padded(int H) { return (H + VW - 1) / VW * VW; }
+
+#ifndef PF_AHEAD
+#define PF_AHEAD 8 /* the backward prefetches the saves this many gene-iterations ahead */
+#endif
 
 /* Genes per chunk of the dW_hh accumulation: their da (NC x 4P floats) stays within 16 KB of L1. */
 INLINE int gene_chunk(int P) { return 1024 / P < 4 ? 4 : 1024 / P; }
@@ -344,21 +351,32 @@ INLINE void attend_backward(int T, int K, int N, int H, const int P, int k0, int
     }
 }
 
-/* dW rows += ext^T @ da over a step's genes, ext = [h_{t-1}, x_t, 1] (rows r0..H+1 of it; r0 = H at
- * the first step, whose h_{t-1} is zero). Genes in chunks whose da (NC x 4P floats) stays in L1,
- * rows two at a time so each da vector loaded feeds two multiply-adds. ext: (NC, H + 2) scratch. */
-INLINE void dw_step(int N, int H, const int P, int r0, const float *restrict hprev, const float *restrict xs,
-                    const float *restrict da_all, float *restrict dwp, float *restrict ext, float *restrict spare) {
-    const int NV = 4 * P / VW, R = H + 2, NC = gene_chunk(P);
-    for (int n0 = 0; n0 < N; n0 += NC) {
-        const int n1 = N - n0 < NC ? N : n0 + NC;
-        for (int n = n0; n < n1; n++) {
-            float *restrict e = ext + (int64_t)(n - n0) * R;
-            if (r0 < H) memcpy(e, hprev + (int64_t)n * P, sizeof(float) * H);
-            e[H] = xs[n];
-            e[H + 1] = 1.0f;
-        }
-        for (int r = r0; r < R; r += 2) {
+/* Where row r of ext = [h_{t-1}, x_t, 1] comes from for one step's genes: element n of it is
+ * src[n * stride]. hprev NULL (t = 0: h_{-1} is zero) reads zeros. */
+INLINE const float *row_source(int H, const int P, int r, const float *hprev, const float *xs, const float *ones,
+                               const float *zeros, int *stride) {
+    if (r < H) {
+        *stride = hprev ? P : 1;
+        return hprev ? hprev + r : zeros;
+    }
+    *stride = 1;
+    return r == H ? xs : ones;
+}
+
+/* dW rows += ext^T @ da over the genes of a block of nb steps, ext = [h_{t-1}, x_t, 1]: hprev[b] (N, P)
+ * the states before the block's b-th step (NULL at t = 0), xs (nb, N) its inputs, da (nb, N, 4P) its
+ * gate gradients. Rows two at a time, so each da vector loaded feeds two multiply-adds; the 16
+ * accumulators are loaded and stored once per row pair and chunk of genes whose da stays in L1
+ * (gene_chunk): a chunk is one step's genes in blocks of NC, or, when N is smaller than that, all genes
+ * of the block's steps (backward_group makes nb N <= NC), so at batch 10 the accumulators' loads and
+ * stores are spread over several steps' multiply-adds. ones, zeros: N floats each. */
+INLINE void dw_block(int N, int H, const int P, int nb, const float *const *hprev, const float *restrict xs,
+                     const float *restrict da_all, float *restrict dwp, const float *restrict ones,
+                     const float *restrict zeros, float *restrict spare) {
+    const int NV = 4 * P / VW, R = H + 2, chunk = nb > 1 ? N : gene_chunk(P);
+    for (int n0 = 0; n0 < N; n0 += chunk) {
+        const int n1 = N - n0 < chunk ? N : n0 + chunk;
+        for (int r = 0; r < R; r += 2) {
             const int two = r + 1 < R;
             float *restrict ra = dwp + (int64_t)(r < H ? r : P + r - H) * 4 * P;
             float *restrict rb = two ? dwp + (int64_t)(r + 1 < H ? r + 1 : P + r + 1 - H) * 4 * P : spare;
@@ -369,14 +387,20 @@ INLINE void dw_step(int N, int H, const int P, int r0, const float *restrict hpr
                     acc_a[j] = ld(ra + (j0 + j) * VW);
                     acc_b[j] = ld(rb + (j0 + j) * VW);
                 }
-                for (int n = n0; n < n1; n++) {
-                    const float *restrict e = ext + (int64_t)(n - n0) * R + r;
-                    const float ea = e[0], eb = two ? e[1] : 0.0f;
-                    const float *restrict da = da_all + (int64_t)n * 4 * P + j0 * VW;
-                    for (int j = 0; j < nj; j++) {
-                        const vf v = ld(da + j * VW);
-                        acc_a[j] += ea * v;
-                        acc_b[j] += eb * v;
+                for (int b = 0; b < nb; b++) {
+                    int sa, sb = 1;
+                    const float *restrict ea = row_source(H, P, r, hprev[b], xs + (int64_t)b * N, ones, zeros, &sa);
+                    const float *restrict eb = two ? row_source(H, P, r + 1, hprev[b], xs + (int64_t)b * N, ones, zeros, &sb)
+                                                   : zeros;
+                    const float *restrict dab = da_all + (int64_t)b * N * 4 * P + j0 * VW;
+                    for (int n = n0; n < n1; n++) {
+                        const float va = ea[(int64_t)n * sa], vb = eb[(int64_t)n * sb];
+                        const float *restrict da = dab + (int64_t)n * 4 * P;
+                        for (int j = 0; j < nj; j++) {
+                            const vf v = ld(da + j * VW);
+                            acc_a[j] += va * v;
+                            acc_b[j] += vb * v;
+                        }
                     }
                 }
                 for (int j = 0; j < nj; j++) {
@@ -386,6 +410,12 @@ INLINE void dw_step(int N, int H, const int P, int r0, const float *restrict hpr
             }
         }
     }
+}
+
+/* Steps per dW block: enough that a block holds about gene_chunk(P) gene-steps when N is smaller. */
+INLINE int dw_steps(int T, int N, const int P) {
+    const int S = N >= gene_chunk(P) ? 1 : gene_chunk(P) / N;
+    return S < T ? S : T;
 }
 
 /* The recurrent part of dh_{t-1} = da @ W_hh for GB genes (1 or 2) at once: each column of W_hh
@@ -421,16 +451,27 @@ INLINE void backward_group(int T, int K, int N, int H, const int P, int k, int d
                            const float *restrict alpha, const float *restrict dmp, const float *restrict dp,
                            const float *restrict hg, const float *restrict sg, float *restrict dxg,
                            float *restrict dwp, float *restrict dh_next, float *restrict dc_next,
-                           float *restrict da_all, float *restrict xs, float *restrict ext, float *restrict spare) {
-    const int NV = 4 * P / VW, HV = P / VW, GB = (P / VW) <= 2 ? 2 : 1;
+                           float *restrict da_blk, float *restrict xs_blk, const float *restrict ones,
+                           const float *restrict zeros, float *restrict spare) {
+    const int NV = 4 * P / VW, HV = P / VW, GB = (P / VW) <= 2 ? 2 : 1, S = dw_steps(T, N, P);
+    const float *hprev[64]; /* S <= gene_chunk(P) <= 64 */
+    int b = 0;              /* steps in the current dW block */
     const float *restrict wih = wp + (int64_t)P * 4 * P;
     memset(dh_next, 0, sizeof(float) * 2 * (size_t)N * P); /* dh_next and dc_next are adjacent */
     for (int t = T - 1; t >= 0; t--) {
+        float *restrict da_all = da_blk + (int64_t)b * N * 4 * P; /* this step's slot in the block */
+        float *restrict xs = xs_blk + (int64_t)b * N;
         for (int n = 0; n < N; n++) {
             const float *restrict s = sg + ((int64_t)t * N + n) * 6 * P;
             const float *restrict cp = t ? sg + ((int64_t)(t - 1) * N + n) * 6 * P + 4 * P : NULL;
-            if (t) /* the next step's saves of this gene, into L2 while this step computes */
-                for (int l = 0; l < 6 * P; l += VW) __builtin_prefetch(cp - 4 * P + l, 0, 2);
+            { /* what the gene-iteration PF_AHEAD later reads: its saves, and c_{t-1} from the step before */
+                const int ahead = n + PF_AHEAD, tp = t - ahead / N, np = ahead % N;
+                const float *restrict sp = sg + ((int64_t)tp * N + np) * 6 * P;
+                if (tp >= 0)
+                    for (int l = 0; l < 6 * P; l += VW) __builtin_prefetch(sp + l, 0, 2);
+                if (tp >= 1)
+                    for (int l = 0; l < P; l += VW) __builtin_prefetch(sp - 6 * P * (int64_t)N + 4 * P + l, 0, 2);
+            }
             const float at = alpha[((int64_t)n * K + k) * T + (d ? T - 1 - t : t)];
             const float dpt = dp[(int64_t)t * N + n];
             float *restrict dhn = dh_next + (int64_t)n * P;
@@ -453,7 +494,11 @@ INLINE void backward_group(int T, int K, int N, int H, const int P, int k, int d
             xs[n] = x[XAT(n, t)];
             dxg[XAT(n, t)] = hsum(dxv);
         }
-        dw_step(N, H, P, t ? 0 : H, t ? hg + (int64_t)(t - 1) * N * P : NULL, xs, da_all, dwp, ext, spare);
+        hprev[b++] = t ? hg + (int64_t)(t - 1) * N * P : NULL;
+        if (b == S || !t) {
+            dw_block(N, H, P, b, hprev, xs_blk, da_blk, dwp, ones, zeros, spare);
+            b = 0;
+        }
         if (!t) break;
         int n = 0;
         for (; GB == 2 && n + 1 < N; n += 2) {
@@ -475,16 +520,21 @@ INLINE void backward_group(int T, int K, int N, int H, const int P, int k, int d
 INLINE void backward_groups(int T, int K, int N, int H, const int P, int g0, int g1, const float *x, const float *w,
                             const float *ctx, const float *alpha, const float *h, const float *save,
                             const float *dmp, const float *dp, float *dxg, float *dw, float *scratch) {
-    const int R = H + 2, NC = gene_chunk(P);
     float *wp = scratch;                         /* (P + 2, 4P) */
     float *dwp = wp + (int64_t)(P + 2) * 4 * P;   /* (P + 2, 4P) */
     float *whh = dwp + (int64_t)(P + 2) * 4 * P;  /* (4P, P) */
     float *cx = whh + (int64_t)4 * P * P;         /* (P) */
     float *dh_next = cx + P;                      /* (N, P), then dc_next (N, P) */
-    float *da_all = dh_next + 2 * (int64_t)N * P; /* (N, 4P) */
-    float *xs = da_all + (int64_t)N * 4 * P;      /* (N) */
-    float *ext = xs + N;                          /* (NC, H + 2) */
-    float *spare = ext + (int64_t)NC * R;         /* (4P) */
+    const int64_t NB = (int64_t)dw_steps(T, N, P) * N;  /* gene-steps of a dW block */
+    float *da_blk = dh_next + 2 * (int64_t)N * P; /* (S, N, 4P) */
+    float *xs_blk = da_blk + NB * 4 * P;          /* (S, N) */
+    float *ones = xs_blk + NB;                    /* (N) */
+    float *zeros = ones + N;                      /* (N) */
+    float *spare = zeros + N;                     /* (4P) */
+    for (int n = 0; n < N; n++) {
+        ones[n] = 1.0f;
+        zeros[n] = 0.0f;
+    }
     for (int g = g1 - 1; g >= g0; g--) { /* the newest saves first: they may still be in cache */
         const int k = g % K, d = g / K;
         group_inputs(K, H, P, g, w, ctx, wp, cx);
@@ -495,7 +545,7 @@ INLINE void backward_groups(int T, int K, int N, int H, const int P, int g0, int
         for (int n = 0; n < N; n++) memset(dxd + ((int64_t)n * K + k) * T, 0, sizeof(float) * T);
         backward_group(T, K, N, H, P, k, d, x, wp, whh, cx, alpha, dmp + (int64_t)g * N * P, dp + (int64_t)g * T * N,
                        h + (int64_t)g * T * N * P, save + (int64_t)g * T * N * 6 * P, dxd, dwp, dh_next,
-                       dh_next + (int64_t)N * P, da_all, xs, ext, spare);
+                       dh_next + (int64_t)N * P, da_blk, xs_blk, ones, zeros, spare);
         unpad_weights(H, P, dwp, dw + (int64_t)g * (H + 2) * 4 * H);
     }
 }
@@ -524,8 +574,8 @@ int64_t dd_infer_scratch(int T, int N, int H) {
     return (P + 2) * 4 * P + P + N * P + 2 * (int64_t)T * N + T + 2 * (int64_t)T * N * P;
 }
 int64_t dd_backward_scratch(int T, int N, int H) {
-    const int64_t P = padded(H), NC = gene_chunk(padded(H));
-    return 2 * (P + 2) * 4 * P + 4 * P * P + P + 2 * N * P + N * 4 * P + N + NC * (H + 2) + 4 * P;
+    const int64_t P = padded(H), NB = (int64_t)dw_steps(T, N, padded(H)) * N;
+    return 2 * (P + 2) * 4 * P + 4 * P * P + P + 2 * N * P + NB * (4 * P + 1) + 2 * N + 4 * P;
 }
 
 /* Threads. Each entry point runs its range [i0, i1) (groups or channels) in `threads` contiguous

@@ -243,6 +243,7 @@ def test_kernel_threads_split_the_work_without_changing_it(monkeypatch, tmp_path
     monkeypatch.setattr(cpu_kernel, "_cache_dirs", lambda: [tmp_path / "build"])
     monkeypatch.setattr(cpu_kernel, "_status", None)
     monkeypatch.setattr(cpu_kernel, "_lib", None)
+    monkeypatch.setattr(cpu_kernel, "_openmp", cpu_kernel._openmp)  # restored with the library after the test
     if not cpu_kernel.available():
         pytest.skip(f"this compiler cannot build that way: {cpu_kernel.status()}")
     assert ("OpenMP" in cpu_kernel.status()) == openmp
