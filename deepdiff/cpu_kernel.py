@@ -303,7 +303,9 @@ class FusedLevel1(torch.autograd.Function):
         hid = w.shape[-1] // 4
         dm = torch.zeros(n, k, 2 * hid) if dm is None else dm.contiguous()
         dalpha = None if dalpha is None else dalpha.contiguous()
-        dxg, dw, dcontext = x.new_empty(2, n, k, steps), torch.empty_like(w), torch.empty_like(context)
+        # The HM counts need no gradient (x is data): then the kernel skips dx altogether.
+        dxg = x.new_empty(2, n, k, steps) if ctx.needs_input_grad[0] else None
+        dw, dcontext = torch.empty_like(w), torch.empty_like(context)
         dmp, dscores = torch.empty(lib.dd_grad_floats(k, n, hid)), torch.empty(2 * k * steps * n)
         # Every group's incoming gradient before any back-propagation through time.
         _split(lambda k0, k1, threads, scratch: lib.dd_backward_attend(
@@ -311,9 +313,9 @@ class FusedLevel1(torch.autograd.Function):
             dmp.data_ptr(), dscores.data_ptr(), dcontext.data_ptr(), scratch.data_ptr()), k, steps)
         _split(lambda g0, g1, threads, scratch: lib.dd_backward_groups(
             steps, k, n, hid, g0, g1, threads, x.data_ptr(), w.data_ptr(), context.data_ptr(), alpha.data_ptr(),
-            h.data_ptr(), save.data_ptr(), dmp.data_ptr(), dscores.data_ptr(), dxg.data_ptr(), dw.data_ptr(),
+            h.data_ptr(), save.data_ptr(), dmp.data_ptr(), dscores.data_ptr(), _ptr(dxg), dw.data_ptr(),
             scratch.data_ptr()), 2 * k, lib.dd_backward_scratch(steps, n, hid))
-        dx = dxg[0].add_(dxg[1])
+        dx = None if dxg is None else dxg[0].add_(dxg[1])
         _give(h)
         _give(save)
         return dx, dw, dcontext, None

@@ -21,7 +21,7 @@
  *   save   (G, T, N, 6P)    per step for the backward: i, f, g, o (activated), c, tanh(c)
  *   p, dp  (G, T, N)        attention scores h_t . ctx per group, and their gradients
  *   dmp    (G, N, P)        the gradient arriving at each group's states from m (padded)
- *   dxg    (2, N, K, T)     each direction's part of dx (the caller adds the two)
+ *   dxg    (2, N, K, T)     each direction's part of dx (the caller adds the two); NULL: not needed
  * Training runs in phases so the work splits evenly over threads (2K groups, rather than K channels,
  * e.g. 15 + 15 rather than 8 + 7 for 15 channels on 2 threads): forward, the recurrences of groups
  * [g0, g1) (dd_forward_groups), then, all groups done, the attention of channels [k0, k1) (dd_attend);
@@ -418,28 +418,28 @@ INLINE int dw_steps(int T, int N, const int P) {
     return S < T ? S : T;
 }
 
-/* The recurrent part of dh_{t-1} = da @ W_hh for GB genes (1 or 2) at once: each column of W_hh
- * loaded feeds GB multiply-adds; the four gates accumulate apart (independent chains). */
+/* The recurrent part of dh_{t-1} = da @ W_hh for GB genes (1, 2 or 4) at once: each column of W_hh
+ * loaded feeds GB multiply-adds. The four gates accumulate apart when GB x P/16 chains would be too few
+ * to hide the multiply-add latency, else into one sum per gene (fewer registers). */
 INLINE void dh_block(const int GB, int H, const int P, const float *restrict whh, const float *restrict *da,
                      float *restrict *dh) {
-    const int HV = P / VW;
-    vf acc[2][4][MAX_P / VW];
+    const int HV = P / VW, APART = GB * HV < 8;
+    vf acc[4][4][MAX_P / VW];
     for (int b = 0; b < GB; b++)
         for (int gate = 0; gate < 4; gate++)
             for (int q = 0; q < HV; q++) acc[b][gate][q] = splat(0.0f);
     for (int u = 0; u < H; u++) /* padded gate columns have zero gradient */
         for (int gate = 0; gate < 4; gate++) {
-            const int j = gate * P + u;
-            const float d0 = da[0][j], d1 = GB > 1 ? da[1][j] : 0.0f;
+            const int j = gate * P + u, a = APART ? gate : 0;
             const float *restrict col = whh + (int64_t)j * P;
             for (int q = 0; q < HV; q++) {
                 const vf c = ld(col + q * VW);
-                acc[0][gate][q] += d0 * c;
-                if (GB > 1) acc[1][gate][q] += d1 * c;
+                for (int b = 0; b < GB; b++) acc[b][a][q] += da[b][j] * c;
             }
         }
     for (int b = 0; b < GB; b++)
-        for (int q = 0; q < HV; q++) st(dh[b] + q * VW, (acc[b][0][q] + acc[b][1][q]) + (acc[b][2][q] + acc[b][3][q]));
+        for (int q = 0; q < HV; q++)
+            st(dh[b] + q * VW, APART ? (acc[b][0][q] + acc[b][1][q]) + (acc[b][2][q] + acc[b][3][q]) : acc[b][0][q]);
 }
 
 /* Back-propagation through time of one group (channel k, direction d). The gradient arriving at h_t
@@ -453,7 +453,7 @@ INLINE void backward_group(int T, int K, int N, int H, const int P, int k, int d
                            float *restrict dwp, float *restrict dh_next, float *restrict dc_next,
                            float *restrict da_blk, float *restrict xs_blk, const float *restrict ones,
                            const float *restrict zeros, float *restrict spare) {
-    const int NV = 4 * P / VW, HV = P / VW, GB = (P / VW) <= 2 ? 2 : 1, S = dw_steps(T, N, P);
+    const int NV = 4 * P / VW, HV = P / VW, GB = (P / VW) <= 2 ? 4 : 1, S = dw_steps(T, N, P);
     const float *hprev[64]; /* S <= gene_chunk(P) <= 64 */
     int b = 0;              /* steps in the current dW block */
     const float *restrict wih = wp + (int64_t)P * 4 * P;
@@ -470,7 +470,10 @@ INLINE void backward_group(int T, int K, int N, int H, const int P, int k, int d
                 if (tp >= 0)
                     for (int l = 0; l < 6 * P; l += VW) __builtin_prefetch(sp + l, 0, 2);
                 if (tp >= 1)
-                    for (int l = 0; l < P; l += VW) __builtin_prefetch(sp - 6 * P * (int64_t)N + 4 * P + l, 0, 2);
+                    for (int l = 0; l < P; l += VW) {
+                        __builtin_prefetch(sp - 6 * P * (int64_t)N + 4 * P + l, 0, 2);
+                        __builtin_prefetch(hg + ((int64_t)(tp - 1) * N + np) * P + l, 0, 2); /* h_{t-1} for dW */
+                    }
             }
             const float at = alpha[((int64_t)n * K + k) * T + (d ? T - 1 - t : t)];
             const float dpt = dp[(int64_t)t * N + n];
@@ -489,10 +492,12 @@ INLINE void backward_group(int T, int K, int N, int H, const int P, int k, int d
                 st(da + 3 * P + o_, dh * tc * o * (1.0f - o));
                 st(dcn + o_, dc * f);
             }
-            vf dxv = splat(0.0f);
-            for (int j = 0; j < NV; j++) dxv += ld(da + j * VW) * ld(wih + j * VW);
             xs[n] = x[XAT(n, t)];
-            dxg[XAT(n, t)] = hsum(dxv);
+            if (dxg) { /* NULL: the input needs no gradient (data) */
+                vf dxv = splat(0.0f);
+                for (int j = 0; j < NV; j++) dxv += ld(da + j * VW) * ld(wih + j * VW);
+                dxg[XAT(n, t)] = hsum(dxv);
+            }
         }
         hprev[b++] = t ? hg + (int64_t)(t - 1) * N * P : NULL;
         if (b == S || !t) {
@@ -501,14 +506,18 @@ INLINE void backward_group(int T, int K, int N, int H, const int P, int k, int d
         }
         if (!t) break;
         int n = 0;
-        for (; GB == 2 && n + 1 < N; n += 2) {
-            const float *da[2] = {da_all + (int64_t)n * 4 * P, da_all + (int64_t)(n + 1) * 4 * P};
-            float *dh[2] = {dh_next + (int64_t)n * P, dh_next + (int64_t)(n + 1) * P};
-            dh_block(2, H, P, whh, da, dh);
+        for (; GB == 4 && n + 3 < N; n += 4) {
+            const float *da[4];
+            float *dh[4];
+            for (int b = 0; b < 4; b++) {
+                da[b] = da_all + (int64_t)(n + b) * 4 * P;
+                dh[b] = dh_next + (int64_t)(n + b) * P;
+            }
+            dh_block(4, H, P, whh, da, dh);
         }
         for (; n < N; n++) {
-            const float *da[2] = {da_all + (int64_t)n * 4 * P, NULL};
-            float *dh[2] = {dh_next + (int64_t)n * P, NULL};
+            const float *da[1] = {da_all + (int64_t)n * 4 * P};
+            float *dh[1] = {dh_next + (int64_t)n * P};
             dh_block(1, H, P, whh, da, dh);
         }
     }
@@ -541,8 +550,8 @@ INLINE void backward_groups(int T, int K, int N, int H, const int P, int g0, int
         for (int u = 0; u < P; u++)
             for (int j = 0; j < 4 * P; j++) whh[(int64_t)j * P + u] = wp[(int64_t)u * 4 * P + j];
         memset(dwp, 0, sizeof(float) * (size_t)(P + 2) * 4 * P);
-        float *dxd = dxg + (int64_t)d * N * K * T;
-        for (int n = 0; n < N; n++) memset(dxd + ((int64_t)n * K + k) * T, 0, sizeof(float) * T);
+        float *dxd = dxg ? dxg + (int64_t)d * N * K * T : NULL;
+        for (int n = 0; dxd && n < N; n++) memset(dxd + ((int64_t)n * K + k) * T, 0, sizeof(float) * T);
         backward_group(T, K, N, H, P, k, d, x, wp, whh, cx, alpha, dmp + (int64_t)g * N * P, dp + (int64_t)g * T * N,
                        h + (int64_t)g * T * N * P, save + (int64_t)g * T * N * 6 * P, dxd, dwp, dh_next,
                        dh_next + (int64_t)N * P, da_blk, xs_blk, ones, zeros, spare);
