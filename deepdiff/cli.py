@@ -393,9 +393,9 @@ def _divergence_hint(pair, train_cfg: TrainConfig) -> str:
 def cmd_train(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from deepdiff.device import autocast_dtype, pick_device, precision_label
+    from deepdiff.device import autocast_dtype, dtype_name, pick_device, precision_label
     from deepdiff.results import EpochStatus, diverged
-    from deepdiff.train import LAST_CHECKPOINT, check_resumable, fit, load_checkpoint
+    from deepdiff.train import COMPUTE_DTYPE, LAST_CHECKPOINT, check_resumable, fit, load_checkpoint
 
     if args.resume and not args.out:
         raise ConfigError("train: --resume needs --out DIR (the run to continue)")
@@ -418,6 +418,10 @@ def cmd_train(args: argparse.Namespace) -> int:
                 raise ConfigError(f"{out}: this run already finished {done} epochs; raise --epochs above {done} to train on")
             resume_from = last
             rows = _previous_rows(out / "metrics.csv", done)
+            before, now = state.get(COMPUTE_DTYPE), dtype_name(autocast_dtype(device, train_cfg.precision))
+            if before is not None and before != now:
+                _say(f"note: {last} trained in {before}; it goes on in {now} (precision {train_cfg.precision} on "
+                     f"{device}); pass --precision {before} to keep {before}")
         elif args.resume:
             _say(f"note: {out} holds no {LAST_CHECKPOINT} to resume; starting a new run there")
     _ensure_data(data, args.config)

@@ -53,9 +53,15 @@ def needs_loss_scaling(dtype: torch.dtype | None) -> bool:
     return dtype == torch.float16
 
 
+def dtype_name(dtype: torch.dtype | None) -> str:
+    """What `autocast_dtype` chose, as the `precision` value that forces it: "float32", "bfloat16", "float16"
+    (what checkpoints and a study's trial runs record as the dtype training steps computed in)."""
+    return "float32" if dtype is None else str(dtype).removeprefix("torch.")
+
+
 def precision_label(dtype: torch.dtype | None) -> str:
     """What `autocast_dtype` chose, for a log line: "float32", "bfloat16 mixed precision", ..."""
-    return "float32" if dtype is None else f"{str(dtype).removeprefix('torch.')} mixed precision"
+    return "float32" if dtype is None else f"{dtype_name(dtype)} mixed precision"
 
 
 @contextlib.contextmanager

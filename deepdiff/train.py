@@ -28,7 +28,7 @@ import torch
 
 from deepdiff.config import ModelConfig, TrainConfig, flat_config, write_atomic
 from deepdiff.data import PairData, SplitData, check_trainable
-from deepdiff.device import autocast, autocast_dtype, needs_loss_scaling, pick_device
+from deepdiff.device import autocast, autocast_dtype, dtype_name, needs_loss_scaling, pick_device
 from deepdiff.errors import ConfigError, path_problem
 from deepdiff.losses import LossParts, deepdiff_loss
 from deepdiff.metrics import mse, pcc
@@ -41,7 +41,10 @@ LAST_CHECKPOINT = "last.pt"
 BEST_CHECKPOINT = "best.pt"
 CHECKPOINT_FORMAT = 1
 # Fields of the configs that may differ between a checkpoint and the run resuming it.
-RESUMABLE_CHANGES = {"epochs", "patience", "eval_batch_size"}
+# `precision` changes how steps compute, not what is trained: a run started on a GPU that computes
+# bfloat16 may go on in float32 elsewhere (`deepdiff train` says when a resume changes the dtype).
+RESUMABLE_CHANGES = {"epochs", "patience", "eval_batch_size", "precision"}
+COMPUTE_DTYPE = "compute_dtype"  # checkpoint key: `deepdiff.device.dtype_name` of the steps that wrote it
 # What every checkpoint holds (best.pt), and what a resume also reads from last.pt (and, when the
 # checkpoint has it, GRAD_SCALER: the float16 loss scale; older checkpoints, all float32, have none).
 CHECKPOINT_KEYS = ("model_config", "train_config", "epoch", "model", "best")
@@ -182,10 +185,11 @@ def fit(
             best_test_mse=best.test_mse, seconds=time.perf_counter() - started, status=status,
         )
         if ckpt_dir is not None:
-            state = _checkpoint_state(model, optimizer, scaler, order_rng, model_cfg, train_cfg, epoch, best)
+            state = _checkpoint_state(model, optimizer, scaler, dtype, order_rng, model_cfg, train_cfg, epoch, best)
             _atomic_save(state, ckpt_dir / LAST_CHECKPOINT)
             if improved:
-                _atomic_save({k: state[k] for k in ("format", "model_config", "train_config", "epoch", "model", "best")}, ckpt_dir / BEST_CHECKPOINT)
+                _atomic_save({k: state[k] for k in ("format", "model_config", "train_config", "epoch", "model", "best", COMPUTE_DTYPE)},
+                             ckpt_dir / BEST_CHECKPOINT)
         yield result
         if status.final:
             return
@@ -246,7 +250,7 @@ def check_shapes(model_cfg: ModelConfig, data: PairData) -> None:
             raise ConfigError(f"field {name}: the model expects {got} but the data of {data.cell_a}-{data.cell_b} has {expected}")
 
 
-def _checkpoint_state(model, optimizer, scaler, order_rng, model_cfg, train_cfg, epoch, best) -> dict[str, Any]:
+def _checkpoint_state(model, optimizer, scaler, dtype, order_rng, model_cfg, train_cfg, epoch, best) -> dict[str, Any]:
     return {
         "format": CHECKPOINT_FORMAT,
         "model_config": dataclasses.asdict(model_cfg),
@@ -258,6 +262,7 @@ def _checkpoint_state(model, optimizer, scaler, order_rng, model_cfg, train_cfg,
         "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         "order_rng": order_rng.get_state(),
         GRAD_SCALER: scaler.state_dict(),  # {} unless float16
+        COMPUTE_DTYPE: dtype_name(dtype),  # what `precision` came to on the device that trained
         "best": dataclasses.asdict(best),
     }
 

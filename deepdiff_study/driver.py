@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 
 from deepdiff.cli import OneLineParser, check_synthetic_genes
+from deepdiff.config import PRECISIONS
 from deepdiff.errors import ConfigError, DeepDiffError, check_input_dir, check_output_dir, os_error_message, path_problem
 from deepdiff_study.grid import PAPER_GRID, Grid, GridCell, Pair, load_grid
 from deepdiff_study.plan import StudySettings, plan_grid_cells
@@ -76,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs per trial (default 1)")
     c.add_argument("--gpus-per-trial", type=float, help="GPUs per trial, fractions allowed (default 0.25 if the cluster has GPUs, else 0)")
     c.add_argument("--max-failures", type=int, default=1, help="retries of a crashed trial from its last checkpoint (default 1)")
+    c.add_argument("--precision", choices=PRECISIONS,
+                   help="what every trial's training steps compute in (default auto: bfloat16 or float16 mixed precision "
+                        "on CUDA GPUs, float32 on CPUs); evaluation is float32 always")
     return p
 
 
@@ -121,7 +125,9 @@ def resolve(args: argparse.Namespace, grid: Grid) -> tuple[list[GridCell], Study
             print(f"note: {flag} ignored: none of the selected variants ({variants}) has {what}", file=sys.stderr)
     if args.data is None:  # synthetic data stands in for each selected pair, under a name of its own
         cells = [dataclasses.replace(c, pair=c.pair.synthetic()) for c in cells]
-    settings = StudySettings(sizes["samples"], sizes["max_epochs"], sizes["grace_period"], float(factor), seed=args.seed)
+    fixed = {} if args.precision is None else {"precision": args.precision}  # else each trial's default, auto
+    settings = StudySettings(sizes["samples"], sizes["max_epochs"], sizes["grace_period"], float(factor), seed=args.seed,
+                             fixed=fixed)
     return cells, settings, sizes
 
 
@@ -176,7 +182,7 @@ def given_study_flags(args: argparse.Namespace) -> dict[str, object]:
     """The flags that define a study (its manifest keeps them), as given: None where not given."""
     defaults = build_parser().parse_args([])
     names = ("grid", "preset", "pairs", "variants", "aux", "margins", "samples", "max_epochs", "grace_period",
-             "reduction_factor", "seed", "data", "synthetic_genes", "mlflow_uri")
+             "reduction_factor", "seed", "data", "synthetic_genes", "mlflow_uri", "precision")
     return {f"--{name.replace('_', '-')}": (None if getattr(args, name) == getattr(defaults, name) else getattr(args, name))
             for name in names}
 

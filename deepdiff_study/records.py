@@ -112,6 +112,7 @@ class Tag:
     REPLICATE_OF = "replicate_of"  # a replicate run: the run id of the best trial whose config it retrains
     MODEL = "model"  # a grid-cell run: the artifact path of its best trial's best.pt (MODEL_ARTIFACT)
     MODEL_MISSING = "model_missing"  # a grid-cell run without that artifact: why
+    COMPUTE_DTYPE = "compute_dtype"  # a trial run: the dtype its training steps computed in (`compute_dtype_tag`)
 
 
 GRID_CELL_TAGS = (Tag.GRID_CELL, Tag.VARIANT, Tag.PAIR, Tag.PAIR_NAME, Tag.EPIGENOME_A, Tag.EPIGENOME_B,
@@ -196,6 +197,18 @@ def decode_params(params: dict[str, str], *, source: str = "MLflow params") -> t
     """The run configs of a trial run's params (fields not logged keep their defaults: they do not apply).
     Numbers logged as text are read by `deepdiff.config`'s one coercion."""
     return configs_from_flat({k: v for k, v in params.items() if k in _CONFIG_FIELDS}, source=source)
+
+
+def compute_dtype_tag(recorded: str | None, reported: str, epoch: int) -> str:
+    """A trial run's ``compute_dtype`` tag once an epoch reported the dtype `reported` (what `precision`
+    came to on the worker that ran it): `recorded`, the tag so far, when that still ends in the same
+    dtype, else with the change appended ("float16, then bfloat16 from epoch 13": a trial resumed
+    on another kind of GPU under precision=auto)."""
+    if not recorded:
+        return reported
+    if recorded.rsplit(", then ", 1)[-1].split(" from epoch ")[0] == reported:
+        return recorded
+    return f"{recorded}, then {reported} from epoch {epoch}"
 
 
 # ---- the trial outcome: decided here, once ------------------------------------------------------------

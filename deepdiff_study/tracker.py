@@ -12,7 +12,9 @@ continues after a restart is told in `deepdiff_study.resume`.
   tag ``model_missing`` says why and the study goes on; a resumed study tries again and never logs a
   stored model twice.
 - A trial run per trial, a child of its grid-cell run: the config fields that apply to its variant as
-  params, every epoch's metrics with ``step=epoch``, and at the end tags status / status_reason /
+  params, every epoch's metrics with ``step=epoch``, the tag compute_dtype (what its training steps
+  computed in on the worker, e.g. bfloat16 on a recent GPU under precision=auto; a change, when a
+  resumed trial went on on another kind of device, is appended), and at the end tags status / status_reason /
   epoch_status, the MLflow status of `records.MLFLOW_RUN_STATUS`, and for a pruned trial a
   description saying why it stopped.
 """
@@ -41,6 +43,7 @@ from deepdiff_study.records import (
     Kind,
     Tag,
     TrialStatus,
+    compute_dtype_tag,
     encode_params,
     ensure_experiment,
     error_reason,
@@ -94,6 +97,7 @@ class MlflowTracker(PicklesSettings, Callback):
         self._finished_parents: set[str] = set()  # grid cells whose run got its final params
         self._children: dict[str, str] = {}  # trial id -> its run id
         self._logged_epoch: dict[str, int] = {}  # trial id -> last epoch logged
+        self._dtypes: dict[str, str] = {}  # trial id -> its compute_dtype tag
         self._ended: dict[str, dict[str, dict[str, Any]]] = {}  # grid cell -> trial id -> outcome
         self._models: set[str] = set()  # grid cells whose best model is stored
         self._models_missing: set[str] = set()  # grid cells tagged model_missing
@@ -124,6 +128,8 @@ class MlflowTracker(PicklesSettings, Callback):
             tags, trial_id = run.data.tags, run.data.tags[Tag.TRIAL_ID]
             self._children[trial_id] = run.info.run_id
             self._logged_epoch[trial_id] = int(run.data.metrics.get("epoch", 0))
+            if Tag.COMPUTE_DTYPE in tags:
+                self._dtypes[trial_id] = tags[Tag.COMPUTE_DTYPE]
             status = TrialStatus(tags.get(Tag.STATUS, TrialStatus.RUNNING))
             if status.ended:
                 self._record_end(tags[Tag.GRID_CELL], trial_id, status, run.info.run_id, run.data.metrics)
@@ -157,8 +163,15 @@ class MlflowTracker(PicklesSettings, Callback):
             if key in EPOCH_METRICS and isinstance(value, (int, float))
         ]
         metrics.append(Metric("epoch", float(epoch), now, epoch))
-        self.client.log_batch(run_id, metrics=metrics, synchronous=True)
+        tags = []
+        if isinstance(result.get(Tag.COMPUTE_DTYPE), str):
+            dtype = compute_dtype_tag(self._dtypes.get(trial.trial_id), result[Tag.COMPUTE_DTYPE], epoch)
+            if dtype != self._dtypes.get(trial.trial_id):
+                tags.append(RunTag(Tag.COMPUTE_DTYPE, dtype))
+        self.client.log_batch(run_id, metrics=metrics, tags=tags, synchronous=True)
         self._logged_epoch[trial.trial_id] = epoch
+        if tags:
+            self._dtypes[trial.trial_id] = tags[0].value
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
         self._finish(trial, *outcome_of(trial))
@@ -206,6 +219,7 @@ class MlflowTracker(PicklesSettings, Callback):
     def _forget(self, trial_id: str) -> None:
         self._children.pop(trial_id, None)
         self._logged_epoch.pop(trial_id, None)
+        self._dtypes.pop(trial_id, None)
         for ended in self._ended.values():
             ended.pop(trial_id, None)
 

@@ -37,9 +37,9 @@ from ray import tune
 
 from deepdiff import cpu_kernel
 from deepdiff.data import PairData
-from deepdiff.device import pick_device
+from deepdiff.device import autocast_dtype, dtype_name, pick_device
 from deepdiff.results import EpochResult
-from deepdiff.train import fit
+from deepdiff.train import COMPUTE_DTYPE, fit
 from deepdiff_study.records import checkpoint_epochs_of, decode_trial_config, pair_of
 from deepdiff_study.resume import hand_back
 
@@ -59,6 +59,7 @@ def train_trial(config: dict[str, Any], pairs: dict[int, ray.ObjectRef], ended: 
     model_cfg, train_cfg = decode_trial_config(config)
     torch.set_num_threads(trial_threads(ray.get_runtime_context().get_assigned_resources()))
     device = pick_device()
+    dtype = dtype_name(autocast_dtype(device, train_cfg.precision))  # recorded by the tracker (tag compute_dtype)
     data = _pair(pair_of(config), pairs).to(device)
     workdir = Path(tempfile.mkdtemp(prefix="deepdiff-trial-"))
     try:
@@ -69,7 +70,7 @@ def train_trial(config: dict[str, Any], pairs: dict[int, ray.ObjectRef], ended: 
             resume_from = workdir
         stops, saved = checkpoint_epochs_of(config), time.monotonic()
         for result in fit(model_cfg, train_cfg, data, device=device, checkpoint_dir=workdir, resume_from=resume_from):
-            metrics = {**result.metrics(), "status": str(result.status)}
+            metrics = {**result.metrics(), "status": str(result.status), COMPUTE_DTYPE: dtype}
             if checkpoint_due(result, stops, time.monotonic() - saved):
                 tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(workdir)))
                 saved = time.monotonic()

@@ -23,7 +23,7 @@ from deepdiff.device import autocast_dtype, needs_loss_scaling
 from deepdiff.errors import ConfigError
 from deepdiff.grouped_lstm import grouped_level1, stack_lstm_weights
 from deepdiff.model import DeepDiff
-from deepdiff.train import GRAD_SCALER, LAST_CHECKPOINT, fit, load_model
+from deepdiff.train import COMPUTE_DTYPE, GRAD_SCALER, LAST_CHECKPOINT, fit, load_model
 
 TINY = dict(level1_hidden=8, level2_hidden=4)
 CPU = torch.device("cpu")
@@ -198,7 +198,8 @@ def test_auto_is_float32_on_cpu_and_mixed_on_cuda(monkeypatch):
 
 def test_configs_and_checkpoints_from_before_the_precision_field_still_load(small_synthetic_pair, tmp_path):
     """A config file or checkpoint without `precision` means the default ("auto", float32 on a CPU, as
-    they were trained); resuming one works, and changing the precision of a resumed run is refused."""
+    they were trained); resuming one works, also in another precision, and the checkpoints written from
+    then on record the dtype their steps computed in."""
     old_config = tmp_path / "old.yaml"
     save_config(old_config, ModelConfig(variant="raw_d"), TrainConfig())
     old_config.write_text("\n".join(line for line in old_config.read_text().splitlines() if "precision" not in line))
@@ -208,11 +209,34 @@ def test_configs_and_checkpoints_from_before_the_precision_field_still_load(smal
     list(fit(model_cfg, train_cfg, small_synthetic_pair, device="cpu", checkpoint_dir=tmp_path / "run"))
     last = tmp_path / "run" / LAST_CHECKPOINT
     state = torch.load(last, weights_only=True)
-    del state["train_config"]["precision"], state[GRAD_SCALER]
+    del state["train_config"]["precision"], state[GRAD_SCALER], state[COMPUTE_DTYPE]
     torch.save(state, last)
     assert load_model(last)[2].precision == "auto"
     longer = dataclasses.replace(train_cfg, epochs=2)
     (result,) = fit(model_cfg, longer, small_synthetic_pair, device="cpu", resume_from=last)
     assert result.epoch == 2 and math.isfinite(result.valid_pcc)
-    with pytest.raises(ConfigError, match="field precision is 'auto' in the checkpoint but 'bfloat16' now"):
-        next(fit(model_cfg, dataclasses.replace(longer, precision="bfloat16"), small_synthetic_pair, device="cpu", resume_from=last))
+    list(fit(model_cfg, dataclasses.replace(longer, precision="bfloat16"), small_synthetic_pair, device="cpu",
+             checkpoint_dir=tmp_path / "run", resume_from=last))
+    assert torch.load(last, weights_only=True)[COMPUTE_DTYPE] == "bfloat16"
+
+
+def test_a_resume_that_changes_the_compute_dtype_says_so(small_synthetic_dir, tmp_path, capsys):
+    """precision=auto resumed on another kind of device, or another --precision, changes what the steps
+    compute in: allowed (a float16 GPU's run may go on on a CPU), and said, with the flag that keeps the
+    old dtype. last.pt and best.pt record the dtype."""
+    from deepdiff.cli import main
+
+    out = tmp_path / "run"
+    base = ["train", "--data", str(small_synthetic_dir), "--pair", "Cell1", "Cell2", "--variant", "raw_d",
+            "--level1-hidden", "4", "--level2-hidden", "3", "--batch-size", "32", "--no-cache", "--out", str(out)]
+    assert main([*base, "--epochs", "1", "--precision", "bfloat16"]) == 0
+    assert torch.load(out / LAST_CHECKPOINT, weights_only=True)[COMPUTE_DTYPE] == "bfloat16"
+    assert torch.load(out / "best.pt", weights_only=True)[COMPUTE_DTYPE] == "bfloat16"
+    capsys.readouterr()
+    assert main([*base, "--epochs", "2", "--resume"]) == 0  # auto: float32 on this CPU
+    err = capsys.readouterr().err
+    assert (f"note: {out / LAST_CHECKPOINT} trained in bfloat16; it goes on in float32 (precision auto on cpu); "
+            "pass --precision bfloat16 to keep bfloat16") in err
+    assert torch.load(out / LAST_CHECKPOINT, weights_only=True)[COMPUTE_DTYPE] == "float32"
+    assert main([*base, "--epochs", "3", "--resume", "--precision", "float32"]) == 0
+    assert "trained in" not in capsys.readouterr().err  # the same dtype: nothing to say

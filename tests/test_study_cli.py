@@ -372,9 +372,10 @@ def test_damaged_tune_state_is_refused_before_tune_restarts_the_study_from_nothi
 def test_resume_notes_the_flags_it_ignores():
     from deepdiff_study import driver
 
-    args = driver.build_parser().parse_args(["--resume", "--samples", "9", "--mlflow-uri", "sqlite:///x.db", "--cpus-per-trial", "2"])
+    args = driver.build_parser().parse_args(["--resume", "--samples", "9", "--mlflow-uri", "sqlite:///x.db", "--cpus-per-trial", "2",
+                                             "--precision", "float32"])
     given = {flag for flag, value in driver.given_study_flags(args).items() if value is not None}
-    assert given == {"--samples", "--mlflow-uri"}  # --cpus-per-trial may change on a resume: not a study setting
+    assert given == {"--samples", "--mlflow-uri", "--precision"}  # --cpus-per-trial may change on a resume: not a study setting
 
 
 def test_export_refuses_what_it_cannot_read_or_write_and_writes_nothing(tmp_path, capsys, monkeypatch):

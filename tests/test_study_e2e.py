@@ -47,7 +47,7 @@ def tiny_study(ray_session, tmp_path_factory):
     grid = write_tiny_grid(tmp)
     args = study_args(tmp, grid, "--variants", "raw_d,aux,aux_siamese", "--aux", "regression", "--margins", "1",
                       "--samples", "4", "--max-epochs", "3", "--grace-period", "1", "--reduction-factor", "2",
-                      "--experiment", "tiny")
+                      "--experiment", "tiny", "--precision", "float32")
     assert run_ablation.main(args) == 0
     return tmp
 
@@ -79,6 +79,8 @@ def test_one_parent_run_per_grid_cell_and_one_child_run_per_trial(tiny_study):
         assert set(child.data.params) == set(applicable_fields(variant))  # no margin on raw_d, no aux_mode ...
         assert ("margin" in child.data.params) == (variant == "aux_siamese")
         assert ("aux_mode" in child.data.params) == (variant != "raw_d")
+        assert child.data.params["precision"] == "float32"  # --precision: every trial's config
+        assert child.data.tags["compute_dtype"] == "float32"  # what the worker's steps computed in
         status = child.data.tags["status"]
         assert status in ("completed", "pruned")
         assert child.info.status == "FINISHED"  # a pruned trial is a result, not a crash (red cross)

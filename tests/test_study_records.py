@@ -11,6 +11,7 @@ from deepdiff_study.records import (
     META_KEYS,
     MLFLOW_RUN_STATUS,
     TrialStatus,
+    compute_dtype_tag,
     decode_params,
     decode_trial_config,
     encode_params,
@@ -67,3 +68,12 @@ def test_a_pruned_trial_is_not_shown_as_a_crash():
     assert MLFLOW_RUN_STATUS[TrialStatus.PRUNED] == "FINISHED"
     assert MLFLOW_RUN_STATUS[TrialStatus.FAILED] == "FAILED"
     assert set(MLFLOW_RUN_STATUS) == {s for s in TrialStatus if s.ended}
+
+
+def test_the_compute_dtype_tag_keeps_what_each_stretch_of_epochs_computed_in():
+    assert compute_dtype_tag(None, "float32", 1) == "float32"
+    assert compute_dtype_tag("float32", "float32", 5) == "float32"  # nothing new: the same tag
+    moved = compute_dtype_tag("float16", "bfloat16", 13)  # resumed on a newer GPU under precision=auto
+    assert moved == "float16, then bfloat16 from epoch 13"
+    assert compute_dtype_tag(moved, "bfloat16", 14) == moved
+    assert compute_dtype_tag(moved, "float32", 20) == "float16, then bfloat16 from epoch 13, then float32 from epoch 20"
