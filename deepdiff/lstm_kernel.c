@@ -509,9 +509,9 @@ INLINE void backward_group(int T, int K, int N, int H, const int P, int k, int d
         for (; GB == 4 && n + 3 < N; n += 4) {
             const float *da[4];
             float *dh[4];
-            for (int b = 0; b < 4; b++) {
-                da[b] = da_all + (int64_t)(n + b) * 4 * P;
-                dh[b] = dh_next + (int64_t)(n + b) * P;
+            for (int i = 0; i < 4; i++) {
+                da[i] = da_all + (int64_t)(n + i) * 4 * P;
+                dh[i] = dh_next + (int64_t)(n + i) * P;
             }
             dh_block(4, H, P, whh, da, dh);
         }
