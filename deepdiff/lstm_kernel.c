@@ -284,9 +284,9 @@ INLINE void infer_channels(int T, int K, int N, int H, const int P, int k0, int 
     float *wp = scratch;                      /* (P + 2, 4P) */
     float *cx = wp + (int64_t)(P + 2) * 4 * P; /* (P) */
     float *cs = cx + P;                        /* (N, P) */
-    float *p = cs + (int64_t)N * P;            /* (2, T, N) */
+    float *hs = cs + (int64_t)N * P;           /* (2, T, N, P) */
+    float *p = hs + 2 * (int64_t)T * N * P;    /* (2, T, N) */
     float *e = p + 2 * (int64_t)T * N;         /* (T) */
-    float *hs = e + T;                         /* (2, T, N, P) */
     for (int k = k0; k < k1; k++) {
         for (int d = 0; d < 2; d++) {
             group_inputs(K, H, P, d * K + k, w, ctx, wp, cx);
@@ -536,10 +536,10 @@ INLINE void backward_groups(int T, int K, int N, int H, const int P, int g0, int
     float *dh_next = cx + P;                      /* (N, P), then dc_next (N, P) */
     const int64_t NB = (int64_t)dw_steps(T, N, P) * N;  /* gene-steps of a dW block */
     float *da_blk = dh_next + 2 * (int64_t)N * P; /* (S, N, 4P) */
-    float *xs_blk = da_blk + NB * 4 * P;          /* (S, N) */
+    float *spare = da_blk + NB * 4 * P;           /* (4P) */
+    float *xs_blk = spare + 4 * P;                /* (S, N) */
     float *ones = xs_blk + NB;                    /* (N) */
     float *zeros = ones + N;                      /* (N) */
-    float *spare = zeros + N;                     /* (4P) */
     for (int n = 0; n < N; n++) {
         ones[n] = 1.0f;
         zeros[n] = 0.0f;
@@ -577,14 +577,22 @@ int dd_max_hidden(void) { return MAX_P; }
 int64_t dd_state_floats(int T, int K, int N, int H) { return 2 * (int64_t)K * T * N * padded(H); }
 int64_t dd_save_floats(int T, int K, int N, int H) { return 2 * (int64_t)K * T * N * 6 * padded(H); }
 int64_t dd_grad_floats(int K, int N, int H) { return 2 * (int64_t)K * N * padded(H); } /* dmp */
-int64_t dd_forward_scratch(int T, int N, int H) { return (padded(H) + 2) * 4 * (int64_t)padded(H) + padded(H) + (int64_t)N * padded(H); }
+/* Each thread's part of a scratch starts on a 64-byte boundary (the vectors in it are aligned; an odd
+ * size put every vector of the second thread's part across two cache lines, which cost a third of the
+ * backward at batch 10 on two threads): the sizes are whole multiples of 16 floats. */
+INLINE int64_t whole_lines(int64_t floats) { return (floats + VW - 1) / VW * VW; }
+int64_t dd_forward_scratch(int T, int N, int H) {
+    const int64_t P = padded(H);
+    return whole_lines((P + 2) * 4 * P + P + N * P);
+}
 int64_t dd_infer_scratch(int T, int N, int H) {
     const int64_t P = padded(H);
-    return (P + 2) * 4 * P + P + N * P + 2 * (int64_t)T * N + T + 2 * (int64_t)T * N * P;
+    return whole_lines((P + 2) * 4 * P + P + N * P + 2 * (int64_t)T * N * P + 2 * (int64_t)T * N + T);
 }
+int64_t dd_attend_scratch(int T) { return whole_lines(T); } /* dd_attend, dd_backward_attend */
 int64_t dd_backward_scratch(int T, int N, int H) {
     const int64_t P = padded(H), NB = (int64_t)dw_steps(T, N, padded(H)) * N;
-    return 2 * (P + 2) * 4 * P + 4 * P * P + P + 2 * N * P + NB * (4 * P + 1) + 2 * N + 4 * P;
+    return whole_lines(2 * (P + 2) * 4 * P + 4 * P * P + P + 2 * N * P + NB * 4 * P + 4 * P + NB + 2 * N);
 }
 
 /* Threads. Each entry point runs its range [i0, i1) (groups or channels) in `threads` contiguous
@@ -634,9 +642,9 @@ void dd_forward_groups(int T, int K, int N, int H, int g0, int g1, int threads, 
 }
 
 void dd_attend(int T, int K, int N, int H, int k0, int k1, int threads, const float *h, const float *p, float *m,
-               float *alpha, float *scratch) { /* scratch: T floats a thread */
+               float *alpha, float *scratch) { /* scratch: dd_attend_scratch(T) floats a thread */
     const int P = padded(H);
-    PARALLEL_RANGE(k0, k1, threads, T, scratch, FOR_P(attend_channels(T, K, N, H, P_, lo, hi, h, p, m, alpha, sc)));
+    PARALLEL_RANGE(k0, k1, threads, dd_attend_scratch(T), scratch, FOR_P(attend_channels(T, K, N, H, P_, lo, hi, h, p, m, alpha, sc)));
 }
 
 void dd_infer(int T, int K, int N, int H, int k0, int k1, int threads, const float *x, const float *w, const float *ctx,
@@ -646,11 +654,11 @@ void dd_infer(int T, int K, int N, int H, int k0, int k1, int threads, const flo
                    FOR_P(infer_channels(T, K, N, H, P_, lo, hi, x, w, ctx, m, alpha, sc)));
 }
 
-/* Backward: phase 1 over channels (scratch: T floats a thread), then phase 2 over groups. */
+/* Backward: phase 1 over channels (scratch: dd_attend_scratch(T) floats a thread), then phase 2 over groups. */
 void dd_backward_attend(int T, int K, int N, int H, int k0, int k1, int threads, const float *alpha, const float *h,
                         const float *dm, const float *dalpha, float *dmp, float *dp, float *dctx, float *scratch) {
     const int P = padded(H);
-    PARALLEL_RANGE(k0, k1, threads, T, scratch,
+    PARALLEL_RANGE(k0, k1, threads, dd_attend_scratch(T), scratch,
                    FOR_P(attend_backward(T, K, N, H, P_, lo, hi, alpha, h, dm, dalpha, dmp, dp, dctx, sc)));
 }
 
