@@ -270,6 +270,20 @@ def test_kernel_threads_split_the_work_without_changing_it(monkeypatch, tmp_path
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
 
 
+def test_every_threads_scratch_starts_on_a_cache_line():
+    """The kernel gives thread i the scratch at i x dd_*_scratch floats of one 64-byte-aligned buffer: the
+    sizes must be whole cache lines (16 floats), or every vector of the second thread's part straddles two
+    lines (which once cost a third of the two-thread backward at batch 10)."""
+    _fused_or_skip("fused")
+    lib = cpu_kernel._load()
+    for steps in (1, 9, 200):
+        assert lib.dd_attend_scratch(steps) % 16 == 0 and lib.dd_attend_scratch(steps) >= steps
+        for n in (1, 5, 10, 33, 64, 257):
+            for hid in (4, 5, 16, 32, 48):
+                sizes = [fn(steps, n, hid) for fn in (lib.dd_forward_scratch, lib.dd_infer_scratch, lib.dd_backward_scratch)]
+                assert all(size % 16 == 0 for size in sizes), (steps, n, hid, sizes)
+
+
 def test_no_compiler_falls_back_to_torch_ops(monkeypatch):
     def none():
         raise RuntimeError("no C compiler (cc, gcc or clang) on PATH")
