@@ -6,8 +6,9 @@ continues after a restart is told in `deepdiff_study.resume`.
   best_valid_pcc / best_test_pcc (the best scored trial's), n_<status> counts and best_trial_id; when
   all its planned trials have ended it is FINISHED and gets the best trial's config as params and its
   model as the artifact ``model/best.pt``: the ``best.pt`` (model at the best valid-PCC epoch) of the
-  trial's last checkpoint, read through the checkpoint's own filesystem (a folder or a URI storage),
-  checked to be the model of the trial's recorded best epoch, one file per grid cell. When it cannot be
+  trial's last checkpoint (Tune's record of it; after a driver was killed, when that one is older, the
+  newest in the trial's folder that holds it), read through the checkpoint's own filesystem (a folder
+  or a URI storage), checked to be the model of the trial's recorded best epoch, one file per grid cell. When it cannot be
   stored (no scored trial, no checkpoint, an older checkpoint, a storage or artifact-store error) the
   tag ``model_missing`` says why and the study goes on; a resumed study tries again and never logs a
   stored model twice.
@@ -302,20 +303,26 @@ class MlflowTracker(PicklesSettings, Callback):
 
     def _store_model(self, parent: str, best: tuple[str, dict[str, Any]] | None) -> str | None:
         """Log the model; None when stored, else why it is absent."""
-        import pyarrow.fs
-
-        from deepdiff.train import BEST_CHECKPOINT, load_checkpoint
-
         if best is None:
             return "no trial of this grid cell was scored (all failed): no model to keep"
         trial_id, outcome = best
         trial = self._tune_trials.get(trial_id) or next((t for t in self._trial_list if t.trial_id == trial_id), None)
         if trial is None:
             return f"its best trial {trial_id} is not in this Tune run"
-        found = _checkpoint_of(trial)
-        if found is None:
-            return f"its best trial {trial_id} has no checkpoint in the study's storage"
-        fs, folder = found
+        first_reason = None
+        for fs, folder in _checkpoints_of(trial):  # Tune's record, then (if that fails) its folder's, newest first
+            reason = self._store_from(parent, trial_id, outcome, fs, folder)
+            if reason is None:
+                return None
+            first_reason = first_reason or reason
+        return first_reason or f"its best trial {trial_id} has no checkpoint in the study's storage"
+
+    def _store_from(self, parent: str, trial_id: str, outcome: dict[str, Any], fs, folder: str) -> str | None:
+        """Log the best.pt of checkpoint `folder` if it holds the trial's best epoch; else why not."""
+        import pyarrow.fs
+
+        from deepdiff.train import BEST_CHECKPOINT, load_checkpoint
+
         source = f"{folder.rstrip('/')}/{BEST_CHECKPOINT}"
         if fs.get_file_info(source).type != pyarrow.fs.FileType.File:
             return f"the checkpoint of its best trial {trial_id} ({folder}) holds no {BEST_CHECKPOINT}"
@@ -326,32 +333,37 @@ class MlflowTracker(PicklesSettings, Callback):
             epoch = load_checkpoint(local)["epoch"]
             expected = outcome.get("best_epoch")
             if expected is not None and int(expected) != int(epoch):
-                return (f"the checkpoint Tune kept of its best trial {trial_id} holds the model of epoch {epoch}, "
+                return (f"the checkpoint of its best trial {trial_id} ({folder}) holds the model of epoch {epoch}, "
                         f"not of its best epoch {int(expected)}")
             self.client.log_artifact(parent, str(local), artifact_path=MODEL_DIR)
         return None
 
 
-def _checkpoint_of(trial) -> tuple[Any, str] | None:
-    """(filesystem, folder) of a trial's latest checkpoint, or None when it has none in the storage.
+def _checkpoints_of(trial):
+    """(filesystem, folder) of the checkpoints of a trial that may hold its best model, lazily, likeliest
+    first: Tune's own record of its latest, then the checkpoints in its folder in the study's storage,
+    newest first (the same order `StudyStorage.prune_checkpoints` keeps by), Tune's skipped.
 
-    Tune's own record first. A trial that ended just before a driver was killed, and whose end Tune's
-    last snapshot missed, is handed back on resume without training (`resume.hand_back`) and so without
-    a checkpoint Tune knows of; its checkpoints are still in its folder, the newest being its last
-    (the same rule `StudyStorage.prune_checkpoints` keeps by). Its epoch is checked by the caller.
+    The folder matters after a driver was killed: a trial that ended just before, whose end Tune's last
+    snapshot missed, is handed back on resume without training (`resume.hand_back`), so Tune knows no
+    checkpoint of it, or only an older one than the last it wrote. The caller checks each one's epoch.
     """
     import pyarrow.fs
 
+    known = None
     if trial.checkpoint is not None:
-        return trial.checkpoint.filesystem, trial.checkpoint.path
+        known = trial.checkpoint.path.rstrip("/")
+        yield trial.checkpoint.filesystem, trial.checkpoint.path
     folder = ray_private.trial_folder(trial)
     if folder is None:
-        return None
+        return
     fs, path = folder
     try:
         infos = fs.get_file_info(pyarrow.fs.FileSelector(path, allow_not_found=True))
     except (OSError, pyarrow.ArrowException):
-        return None
-    checkpoints = sorted(i.path for i in infos
-                         if i.type == pyarrow.fs.FileType.Directory and i.base_name.startswith("checkpoint_"))
-    return (fs, checkpoints[-1]) if checkpoints else None
+        return
+    checkpoints = sorted((i.path for i in infos if i.type == pyarrow.fs.FileType.Directory
+                          and i.base_name.startswith("checkpoint_")), reverse=True)
+    for checkpoint in checkpoints:
+        if checkpoint.rstrip("/") != known:
+            yield fs, checkpoint

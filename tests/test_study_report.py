@@ -445,6 +445,26 @@ def test_a_resumed_tracker_never_stores_a_model_twice_and_tags_why_one_is_missin
     assert len(stored) == 1
 
 
+def test_a_model_is_looked_for_in_the_trials_folder_when_tunes_checkpoint_is_older(tmp_path):
+    """After a kill, Tune's snapshot may name an older checkpoint of a trial than the last it wrote (the
+    trial ended before the kill and is handed back): the folder's checkpoints come next, newest first,
+    and Tune's is not tried twice."""
+    from ray import tune
+
+    from deepdiff_study.tracker import _checkpoints_of
+
+    folder = tmp_path / "storage" / "study" / "trial"
+    for name in ("checkpoint_000000", "checkpoint_000001", "checkpoint_000002"):
+        (folder / name).mkdir(parents=True)
+    (folder / "result.json").write_text("")
+    tune_kept = tune.Checkpoint.from_directory(str(folder / "checkpoint_000001"))
+    names = [Path(path).name for _, path in _checkpoints_of(_Trial("t", "X", tune_kept, folder=folder))]
+    assert names == ["checkpoint_000001", "checkpoint_000002", "checkpoint_000000"]
+    assert [Path(p).name for _, p in _checkpoints_of(_Trial("t", "X", folder=folder))] == [
+        "checkpoint_000002", "checkpoint_000001", "checkpoint_000000"]
+    assert list(_checkpoints_of(_Trial("t", "X"))) == []
+
+
 # ---- --seeds: replicates ---------------------------------------------------------------------------------------
 
 def test_seeds_trains_each_grid_cell_twice_once_and_the_table_is_the_runs(study, tmp_path, capsys):
