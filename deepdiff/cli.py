@@ -402,6 +402,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     model_cfg, train_cfg, data = resolve_train_config(args)
     _note_inapplicable_flags(args, model_cfg.variant)
     device = pick_device(args.device)
+    dtype = autocast_dtype(device, train_cfg.precision)
     out = Path(args.out) if args.out else None
     resume_from, rows, done = None, [], 0
     # Everything that can refuse the run is checked before anything in --out is written.
@@ -418,7 +419,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                 raise ConfigError(f"{out}: this run already finished {done} epochs; raise --epochs above {done} to train on")
             resume_from = last
             rows = _previous_rows(out / "metrics.csv", done)
-            before, now = state.get(COMPUTE_DTYPE), dtype_name(autocast_dtype(device, train_cfg.precision))
+            before, now = state.get(COMPUTE_DTYPE), dtype_name(dtype)
             if before is not None and before != now:
                 _say(f"note: {last} trained in {before}; it goes on in {now} (precision {train_cfg.precision} on "
                      f"{device}); pass --precision {before} to keep {before}")
@@ -433,7 +434,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if resume_from is not None:
         _say(f"resuming {out} after epoch {done}")
     _say(f"training {model_cfg.variant} on {pair.cell_a} -> {pair.cell_b} "
-         f"({len(pair.train)} train genes) on {device}, {precision_label(autocast_dtype(device, train_cfg.precision))}")
+         f"({len(pair.train)} train genes) on {device}, {precision_label(dtype)}")
 
     bar = tqdm(total=None, unit="batch", file=sys.stderr, dynamic_ncols=True, disable=None, leave=False)
     epochs_label = f"/{train_cfg.epochs}"

@@ -119,11 +119,11 @@ INLINE vf vrecip(vf d) {
 
 INLINE vf vsigmoid(vf x) { return vrecip(1.0f + vexp(-x)); }
 
-INLINE int padded(int H) { return (H + VW - 1) / VW * VW; }
+/* n rounded up to whole vectors of VW floats (64 bytes, a cache line). */
+INLINE int64_t whole_lines(int64_t n) { return (n + VW - 1) / VW * VW; }
+INLINE int padded(int H) { return (int)whole_lines(H); }
 
-#ifndef PF_AHEAD
 #define PF_AHEAD 8 /* the backward prefetches the saves this many gene-iterations ahead */
-#endif
 
 /* Genes per chunk of the dW_hh accumulation: their da (NC x 4P floats) stays within 16 KB of L1. */
 INLINE int gene_chunk(int P) { return 1024 / P < 4 ? 4 : 1024 / P; }
@@ -579,8 +579,7 @@ int64_t dd_save_floats(int T, int K, int N, int H) { return 2 * (int64_t)K * T *
 int64_t dd_grad_floats(int K, int N, int H) { return 2 * (int64_t)K * N * padded(H); } /* dmp */
 /* Each thread's part of a scratch starts on a 64-byte boundary (the vectors in it are aligned; an odd
  * size put every vector of the second thread's part across two cache lines, which cost a third of the
- * backward at batch 10 on two threads): the sizes are whole multiples of 16 floats. */
-INLINE int64_t whole_lines(int64_t floats) { return (floats + VW - 1) / VW * VW; }
+ * backward at batch 10 on two threads): the sizes are whole_lines. */
 int64_t dd_forward_scratch(int T, int N, int H) {
     const int64_t P = padded(H);
     return whole_lines((P + 2) * 4 * P + P + N * P);

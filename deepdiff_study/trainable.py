@@ -39,8 +39,8 @@ from deepdiff import cpu_kernel
 from deepdiff.data import PairData
 from deepdiff.device import autocast_dtype, dtype_name, pick_device
 from deepdiff.results import EpochResult
-from deepdiff.train import COMPUTE_DTYPE, fit
-from deepdiff_study.records import checkpoint_epochs_of, decode_trial_config, pair_of
+from deepdiff.train import fit
+from deepdiff_study.records import Tag, checkpoint_epochs_of, decode_trial_config, pair_of
 from deepdiff_study.resume import hand_back
 
 CHECKPOINT_SECONDS = 300.0  # between a trial's checkpoints where it cannot end (the work a crash may cost)
@@ -70,7 +70,7 @@ def train_trial(config: dict[str, Any], pairs: dict[int, ray.ObjectRef], ended: 
             resume_from = workdir
         stops, saved = checkpoint_epochs_of(config), time.monotonic()
         for result in fit(model_cfg, train_cfg, data, device=device, checkpoint_dir=workdir, resume_from=resume_from):
-            metrics = {**result.metrics(), "status": str(result.status), COMPUTE_DTYPE: dtype}
+            metrics = {**result.metrics(), "status": str(result.status), Tag.COMPUTE_DTYPE: dtype}
             if checkpoint_due(result, stops, time.monotonic() - saved):
                 tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(workdir)))
                 saved = time.monotonic()
