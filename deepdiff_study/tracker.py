@@ -321,6 +321,7 @@ class MlflowTracker(PicklesSettings, Callback):
         """Log the best.pt of checkpoint `folder` if it holds the trial's best epoch; else why not."""
         import pyarrow.fs
 
+        from deepdiff.errors import ConfigError
         from deepdiff.train import BEST_CHECKPOINT, load_checkpoint
 
         source = f"{folder.rstrip('/')}/{BEST_CHECKPOINT}"
@@ -328,9 +329,15 @@ class MlflowTracker(PicklesSettings, Callback):
             return f"the checkpoint of its best trial {trial_id} ({folder}) holds no {BEST_CHECKPOINT}"
         with tempfile.TemporaryDirectory(prefix="deepdiff-model-") as tmp:
             local = Path(tmp) / BEST_CHECKPOINT
-            with fs.open_input_stream(source) as src, open(local, "wb") as dst:
-                shutil.copyfileobj(src, dst)
-            epoch = load_checkpoint(local)["epoch"]
+            try:
+                with fs.open_input_stream(source) as src, open(local, "wb") as dst:
+                    shutil.copyfileobj(src, dst)
+                epoch = load_checkpoint(local)["epoch"]
+            except ConfigError as err:  # damaged or truncated (a node died writing it): try the next one
+                detail = str(err).removeprefix(f"{local}: ")
+                return f"the {BEST_CHECKPOINT} of its best trial {trial_id} ({folder}) is {detail}"
+            except (OSError, pyarrow.ArrowException) as err:  # unreadable in the storage
+                return f"the {BEST_CHECKPOINT} of its best trial {trial_id} ({folder}) could not be read ({type(err).__name__})"
             expected = outcome.get("best_epoch")
             if expected is not None and int(expected) != int(epoch):
                 return (f"the checkpoint of its best trial {trial_id} ({folder}) holds the model of epoch {epoch}, "

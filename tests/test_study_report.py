@@ -421,11 +421,16 @@ def test_a_resumed_tracker_never_stores_a_model_twice_and_tags_why_one_is_missin
     empty = tmp_path / "empty"
     empty.mkdir()
     (empty / "last.pt").write_bytes(b"")
+    damaged = tmp_path / "damaged"  # a node died while writing it
+    damaged.mkdir()
+    (damaged / "best.pt").write_bytes((good / "best.pt").read_bytes()[:1000])
     resumed = tracker()
     for trial, reason in [
         (_Trial("another", key), f"its best trial {best_id} is not in this Tune run"),
         (_Trial(best_id, key), f"its best trial {best_id} has no checkpoint in the study's storage"),
         (_Trial(best_id, key, tune.Checkpoint.from_directory(str(empty))), "holds no best.pt"),
+        (_Trial(best_id, key, tune.Checkpoint.from_directory(str(damaged))),
+         f"the best.pt of its best trial {best_id} ({damaged}) is not a readable deepdiff checkpoint"),
         (_Trial(best_id, key, tune.Checkpoint.from_directory(str(older))),
          f"holds the model of epoch {best_epoch - 1}, not of its best epoch {best_epoch}"),
     ]:
@@ -434,10 +439,11 @@ def test_a_resumed_tracker_never_stores_a_model_twice_and_tags_why_one_is_missin
         assert "model" not in now and reason in now["model_missing"], now.get("model_missing")
     assert stored == []
     # Handed back on resume (its end missed by Tune's last snapshot), the best trial has no checkpoint Tune
-    # knows of: its folder's newest checkpoint is read.
+    # knows of: its folder's checkpoints are read, newest first, past a damaged one.
     folder = tmp_path / "storage" / "study" / "trial"
     shutil.copytree(older, folder / "checkpoint_000001")
     shutil.copytree(good, folder / "checkpoint_000002")
+    shutil.copytree(damaged, folder / "checkpoint_000003")
     resumed.on_experiment_end([_Trial(best_id, key, folder=folder)])
     resumed.on_experiment_end([_Trial(best_id, key, tune.Checkpoint.from_directory(str(good)))])  # once only
     now = client.get_run(run.info.run_id).data.tags
