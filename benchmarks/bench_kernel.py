@@ -13,6 +13,15 @@ would take at the CPU's multiply-add peak, both measured in the same run.
    and dh_{t-1} = da @ W_hh^T (4H x H), each for 2K groups x T steps per gene. Everything else (the
    gates' nonlinearities, the cell update, the attention, loads and stores) is what the share leaves.
 
+3. **Where the time goes** (`--parts`): the kernel built again with one part left out, or replaced by a
+   cheap stand-in (`-DDD_OMIT`, see `lstm_kernel.c`: the forward's recurrent product, its gate
+   nonlinearities, its stores of the saves; the backward's gate gradients from the saves, dW,
+   dh_{t-1}; the attention both ways), each build timed against the full one round by round in this
+   process (denormals flushed in all of them, as a stand-in's values may drift). A part's share is
+   the time the full kernel loses without it; what no part accounts for is the rest (the loops' own
+   loads and stores, the cell update, weight padding). The stand-ins' results are wrong by design:
+   only their time is used. `--parts-only` skips 1 and 2.
+
 `raw` has K = 15 channels, H = 32, T = 200. Prints the device it ran on; asserts nothing.
 """
 
@@ -76,28 +85,101 @@ def product_flops(k: int, hid: int, steps: int) -> tuple[float, float]:
     return 2.0 * groups * per_step, 2.0 * groups * (per_step + 4 * hid * hid)
 
 
-def time_kernel(n: int, k: int, hid: int, steps: int, repeats: int) -> tuple[float, float]:
-    """Median seconds per gene of one forward and one backward of the kernel at batch n."""
+def kernel_inputs(n: int, k: int, hid: int, steps: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     gen = torch.Generator().manual_seed(0)
     x = torch.poisson(torch.rand(n, k, steps, generator=gen) * 4, generator=gen)
     w = ((torch.rand(2 * k, hid + 2, 4 * hid, generator=gen) - 0.5) * 0.2).requires_grad_()
     context = (torch.rand(k, 2 * hid, generator=gen) - 0.5).requires_grad_()
-    calls = max(1, 256 // n)  # about 256 genes a sample
-    forward, backward = [], []
-    for i in range(repeats + 1):  # the first warms the workspace up and is left out
-        fw = bw = 0.0
-        for _ in range(calls):
-            w.grad = context.grad = None
-            t0 = time.perf_counter()
-            m, alpha = cpu_kernel.fused_level1(x, w, context)
-            t1 = time.perf_counter()
-            (m.sum() + (alpha * alpha).sum()).backward()
-            bw += time.perf_counter() - t1
-            fw += t1 - t0
-        if i:
-            forward.append(fw / (calls * n))
-            backward.append(bw / (calls * n))
-    return statistics.median(forward), statistics.median(backward)
+    return x, w, context
+
+
+def sample(x: torch.Tensor, w: torch.Tensor, context: torch.Tensor) -> tuple[float, float]:
+    """Seconds per gene of the forward and the backward, over about 256 genes."""
+    n = x.shape[0]
+    calls = max(1, 256 // n)
+    fw = bw = 0.0
+    for _ in range(calls):
+        w.grad = context.grad = None
+        t0 = time.perf_counter()
+        m, alpha = cpu_kernel.fused_level1(x, w, context)
+        t1 = time.perf_counter()
+        (m.sum() + (alpha * alpha).sum()).backward()
+        bw += time.perf_counter() - t1
+        fw += t1 - t0
+    return fw / (calls * n), bw / (calls * n)
+
+
+def time_kernel(n: int, k: int, hid: int, steps: int, repeats: int) -> tuple[float, float]:
+    """Median seconds per gene of one forward and one backward of the kernel at batch n."""
+    inputs = kernel_inputs(n, k, hid, steps)
+    sample(*inputs)  # warms the workspace up
+    rounds = [sample(*inputs) for _ in range(repeats)]
+    return statistics.median(r[0] for r in rounds), statistics.median(r[1] for r in rounds)
+
+
+# name -> the DD_OMIT bits of lstm_kernel.c
+PARTS = {
+    "forward: recurrent product h @ W_hh": 1,
+    "forward: gate sigmoids, tanh(c)": 2,
+    "forward: stores of the saves": 4,
+    "attention (both ways)": 64,
+    "backward: gate gradients from the saves": 8,
+    "backward: dW += [h, x, 1]^T da": 16,
+    "backward: dh_{t-1} = da @ W_hh": 32,
+}
+
+
+def build_omitting(bits: int, folder: Path):
+    """The kernel built with -DDD_OMIT=bits by the compiler and flags the package's own build used,
+    declared like it; loaded but never checked (its results are wrong by design)."""
+    import ctypes
+
+    flags = list(cpu_kernel.FLAGS) + (["-fopenmp"] if cpu_kernel._openmp else [])
+    lib = folder / f"omit{bits}.so"
+    subprocess.run([cpu_kernel._compiler(), *flags, f"-DDD_OMIT={bits}", "-o", str(lib), str(cpu_kernel.SOURCE)], check=True)
+    loaded = ctypes.CDLL(str(lib))
+    cpu_kernel._declare(loaded)
+    return loaded
+
+
+def profile_parts(batches: list[int], thread_counts: list[int], k: int, hid: int, steps: int, repeats: int) -> None:
+    """Each part's share of the kernel's time: full build vs the build without it, round by round."""
+    full = cpu_kernel._load()
+    flush = torch.set_flush_denormal(True)
+    before = torch.get_num_threads()
+    with tempfile.TemporaryDirectory(prefix="deepdiff-parts-") as tmp:
+        libs = {name: build_omitting(bits, Path(tmp)) for name, bits in PARTS.items()}
+        try:
+            for threads in thread_counts:
+                torch.set_num_threads(threads)
+                for n in batches:
+                    inputs = kernel_inputs(n, k, hid, steps)
+                    times: dict[str | None, list[tuple[float, float]]] = {None: []} | {name: [] for name in libs}
+                    for i in range(repeats + 1):  # round by round, so a change in the machine's speed hits all
+                        for name, lib in [(None, full), *libs.items()]:
+                            cpu_kernel._lib = lib
+                            took = sample(*inputs)
+                            if i:  # the first round warms the workspaces up
+                                times[name].append(took)
+                    cpu_kernel._lib = full
+                    med = {name: (statistics.median(t[0] for t in v), statistics.median(t[1] for t in v))
+                           for name, v in times.items()}
+                    fw, bw = med[None]
+                    print(f"\n{threads} thread(s), batch {n}: forward {fw * 1e6:.0f} us/gene, backward {bw * 1e6:.0f} us/gene "
+                          f"(medians of {repeats} rounds; flush-denormal {'on' if flush else 'not supported'})")
+                    print(f"  {'part left out':<42} {'forward saves':>13} {'backward saves':>14} {'of the kernel':>13}")
+                    rest = [fw, bw]
+                    for name in PARTS:
+                        saved = (fw - med[name][0], bw - med[name][1])
+                        rest = [rest[0] - saved[0], rest[1] - saved[1]]
+                        print(f"  {name:<42} {saved[0] * 1e6:>8.0f} {saved[0] / fw:>4.0%} {saved[1] * 1e6:>9.0f} {saved[1] / bw:>4.0%} "
+                              f"{sum(saved) / (fw + bw):>13.0%}")
+                    print(f"  {'the rest (no part of the above)':<42} {rest[0] * 1e6:>8.0f} {rest[0] / fw:>4.0%} {rest[1] * 1e6:>9.0f} "
+                          f"{rest[1] / bw:>4.0%} {sum(rest) / (fw + bw):>13.0%}   (us/gene, share of the pass)")
+        finally:
+            cpu_kernel._lib = full
+            torch.set_num_threads(before)
+            torch.set_flush_denormal(False)
 
 
 def main() -> None:
@@ -108,6 +190,10 @@ def main() -> None:
     parser.add_argument("--channels", type=int, default=15, help="K (raw: 15)")
     parser.add_argument("--hidden", type=int, default=32, help="H per direction (the paper: 32)")
     parser.add_argument("--bins", type=int, default=200)
+    parser.add_argument("--parts", action="store_true", help="also time builds with a part left out (3 above)")
+    parser.add_argument("--parts-only", action="store_true", help="only the parts (3 above)")
+    parser.add_argument("--parts-batches", default="10,256")
+    parser.add_argument("--parts-threads", default="1")
     args = parser.parse_args()
     if not cpu_kernel.available():
         sys.exit(f"the C kernel is not available here: {cpu_kernel.status()}")
@@ -118,6 +204,8 @@ def main() -> None:
     print(f"device=cpu ({os.cpu_count()} CPUs, {len(os.sched_getaffinity(0))} usable) kernel: {cpu_kernel.status()}")
     print(f"K={k} H={hid} T={steps}: products {fw_flops / 1e6:.1f} MFLOP forward, {bw_flops / 1e6:.1f} MFLOP backward per gene; "
           f"load average {os.getloadavg()[0]:.2f}")
+    if args.parts_only:
+        thread_counts = []
     before = torch.get_num_threads()
     try:
         for threads in thread_counts:
@@ -135,6 +223,10 @@ def main() -> None:
                       f"{1 / floor:>8.0f} genes/s")
     finally:
         torch.set_num_threads(before)
+    if args.parts or args.parts_only:
+        print("\nwhere the time goes: each part left out of a build, timed against the full build in the same rounds")
+        profile_parts([int(b) for b in args.parts_batches.split(",")], [int(t) for t in args.parts_threads.split(",")],
+                      k, hid, steps, args.repeats)
     print(f"\nend: load average {os.getloadavg()[0]:.2f}")
 
 

@@ -153,7 +153,7 @@ def _declare(lib: ctypes.CDLL) -> None:
     i, p, i64 = ctypes.c_int, ctypes.c_void_p, ctypes.c_int64
     for name, args in (("dd_state_floats", [i, i, i, i]), ("dd_save_floats", [i, i, i, i]), ("dd_grad_floats", [i, i, i]),
                        ("dd_forward_scratch", [i, i, i]), ("dd_infer_scratch", [i, i, i]), ("dd_backward_scratch", [i, i, i]),
-                       ("dd_attend_scratch", [i])):
+                       ("dd_attend_scratch", [i, i])):
         fn = getattr(lib, name)
         fn.argtypes, fn.restype = args, i64
     for name in ("dd_max_hidden", "dd_openmp"):
@@ -288,7 +288,7 @@ class FusedLevel1(torch.autograd.Function):
             save.data_ptr(), scores.data_ptr(), scratch.data_ptr()), 2 * k, lib.dd_forward_scratch(steps, n, hid))
         _split(lambda k0, k1, threads, scratch: lib.dd_attend(
             steps, k, n, hid, k0, k1, threads, h.data_ptr(), scores.data_ptr(), m.data_ptr(), alpha.data_ptr(),
-            scratch.data_ptr()), k, lib.dd_attend_scratch(steps))
+            scratch.data_ptr()), k, lib.dd_attend_scratch(steps, hid))
         ctx.save_for_backward(x, w, context, alpha)
         ctx.workspace = h, save
         return m, alpha
@@ -311,7 +311,7 @@ class FusedLevel1(torch.autograd.Function):
         # Every group's incoming gradient before any back-propagation through time.
         _split(lambda k0, k1, threads, scratch: lib.dd_backward_attend(
             steps, k, n, hid, k0, k1, threads, alpha.data_ptr(), h.data_ptr(), dm.data_ptr(), _ptr(dalpha),
-            dmp.data_ptr(), dscores.data_ptr(), dcontext.data_ptr(), scratch.data_ptr()), k, lib.dd_attend_scratch(steps))
+            dmp.data_ptr(), dscores.data_ptr(), dcontext.data_ptr(), scratch.data_ptr()), k, lib.dd_attend_scratch(steps, hid))
         _split(lambda g0, g1, threads, scratch: lib.dd_backward_groups(
             steps, k, n, hid, g0, g1, threads, x.data_ptr(), w.data_ptr(), context.data_ptr(), alpha.data_ptr(),
             h.data_ptr(), save.data_ptr(), dmp.data_ptr(), dscores.data_ptr(), _ptr(dxg), dw.data_ptr(),

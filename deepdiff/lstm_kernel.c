@@ -39,12 +39,12 @@
  * (relative error about 2e-7); NaN and infinities propagate, so a diverging run stays visible to the
  * trainer.
  *
- * Where the time goes (one thread, 15 channels, H = 32; measured by timing builds with a part left out,
- * in the same process): in the forward about 40% is the recurrent product and 15% the gate
- * nonlinearities, the rest the cell update and stores; in the backward the dW accumulation is about 40%
- * (45% at batch 10, 35% at 256), the dh_{t-1} product 30%, the gate gradients and loads the rest.
- * The backward prefetches the saves a few genes ahead (the load of c_{t-1}, from the step before,
- * used to stall a fifth of it).
+ * Where the time goes: `python benchmarks/bench_kernel.py --parts` times builds with one part left out
+ * (DD_OMIT below) against the full one in the same process. One thread, 15 channels, H = 32: the
+ * forward is about 40% recurrent product, 10-15% gate nonlinearities, the rest the cell update, gates'
+ * set-up and stores; the backward about 33% dW, 35% dh_{t-1}, 20% the gate gradients from the saves;
+ * the attention both ways 5-8%. The backward prefetches the saves a few genes ahead (the load of
+ * c_{t-1}, from the step before, used to stall a fifth of it).
  */
 
 #include <math.h> /* INFINITY */
@@ -125,6 +125,22 @@ INLINE int padded(int H) { return (int)whole_lines(H); }
 
 #define PF_AHEAD 8 /* the backward prefetches the saves this many gene-iterations ahead */
 
+/* Profiling builds only (benchmarks/bench_kernel.py --parts): -DDD_OMIT=<sum of the parts below> leaves
+ * those parts out, or puts a cheap stand-in in their place, so that timing the build against the full
+ * one (in the same process) says what each part costs. The results of such a build are wrong; the
+ * package never builds one (DD_OMIT is 0 and every OMITTED(...) is a constant false). */
+#ifndef DD_OMIT
+#define DD_OMIT 0
+#endif
+#define OMIT_FWD_PRODUCT 1 /* forward: h_{t-1} @ W_hh */
+#define OMIT_FWD_NONLIN 2  /* forward: the gates' sigmoids and tanh(c) (a linear stand-in) */
+#define OMIT_FWD_SAVES 4   /* forward: the stores of what the backward reads */
+#define OMIT_BWD_GATES 8   /* backward: the gate gradients from the saves (a stand-in reading none) */
+#define OMIT_BWD_DW 16     /* backward: dW += [h_{t-1}, x_t, 1]^T da */
+#define OMIT_BWD_DH 32     /* backward: dh_{t-1} = da @ W_hh */
+#define OMIT_ATTENTION 64  /* both ways: the bin attention (softmax over bins, m; their gradients) */
+#define OMITTED(part) ((DD_OMIT & (part)) != 0)
+
 /* Genes per chunk of the dW_hh accumulation: their da (NC x 4P floats) stays within 16 KB of L1. */
 INLINE int gene_chunk(int P) { return 1024 / P < 4 ? 4 : 1024 / P; }
 
@@ -155,7 +171,7 @@ INLINE void gates(int H, const int P, const float *restrict wp, float xv, const 
     const float *restrict wih = wp + (int64_t)P * 4 * P;
     const float *restrict bias = wih + 4 * P;
     for (int j = 0; j < NV; j++) a[j] = ld(bias + j * VW) + xv * ld(wih + j * VW);
-    if (hp)
+    if (hp && !OMITTED(OMIT_FWD_PRODUCT))
         for (int u = 0; u < H; u++) { /* padded units are 0: only the real ones */
             const float hu = hp[u];
             const float *restrict row = wp + (int64_t)u * 4 * P;
@@ -168,18 +184,18 @@ INLINE void gates(int H, const int P, const float *restrict wp, float xv, const 
 INLINE float cell_step(const int P, vf *restrict a, int first, float *c, float *restrict hn, float *restrict s,
                        const float *restrict cx) {
     const int NV = 4 * P / VW, HV = P / VW;
-    for (int j = 0; j < NV; j++) a[j] = vsigmoid(a[j]);
+    for (int j = 0; j < NV; j++) a[j] = OMITTED(OMIT_FWD_NONLIN) ? a[j] * 0.25f + 0.5f : vsigmoid(a[j]);
     vf score = splat(0.0f);
     for (int q = 0; q < HV; q++) {
         const vf i = a[q], f = a[HV + q], gg = 2.0f * a[2 * HV + q] - 1.0f, o = a[3 * HV + q];
         const vf cp = first ? splat(0.0f) : ld(c + q * VW);
         const vf cn = f * cp + i * gg;
-        const vf tc = 2.0f * vsigmoid(2.0f * cn) - 1.0f;
+        const vf tc = OMITTED(OMIT_FWD_NONLIN) ? 0.5f * cn : 2.0f * vsigmoid(2.0f * cn) - 1.0f;
         const vf hv = o * tc;
         st(hn + q * VW, hv);
         st(c + q * VW, cn);
         score += hv * ld(cx + q * VW);
-        if (s) {
+        if (s && !OMITTED(OMIT_FWD_SAVES)) {
             st(s + q * VW, i);
             st(s + P + q * VW, f);
             st(s + 2 * P + q * VW, gg);
@@ -212,38 +228,52 @@ static void exp_inplace(int T, float *restrict e) {
     for (; t < T; t++) e[t] = vexp(splat(e[t]))[0];
 }
 
-/* Channel k's attention from its two groups' scores and states: alpha, m. e: T floats. */
+/* The attention walks a block of ATT_BLOCK genes at a time through the steps in memory order: at step t
+ * the block's states are contiguous in h (G, T, N, P), where one gene's states are N P floats apart
+ * from step to step (32 KB at batch 256: every read a cache miss the prefetchers never saw coming, 11%
+ * of the kernel at batch 256 when it went gene by gene). Its scratch: dd_attend_scratch floats. */
+#define ATT_BLOCK 32
+INLINE int64_t attend_scratch(int T, int P) { return whole_lines((int64_t)ATT_BLOCK * T) + (int64_t)ATT_BLOCK * 2 * P; }
+
+/* Channel k's attention from its two groups' scores and states: alpha, m. e: attend_scratch floats. */
 INLINE void attend(int T, int K, int N, int H, const int P, int k, const float *restrict hf,
                    const float *restrict hb, const float *restrict pf, const float *restrict pb,
                    float *restrict alpha, float *restrict m, float *restrict e) {
     const int HV = P / VW;
-    for (int n = 0; n < N; n++) {
-        float top = -INFINITY;
-        for (int t = 0; t < T; t++) {
-            e[t] = pf[(int64_t)t * N + n] + pb[(int64_t)(T - 1 - t) * N + n];
-            top = e[t] > top ? e[t] : top;
+    float *restrict acc = e + whole_lines((int64_t)ATT_BLOCK * T); /* (ATT_BLOCK, 2P): m's two halves */
+    for (int n0 = 0; n0 < N && !OMITTED(OMIT_ATTENTION); n0 += ATT_BLOCK) {
+        const int nb = N - n0 < ATT_BLOCK ? N - n0 : ATT_BLOCK;
+        for (int t = 0; t < T; t++) /* e (nb, T): the scores of the block's genes */
+            for (int i = 0; i < nb; i++) e[(int64_t)i * T + t] = pf[(int64_t)t * N + n0 + i] + pb[(int64_t)(T - 1 - t) * N + n0 + i];
+        for (int i = 0; i < nb; i++) {
+            float *restrict ei = e + (int64_t)i * T;
+            float top = -INFINITY;
+            for (int t = 0; t < T; t++) top = ei[t] > top ? ei[t] : top;
+            if (top == -INFINITY || top != top) top = 0.0f; /* all -inf or NaN: let NaN/inf show */
+            for (int t = 0; t < T; t++) ei[t] -= top;
+            exp_inplace(T, ei);
+            float sum = 0.0f;
+            for (int t = 0; t < T; t++) sum += ei[t];
+            float *restrict al = alpha + ((int64_t)(n0 + i) * K + k) * T;
+            for (int t = 0; t < T; t++) al[t] = ei[t] / sum;
         }
-        if (top == -INFINITY || top != top) top = 0.0f; /* all -inf or NaN: let NaN/inf show */
-        for (int t = 0; t < T; t++) e[t] -= top;
-        exp_inplace(T, e);
-        float sum = 0.0f;
-        for (int t = 0; t < T; t++) sum += e[t];
-        float *restrict al = alpha + ((int64_t)n * K + k) * T;
-        for (int t = 0; t < T; t++) al[t] = e[t] / sum;
-        vf mf[MAX_P / VW], mb[MAX_P / VW];
-        for (int q = 0; q < HV; q++) mf[q] = mb[q] = splat(0.0f);
+        memset(acc, 0, sizeof(float) * (size_t)nb * 2 * P);
         for (int t = 0; t < T; t++) {
-            const float *restrict a = hf + ((int64_t)t * N + n) * P;
-            const float *restrict b = hb + ((int64_t)(T - 1 - t) * N + n) * P;
-            for (int q = 0; q < HV; q++) {
-                mf[q] += al[t] * ld(a + q * VW);
-                mb[q] += al[t] * ld(b + q * VW);
+            const float *restrict a = hf + ((int64_t)t * N + n0) * P;
+            const float *restrict b = hb + ((int64_t)(T - 1 - t) * N + n0) * P;
+            for (int i = 0; i < nb; i++) {
+                const float at = alpha[((int64_t)(n0 + i) * K + k) * T + t];
+                float *restrict mi = acc + (int64_t)i * 2 * P;
+                for (int q = 0; q < HV; q++) {
+                    st(mi + q * VW, ld(mi + q * VW) + at * ld(a + (int64_t)i * P + q * VW));
+                    st(mi + P + q * VW, ld(mi + P + q * VW) + at * ld(b + (int64_t)i * P + q * VW));
+                }
             }
         }
-        float *restrict out = m + ((int64_t)n * K + k) * 2 * H;
-        for (int u = 0; u < H; u++) {
-            out[u] = mf[u / VW][u % VW];
-            out[H + u] = mb[u / VW][u % VW];
+        for (int i = 0; i < nb; i++) {
+            float *restrict out = m + ((int64_t)(n0 + i) * K + k) * 2 * H;
+            memcpy(out, acc + (int64_t)i * 2 * P, sizeof(float) * H);
+            memcpy(out + H, acc + (int64_t)i * 2 * P + P, sizeof(float) * H);
         }
     }
 }
@@ -285,8 +315,8 @@ INLINE void infer_channels(int T, int K, int N, int H, const int P, int k0, int 
     float *cx = wp + (int64_t)(P + 2) * 4 * P; /* (P) */
     float *cs = cx + P;                        /* (N, P) */
     float *hs = cs + (int64_t)N * P;           /* (2, T, N, P) */
-    float *p = hs + 2 * (int64_t)T * N * P;    /* (2, T, N) */
-    float *e = p + 2 * (int64_t)T * N;         /* (T) */
+    float *e = hs + 2 * (int64_t)T * N * P;    /* attend_scratch(T, P) (on a cache line) */
+    float *p = e + attend_scratch(T, P);       /* (2, T, N) */
     for (int k = k0; k < k1; k++) {
         for (int d = 0; d < 2; d++) {
             group_inputs(K, H, P, d * K + k, w, ctx, wp, cx);
@@ -299,7 +329,8 @@ INLINE void infer_channels(int T, int K, int N, int H, const int P, int k0, int 
 /* ---- backward --------------------------------------------------------------------------------- */
 
 /* The attention's backward for channels [k0, k1): per group g of channel k, the gradient arriving at
- * its states from m (dmp (G, N, P), padded) and from the scores (dp (G, T, N)); d ctx. dat: T floats. */
+ * its states from m (dmp (G, N, P), padded) and from the scores (dp (G, T, N)); d ctx. dat:
+ * attend_scratch floats (a block of genes at a time, as in attend). */
 INLINE void attend_backward(int T, int K, int N, int H, const int P, int k0, int k1, const float *alpha,
                             const float *h, const float *dm, const float *dalpha, float *dmp, float *dp,
                             float *dctx, float *dat) {
@@ -320,27 +351,40 @@ INLINE void attend_backward(int T, int K, int N, int H, const int P, int k0, int
         }
         vf dcf[MAX_P / VW], dcb[MAX_P / VW];
         for (int q = 0; q < HV; q++) dcf[q] = dcb[q] = splat(0.0f);
-        for (int n = 0; n < N; n++) {
-            const float *restrict al = alpha + ((int64_t)n * K + k) * T;
-            const float *restrict dmf = dmg[0] + (int64_t)n * P, *restrict dmb = dmg[1] + (int64_t)n * P;
-            float total = 0.0f;
-            for (int t = 0; t < T; t++) {
-                const float *restrict a = hg[0] + ((int64_t)t * N + n) * P;
-                const float *restrict b = hg[1] + ((int64_t)(T - 1 - t) * N + n) * P;
-                vf acc = splat(0.0f);
-                for (int q = 0; q < HV; q++) acc += ld(a + q * VW) * ld(dmf + q * VW) + ld(b + q * VW) * ld(dmb + q * VW);
-                dat[t] = (dalpha ? dalpha[((int64_t)n * K + k) * T + t] : 0.0f) + hsum(acc);
-                total += al[t] * dat[t];
+        if (OMITTED(OMIT_ATTENTION))
+            for (int d = 0; d < 2; d++) memset(dpg[d], 0, sizeof(float) * (size_t)T * N);
+        for (int n0 = 0; n0 < N && !OMITTED(OMIT_ATTENTION); n0 += ATT_BLOCK) { /* see attend */
+            const int nb = N - n0 < ATT_BLOCK ? N - n0 : ATT_BLOCK;
+            for (int t = 0; t < T; t++) { /* dat (nb, T): the gradient at each score from alpha and m */
+                const float *restrict a = hg[0] + ((int64_t)t * N + n0) * P;
+                const float *restrict b = hg[1] + ((int64_t)(T - 1 - t) * N + n0) * P;
+                for (int i = 0; i < nb; i++) {
+                    const int64_t at = ((int64_t)(n0 + i) * K + k) * T + t;
+                    const float *restrict dmf = dmg[0] + (int64_t)(n0 + i) * P, *restrict dmb = dmg[1] + (int64_t)(n0 + i) * P;
+                    vf acc = splat(0.0f);
+                    for (int q = 0; q < HV; q++)
+                        acc += ld(a + (int64_t)i * P + q * VW) * ld(dmf + q * VW) + ld(b + (int64_t)i * P + q * VW) * ld(dmb + q * VW);
+                    dat[(int64_t)i * T + t] = (dalpha ? dalpha[at] : 0.0f) + hsum(acc);
+                }
+            }
+            for (int i = 0; i < nb; i++) { /* dat becomes d score = alpha (dat - sum_t alpha dat) */
+                const float *restrict al = alpha + ((int64_t)(n0 + i) * K + k) * T;
+                float *restrict di = dat + (int64_t)i * T;
+                float total = 0.0f;
+                for (int t = 0; t < T; t++) total += al[t] * di[t];
+                for (int t = 0; t < T; t++) di[t] = al[t] * (di[t] - total);
             }
             for (int t = 0; t < T; t++) {
-                const float ds = al[t] * (dat[t] - total);
-                dpg[0][(int64_t)t * N + n] = ds;
-                dpg[1][(int64_t)(T - 1 - t) * N + n] = ds;
-                const float *restrict a = hg[0] + ((int64_t)t * N + n) * P;
-                const float *restrict b = hg[1] + ((int64_t)(T - 1 - t) * N + n) * P;
-                for (int q = 0; q < HV; q++) {
-                    dcf[q] += ds * ld(a + q * VW);
-                    dcb[q] += ds * ld(b + q * VW);
+                const float *restrict a = hg[0] + ((int64_t)t * N + n0) * P;
+                const float *restrict b = hg[1] + ((int64_t)(T - 1 - t) * N + n0) * P;
+                for (int i = 0; i < nb; i++) {
+                    const float ds = dat[(int64_t)i * T + t];
+                    dpg[0][(int64_t)t * N + n0 + i] = ds;
+                    dpg[1][(int64_t)(T - 1 - t) * N + n0 + i] = ds;
+                    for (int q = 0; q < HV; q++) {
+                        dcf[q] += ds * ld(a + (int64_t)i * P + q * VW);
+                        dcb[q] += ds * ld(b + (int64_t)i * P + q * VW);
+                    }
                 }
             }
         }
@@ -464,7 +508,7 @@ INLINE void backward_group(int T, int K, int N, int H, const int P, int k, int d
         for (int n = 0; n < N; n++) {
             const float *restrict s = sg + ((int64_t)t * N + n) * 6 * P;
             const float *restrict cp = t ? sg + ((int64_t)(t - 1) * N + n) * 6 * P + 4 * P : NULL;
-            { /* what the gene-iteration PF_AHEAD later reads: its saves, and c_{t-1} from the step before */
+            if (!OMITTED(OMIT_BWD_GATES)) { /* what the gene-iteration PF_AHEAD later reads: its saves, and c_{t-1} from the step before */
                 const int ahead = n + PF_AHEAD, tp = t - ahead / N, np = ahead % N;
                 const float *restrict sp = sg + ((int64_t)tp * N + np) * 6 * P;
                 if (tp >= 0)
@@ -480,7 +524,13 @@ INLINE void backward_group(int T, int K, int N, int H, const int P, int k, int d
             float *restrict dhn = dh_next + (int64_t)n * P;
             float *restrict dcn = dc_next + (int64_t)n * P;
             float *restrict da = da_all + (int64_t)n * 4 * P;
-            for (int q = 0; q < HV; q++) {
+            for (int q = 0; q < HV && OMITTED(OMIT_BWD_GATES); q++) { /* the stand-in: no saves read */
+                const int o_ = q * VW;
+                const vf dh = at * ld(dmp + (int64_t)n * P + o_) + dpt * ld(cx + o_) + ld(dhn + o_);
+                for (int gate = 0; gate < 4; gate++) st(da + gate * P + o_, dh);
+                st(dcn + o_, 0.5f * dh);
+            }
+            for (int q = 0; q < HV && !OMITTED(OMIT_BWD_GATES); q++) {
                 const int o_ = q * VW;
                 const vf i = ld(s + o_), f = ld(s + P + o_), gg = ld(s + 2 * P + o_), o = ld(s + 3 * P + o_);
                 const vf tc = ld(s + 5 * P + o_);
@@ -501,10 +551,11 @@ INLINE void backward_group(int T, int K, int N, int H, const int P, int k, int d
         }
         hprev[b++] = t ? hg + (int64_t)(t - 1) * N * P : NULL;
         if (b == S || !t) {
-            dw_block(N, H, P, b, hprev, xs_blk, da_blk, dwp, ones, zeros, spare);
+            if (!OMITTED(OMIT_BWD_DW)) dw_block(N, H, P, b, hprev, xs_blk, da_blk, dwp, ones, zeros, spare);
             b = 0;
         }
         if (!t) break;
+        if (OMITTED(OMIT_BWD_DH)) continue;
         int n = 0;
         for (; GB == 4 && n + 3 < N; n += 4) {
             const float *da[4];
@@ -586,9 +637,9 @@ int64_t dd_forward_scratch(int T, int N, int H) {
 }
 int64_t dd_infer_scratch(int T, int N, int H) {
     const int64_t P = padded(H);
-    return whole_lines((P + 2) * 4 * P + P + N * P + 2 * (int64_t)T * N * P + 2 * (int64_t)T * N + T);
+    return whole_lines((P + 2) * 4 * P + P + N * P + 2 * (int64_t)T * N * P + attend_scratch(T, P) + 2 * (int64_t)T * N);
 }
-int64_t dd_attend_scratch(int T) { return whole_lines(T); } /* dd_attend, dd_backward_attend */
+int64_t dd_attend_scratch(int T, int H) { return attend_scratch(T, padded(H)); } /* dd_attend, dd_backward_attend */
 int64_t dd_backward_scratch(int T, int N, int H) {
     const int64_t P = padded(H), NB = (int64_t)dw_steps(T, N, padded(H)) * N;
     return whole_lines(2 * (P + 2) * 4 * P + 4 * P * P + P + 2 * N * P + NB * 4 * P + 4 * P + NB + 2 * N);
@@ -641,9 +692,9 @@ void dd_forward_groups(int T, int K, int N, int H, int g0, int g1, int threads, 
 }
 
 void dd_attend(int T, int K, int N, int H, int k0, int k1, int threads, const float *h, const float *p, float *m,
-               float *alpha, float *scratch) { /* scratch: dd_attend_scratch(T) floats a thread */
+               float *alpha, float *scratch) { /* scratch: dd_attend_scratch(T, H) floats a thread */
     const int P = padded(H);
-    PARALLEL_RANGE(k0, k1, threads, dd_attend_scratch(T), scratch, FOR_P(attend_channels(T, K, N, H, P_, lo, hi, h, p, m, alpha, sc)));
+    PARALLEL_RANGE(k0, k1, threads, dd_attend_scratch(T, H), scratch, FOR_P(attend_channels(T, K, N, H, P_, lo, hi, h, p, m, alpha, sc)));
 }
 
 void dd_infer(int T, int K, int N, int H, int k0, int k1, int threads, const float *x, const float *w, const float *ctx,
@@ -653,11 +704,11 @@ void dd_infer(int T, int K, int N, int H, int k0, int k1, int threads, const flo
                    FOR_P(infer_channels(T, K, N, H, P_, lo, hi, x, w, ctx, m, alpha, sc)));
 }
 
-/* Backward: phase 1 over channels (scratch: dd_attend_scratch(T) floats a thread), then phase 2 over groups. */
+/* Backward: phase 1 over channels (scratch: dd_attend_scratch(T, H) floats a thread), then phase 2 over groups. */
 void dd_backward_attend(int T, int K, int N, int H, int k0, int k1, int threads, const float *alpha, const float *h,
                         const float *dm, const float *dalpha, float *dmp, float *dp, float *dctx, float *scratch) {
     const int P = padded(H);
-    PARALLEL_RANGE(k0, k1, threads, dd_attend_scratch(T), scratch,
+    PARALLEL_RANGE(k0, k1, threads, dd_attend_scratch(T, H), scratch,
                    FOR_P(attend_backward(T, K, N, H, P_, lo, hi, alpha, h, dm, dalpha, dmp, dp, dctx, sc)));
 }
 
