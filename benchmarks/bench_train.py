@@ -3,6 +3,7 @@
     python benchmarks/bench_train.py --profile raw [--profile-batch 10]   # where an epoch's time goes
     python benchmarks/bench_train.py [--quick] [--variants raw_d,raw,raw_aux_siamese] [--threads 1]
         [--sweep-variant raw --batches 10,32,64,128,256] [--reference MIRROR_GITDIR --reference-python PY]
+        [--reference-threads 2,1]
 
 Level I ways (`--impls`, the last one the baseline of the ratios): "fused" (the compiled C kernel of
 deepdiff/cpu_kernel.py, what a CPU runs), "grouped" (torch ops, what a GPU runs), "per_channel" (one
@@ -15,6 +16,8 @@ runs on (never asserts anything):
    test evaluation (`deepdiff.train.fit`). With `--reference`, the reference (DeepDiffChrome, run by
    /work/shared/tools/refbench) runs the same variant and epochs in the same rounds, and the ratios
    reference / ours are printed (its epoch: training pass + valid pass + a torch.save; no test pass).
+   `--reference-threads 2,1` runs it at each thread count every round and counts the round's fastest
+   (on this 2-core machine its batch-10 epoch is as fast on 1 thread as on 2 at best, and steadier).
 2. A batch sweep of one variant: training genes/s (training pass only) per batch size and Level I
    way, peak resident memory (and CUDA max allocated on a GPU) of a process running only that setting.
 3. Valid PCC after the same number of gene-updates (`--updates-epochs` epochs of the training split)
@@ -173,12 +176,13 @@ def steady(times: list[float]) -> float:
     return statistics.median(times[1:] if len(times) > 1 else times)
 
 
-def run_reference(args, variant: str) -> dict | None:
+def run_reference(args, variant: str, threads: int = 0) -> dict | None:
     """The reference's RESULT line for `variant` as numbers (seconds_per_epoch, epoch_seconds as a list,
-    test_seconds, n_train ...), or None if the harness failed."""
+    test_seconds, n_train, threads ...), or None if the harness failed. threads: its OMP_NUM_THREADS (0:
+    --threads, or torch's default if that is 0 too)."""
     env = dict(os.environ, REFBENCH_QUIET="1")
-    if args.threads:
-        env["OMP_NUM_THREADS"] = str(args.threads)
+    if threads or args.threads:
+        env["OMP_NUM_THREADS"] = str(threads or args.threads)
     cmd = ["bash", str(REFBENCH), args.reference, variant, str(args.epochs), args.reference_data or args.data,
            args.reference_python]
     done = subprocess.run(cmd, capture_output=True, text=True, env=env)
@@ -190,6 +194,25 @@ def run_reference(args, variant: str) -> dict | None:
     out: dict = {k: float(v) for k, v in fields.items() if re.fullmatch(r"-?[0-9.]+", v)}
     out["epoch_seconds"] = [float(x) for x in fields["epoch_seconds"].split(",")]
     return out
+
+
+def reference_round(args, variant: str, log: dict[int, list[float]], key) -> dict | None:
+    """One round of the reference: a run at each of --reference-threads (one run at --threads without
+    it), each run's key(result) appended to log[its thread count]; the fastest run (least
+    seconds_per_epoch), or None if none gave a result."""
+    counts = [int(t) for t in args.reference_threads.split(",")] if args.reference_threads else [0]
+    runs = [out for out in (run_reference(args, variant, n) for n in counts) if out is not None]
+    for out in runs:
+        log.setdefault(int(out["threads"]), []).append(key(out))
+    return min(runs, key=lambda out: out["seconds_per_epoch"]) if runs else None
+
+
+def per_threads(log: dict[int, list[float]], unit: str) -> str:
+    """The reference's figures per thread count, when it ran at more than one."""
+    if len(log) < 2:
+        return ""
+    return "; reference by threads: " + "; ".join(f"{n} thread(s) {statistics.median(v):.2f} {unit} ({fmt(v)})"
+                                                  for n, v in sorted(log.items()))
 
 
 def reference_train_rate(ref: dict) -> float:
@@ -220,6 +243,9 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--reference", metavar="MIRROR_GITDIR", help="bare git dir of QData/DeepDiffChrome")
     parser.add_argument("--reference-python", default="python3", metavar="PY", help="a Python with the reference's deps")
+    parser.add_argument("--reference-threads", default="", metavar="LIST",
+                        help="comma list of the reference's OMP_NUM_THREADS, each run every round; a round counts its "
+                        "fastest (at batch 10 it is often faster and always steadier on 1 thread than on 2)")
     parser.add_argument("--reference-data", metavar="DIR", help="data of the reference's runs (default --data; its "
                         "loader wants the paper's own files: a large synthetic pair fails there)")
     parser.add_argument("--quick", action="store_true", help="1 round, 2 epochs, sweep 10,64,256, 4 update-epochs")
@@ -268,11 +294,12 @@ def main() -> None:
         for variant in variants:
             runs: dict[str, list[float]] = {impl: [] for impl in impls}
             ref: list[float] = []
+            by_threads: dict[int, list[float]] = {}
             for _ in range(args.repeats):
                 for impl in impls:
                     runs[impl].append(steady(run_child(**job, variant=variant, impl=impl, batch=10, epochs=args.epochs)["epoch_s"]))
                 if args.reference:
-                    out = run_reference(args, variant)
+                    out = reference_round(args, variant, by_threads, lambda o: o["seconds_per_epoch"])
                     if out is not None:
                         ref.append(out["seconds_per_epoch"])
             med = {impl: statistics.median(v) for impl, v in runs.items()}
@@ -282,7 +309,7 @@ def main() -> None:
                 r = statistics.median(ref)
                 line += f"  reference {r:6.2f}  " + "  ".join(f"reference/{impl} x{r / med[impl]:4.2f}" for impl in impls)
             rounds = "; ".join(f"{impl} {fmt(v)}" for impl, v in runs.items()) + (f"; ref {fmt(ref)}" if ref else "")
-            print(f"{line}   (rounds: {rounds})")
+            print(f"{line}   (rounds: {rounds}{per_threads(by_threads, 's')})")
 
     rates: dict[int, float] = {}
     if "sweep" not in skip:
@@ -295,6 +322,7 @@ def main() -> None:
         seen: dict[tuple[int, str], list[float]] = {}
         mems: dict[tuple[int, str], str] = {}
         ref_rates: list[float] = []
+        ref_by_threads: dict[int, list[float]] = {}
         per_round: list[tuple[int, float]] = []  # (best batch, its rate / the reference's) in each round
         for _ in range(rounds):
             here: dict[int, float] = {}
@@ -306,7 +334,7 @@ def main() -> None:
                     here[batch] = max(here.get(batch, 0.0), rate)
                     mems[batch, impl] = f"rss {out['peak_rss_mb']:.0f} MB" + (
                         f", cuda {out['cuda_max_mb']:.0f} MB" if out["cuda_max_mb"] is not None else "")
-            ref = run_reference(args, args.sweep_variant) if args.reference else None
+            ref = reference_round(args, args.sweep_variant, ref_by_threads, reference_train_rate) if args.reference else None
             if ref is not None:
                 ref_rates.append(reference_train_rate(ref))
                 top = max(here, key=here.get)
@@ -320,7 +348,7 @@ def main() -> None:
         if ref_rates:
             ref_rate = statistics.median(ref_rates)
             print(f"  reference at batch 10: {ref_rate:.1f} training genes/s (its epoch less one evaluation pass; "
-                  f"per round {', '.join(f'{r:.1f}' for r in ref_rates)})")
+                  f"per round {', '.join(f'{r:.1f}' for r in ref_rates)}{per_threads(ref_by_threads, 'genes/s')})")
             print(f"  ours at the fastest batch / the reference, per round: "
                   f"{', '.join(f'x{x:.2f} (batch {b})' for b, x in per_round)}; median x{statistics.median(x for _, x in per_round):.2f}")
 
