@@ -6,6 +6,8 @@ would take at the CPU's multiply-add peak, both measured in the same run.
 1. **Peak**: a small C program, built by the kernel's compiler with the kernel's flags, runs 16
    independent chains of 16-float multiply-adds (the kernel's vector width); one copy per thread at
    once, so two threads measure two cores together. Printed as GFLOP/s (2 flops a multiply-add).
+   Beside it the same for AVX512-BF16's bfloat16 pair dot products (vdpbf16ps, 4 flops a lane), what a
+   lower-precision kernel's products would run on, where the CPU has them.
 2. **The kernel** (`deepdiff.cpu_kernel.fused_level1` as training runs it: the input needs no
    gradient) at each batch and thread count: forward and backward microseconds per gene (medians of
    `--repeats`), and the share of the peak its three matrix products reach: forward [h_{t-1}, x_t, 1]
@@ -67,11 +69,41 @@ int main(void) {
 """
 
 
-def peak_flops(threads: int) -> float:
+# The same for bfloat16 pairs (AVX512-BF16's vdpbf16ps: per float lane acc += a0 b0 + a1 b1, 4 flops), the
+# instruction a lower-precision kernel's products would use; prints 0 where the CPU has none.
+BF16_PEAK_SOURCE = r"""
+#include <stdio.h>
+#include <time.h>
+#ifdef __AVX512BF16__
+#include <immintrin.h>
+int main(void) {
+    volatile float unknown = 1e-3f;
+    __m512 a[16];
+    for (int i = 0; i < 16; i++) a[i] = _mm512_set1_ps(1.0f + i * unknown);
+    const __m512bh x = _mm512_cvtne2ps_pbh(_mm512_set1_ps(unknown), _mm512_set1_ps(unknown));
+    const long n = 50000000L;
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (long k = 0; k < n; k++)
+        for (int i = 0; i < 16; i++) a[i] = _mm512_dpbf16_ps(a[i], x, x);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    float r = 0.0f;
+    for (int i = 0; i < 16; i++) r += _mm512_reduce_add_ps(a[i]);
+    const double s = (t1.tv_sec - t0.tv_sec) + 1e-9 * (t1.tv_nsec - t0.tv_nsec);
+    printf("%.6e %g\n", n * 16 * 16 * 4 / s, r);
+    return 0;
+}
+#else
+int main(void) { printf("0 none\n"); return 0; }
+#endif
+"""
+
+
+def peak_flops(threads: int, source: str = PEAK_SOURCE) -> float:
     """Multiply-add flops per second of `threads` cores together (one copy of the program each)."""
     with tempfile.TemporaryDirectory() as tmp:
         src, exe = Path(tmp) / "peak.c", Path(tmp) / "peak"
-        src.write_text(PEAK_SOURCE)
+        src.write_text(source)
         flags = [f for f in cpu_kernel.FLAGS if f not in ("-shared", "-fPIC")]
         subprocess.run([cpu_kernel._compiler(), *flags, "-ffp-contract=fast", "-o", str(exe), str(src)], check=True)
         runs = [subprocess.Popen([str(exe)], stdout=subprocess.PIPE, text=True) for _ in range(threads)]
@@ -209,9 +241,10 @@ def main() -> None:
     before = torch.get_num_threads()
     try:
         for threads in thread_counts:
-            peak = peak_flops(threads)
+            peak, bf16 = peak_flops(threads), peak_flops(threads, BF16_PEAK_SOURCE)
             print(f"\n{threads} thread(s): multiply-add peak {peak / 1e9:.0f} GFLOP/s "
-                  f"({peak / 32e9 / threads:.2f} G vector multiply-adds a second per core)")
+                  f"({peak / 32e9 / threads:.2f} G vector multiply-adds a second per core); bfloat16 pairs "
+                  + (f"(vdpbf16ps) {bf16 / 1e9:.0f} GFLOP/s, x{bf16 / peak:.2f} float32's" if bf16 else "not on this CPU"))
             print(f"  {'batch':>5} {'fwd us/gene':>12} {'bwd us/gene':>12} {'genes/s':>8} {'fwd % peak':>10} {'bwd % peak':>10} "
                   f"{'products at peak':>17}")
             torch.set_num_threads(threads)
