@@ -73,7 +73,7 @@ def _child(job: dict) -> dict:
         if done == total:
             marks["train_end"] = time.perf_counter()
 
-    cfg = TrainConfig(epochs=job["epochs"], batch_size=job["batch"], lr=job["lr"], seed=0)
+    cfg = TrainConfig(epochs=job["epochs"], batch_size=job["batch"], lr=job["lr"], seed=job.get("seed", 0))
     epochs, train_s = [], []
     last = time.perf_counter()
     for result in fit(ModelConfig(variant=job["variant"]), cfg, pair, device=device, on_batch=on_batch):
@@ -237,6 +237,7 @@ def main() -> None:
     parser.add_argument("--batches", default="10,32,64,128,256")
     parser.add_argument("--updates-epochs", type=int, default=10, help="gene-updates = this many training epochs")
     parser.add_argument("--pcc-batches", default="", help="batch sizes of part 3 (default: 10 and the sweep's fastest)")
+    parser.add_argument("--pcc-seeds", default="0", help="comma list of training seeds of part 3 (each batch once per seed)")
     parser.add_argument("--lr-scaling", choices=("sqrt", "linear"), default="sqrt",
                         help="part 3's learning rate: 1e-4 x (batch/10)^0.5 or x batch/10")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default); also OMP_NUM_THREADS of the reference")
@@ -358,11 +359,17 @@ def main() -> None:
         power = 0.5 if args.lr_scaling == "sqrt" else 1.0
         print(f"\n3. valid PCC after {args.updates_epochs} epochs of gene-updates, {args.sweep_variant}; "
               f"lr = 1e-4 * (batch / 10)^{power:g}")
+        seeds = [int(v) for v in args.pcc_seeds.split(",")]
         for batch in batches:
             lr = 1e-4 * (batch / 10) ** power
-            out = run_child(**{**job, "lr": lr}, variant=args.sweep_variant, impl=impls[0], batch=batch, epochs=args.updates_epochs)
-            print(f"  batch {batch:4d} lr {lr:.2e}: last valid PCC {out['valid_pcc']:.4f}, best {out['best_valid_pcc']:.4f}, "
-                  f"{sum(out['epoch_s']):.1f} s")
+            outs = [run_child(**{**job, "lr": lr, "seed": seed}, variant=args.sweep_variant, impl=impls[0], batch=batch,
+                              epochs=args.updates_epochs) for seed in seeds]
+            for seed, out in zip(seeds, outs):
+                print(f"  batch {batch:4d} lr {lr:.2e} seed {seed}: last valid PCC {out['valid_pcc']:.4f}, "
+                      f"best {out['best_valid_pcc']:.4f}, {sum(out['epoch_s']):.1f} s")
+            if len(outs) > 1:
+                print(f"  batch {batch:4d} mean over {len(outs)} seeds: last {statistics.mean(o['valid_pcc'] for o in outs):.4f}, "
+                      f"best {statistics.mean(o['best_valid_pcc'] for o in outs):.4f}")
     print(f"\nend: {load_now()}")
 
 
