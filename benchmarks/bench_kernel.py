@@ -161,26 +161,13 @@ PARTS = {
 }
 
 
-def build_omitting(bits: int, folder: Path):
-    """The kernel built with -DDD_OMIT=bits by the compiler and flags the package's own build used,
-    declared like it; loaded but never checked (its results are wrong by design)."""
-    import ctypes
-
-    flags = list(cpu_kernel.FLAGS) + (["-fopenmp"] if cpu_kernel._openmp else [])
-    lib = folder / f"omit{bits}.so"
-    subprocess.run([cpu_kernel._compiler(), *flags, f"-DDD_OMIT={bits}", "-o", str(lib), str(cpu_kernel.SOURCE)], check=True)
-    loaded = ctypes.CDLL(str(lib))
-    cpu_kernel._declare(loaded)
-    return loaded
-
-
 def profile_parts(batches: list[int], thread_counts: list[int], k: int, hid: int, steps: int, repeats: int) -> None:
     """Each part's share of the kernel's time: full build vs the build without it, round by round."""
     full = cpu_kernel._load()
     flush = torch.set_flush_denormal(True)
     before = torch.get_num_threads()
     with tempfile.TemporaryDirectory(prefix="deepdiff-parts-") as tmp:
-        libs = {name: build_omitting(bits, Path(tmp)) for name, bits in PARTS.items()}
+        libs = {name: cpu_kernel.profiling_build(bits, Path(tmp)) for name, bits in PARTS.items()}
         try:
             for threads in thread_counts:
                 torch.set_num_threads(threads)

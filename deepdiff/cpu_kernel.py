@@ -57,6 +57,7 @@ _load_lock = threading.RLock()  # the self-check runs the kernel while the libra
 _lock = threading.Lock()  # the workspace and the thread pool
 _lib: ctypes.CDLL | None = None
 _openmp = False  # _lib was built with OpenMP (asked once, at load)
+_flags: tuple[str, ...] = ()  # the compiler flags of _lib's build
 _status: str | None = None  # None: not tried yet
 _pool: ThreadPoolExecutor | None = None
 _pool_size = 0
@@ -74,16 +75,16 @@ def status() -> str:
 
 
 def _load() -> ctypes.CDLL | None:
-    global _lib, _status, _openmp
+    global _lib, _status, _openmp, _flags
     if _status is not None:
         return _lib
     with _load_lock:
         if _status is None:
             try:
-                path = _build()
+                path, flags = _build()
                 lib = ctypes.CDLL(str(path))
                 _declare(lib)
-                _lib, _status, _openmp = lib, "checking", bool(lib.dd_openmp())
+                _lib, _status, _openmp, _flags = lib, "checking", bool(lib.dd_openmp()), flags
                 mismatch = _self_check()
                 if mismatch:
                     _lib, _status = None, f"not used: {path} disagrees with the torch implementation ({mismatch})"
@@ -117,7 +118,8 @@ def _cache_dirs() -> list[Path]:
     return [Path.home() / ".cache" / "deepdiff-tune" / "kernels", Path(tempfile.gettempdir()) / "deepdiff-tune-kernels"]
 
 
-def _build() -> Path:
+def _build() -> tuple[Path, tuple[str, ...]]:
+    """The cached or new build of the kernel, and the flags it was built with (the first of BUILDS that works)."""
     compiler = _compiler()
     source = SOURCE.read_bytes()
     version = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=60).stdout
@@ -128,7 +130,7 @@ def _build() -> Path:
         for folder in _cache_dirs():
             path = folder / f"lstm_kernel-{key}.so"
             if path.is_file():
-                return path
+                return path, flags
             try:
                 folder.mkdir(parents=True, exist_ok=True)
                 fd, tmp = tempfile.mkstemp(dir=folder, prefix=".build-", suffix=".so")
@@ -142,11 +144,26 @@ def _build() -> Path:
                     errors.append(f"{Path(compiler).name} {' '.join(flags)}: {(done.stderr.strip().splitlines() or ['failed'])[-1]}")
                     break  # the same flags fail in every folder: try the next build
                 os.replace(tmp, path)
-                return path
+                return path, flags
             finally:
                 if os.path.exists(tmp):
                     os.unlink(tmp)
     raise RuntimeError("could not build the C kernel: " + "; ".join(errors))
+
+
+def profiling_build(omit: int, folder: Path) -> ctypes.CDLL:
+    """The kernel built with -DDD_OMIT=omit into `folder` (lstm_kernel.c: those parts left out, for
+    benchmarks/bench_kernel.py --parts to time what each costs; its results are wrong by design), by the
+    compiler and flags of this process's build, loaded and declared; never checked, never used here.
+    Swap it in as `_lib` to time it. Needs `available()`."""
+    if _load() is None:
+        raise RuntimeError(f"the C kernel is not available: {status()}")
+    path = Path(folder) / f"lstm_kernel-omit{omit}.so"
+    subprocess.run([_compiler(), *_flags, f"-DDD_OMIT={omit}", "-o", str(path), str(SOURCE)], check=True,
+                   capture_output=True, timeout=300)
+    lib = ctypes.CDLL(str(path))
+    _declare(lib)
+    return lib
 
 
 def _declare(lib: ctypes.CDLL) -> None:

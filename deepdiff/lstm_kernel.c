@@ -127,8 +127,9 @@ INLINE int padded(int H) { return (int)whole_lines(H); }
 
 /* Profiling builds only (benchmarks/bench_kernel.py --parts): -DDD_OMIT=<sum of the parts below> leaves
  * those parts out, or puts a cheap stand-in in their place, so that timing the build against the full
- * one (in the same process) says what each part costs. The results of such a build are wrong; the
- * package never builds one (DD_OMIT is 0 and every OMITTED(...) is a constant false). */
+ * one (in the same process) says what each part costs. The results of such a build are wrong: only
+ * `cpu_kernel.profiling_build` makes one, for the benchmark; the package's own build leaves DD_OMIT 0,
+ * so every OMITTED(...) is a constant false. */
 #ifndef DD_OMIT
 #define DD_OMIT 0
 #endif

@@ -244,6 +244,7 @@ def test_kernel_threads_split_the_work_without_changing_it(monkeypatch, tmp_path
     monkeypatch.setattr(cpu_kernel, "_status", None)
     monkeypatch.setattr(cpu_kernel, "_lib", None)
     monkeypatch.setattr(cpu_kernel, "_openmp", cpu_kernel._openmp)  # restored with the library after the test
+    monkeypatch.setattr(cpu_kernel, "_flags", cpu_kernel._flags)
     if not cpu_kernel.available():
         pytest.skip(f"this compiler cannot build that way: {cpu_kernel.status()}")
     assert ("OpenMP" in cpu_kernel.status()) == openmp
@@ -274,12 +275,8 @@ def test_profiling_builds_leave_out_the_parts_they_name(monkeypatch, tmp_path):
     """benchmarks/bench_kernel.py --parts times builds of the kernel with -DDD_OMIT=<parts>: they must
     still compile, and leave out what they say: the forward's parts change the forward, the backward's
     only the gradients. (The package's own build is the full kernel: the self-check holds it to torch.)"""
-    import ctypes
-    import subprocess
-
     _fused_or_skip("fused")
     full = cpu_kernel._load()
-    flags = list(cpu_kernel.FLAGS) + (["-fopenmp"] if cpu_kernel._openmp else [])
     gen = torch.Generator().manual_seed(5)
     n, k, steps, hid = 3, 2, 7, 8
     x = _counts((n, k, steps), 4)
@@ -294,12 +291,7 @@ def test_profiling_builds_leave_out_the_parts_they_name(monkeypatch, tmp_path):
 
     m_full, dw_full = run()
     for bits, forward_changes in ((1 | 2 | 4 | 64, True), (8 | 16 | 32, False)):
-        lib_path = tmp_path / f"omit{bits}.so"
-        subprocess.run([cpu_kernel._compiler(), *flags, f"-DDD_OMIT={bits}", "-o", str(lib_path), str(cpu_kernel.SOURCE)],
-                       check=True, timeout=300)
-        lib = ctypes.CDLL(str(lib_path))
-        cpu_kernel._declare(lib)
-        monkeypatch.setattr(cpu_kernel, "_lib", lib)
+        monkeypatch.setattr(cpu_kernel, "_lib", cpu_kernel.profiling_build(bits, tmp_path))
         m, dw = run()
         monkeypatch.setattr(cpu_kernel, "_lib", full)
         assert torch.equal(m, m_full) != forward_changes, bits
