@@ -324,9 +324,9 @@ class MlflowTracker(PicklesSettings, Callback):
         from deepdiff.errors import ConfigError
         from deepdiff.train import BEST_CHECKPOINT, load_checkpoint
 
-        source = f"{folder.rstrip('/')}/{BEST_CHECKPOINT}"
+        source, where = f"{folder.rstrip('/')}/{BEST_CHECKPOINT}", f"its best trial {trial_id} ({folder})"
         if fs.get_file_info(source).type != pyarrow.fs.FileType.File:
-            return f"the checkpoint of its best trial {trial_id} ({folder}) holds no {BEST_CHECKPOINT}"
+            return f"the checkpoint of {where} holds no {BEST_CHECKPOINT}"
         with tempfile.TemporaryDirectory(prefix="deepdiff-model-") as tmp:
             local = Path(tmp) / BEST_CHECKPOINT
             try:
@@ -334,14 +334,12 @@ class MlflowTracker(PicklesSettings, Callback):
                     shutil.copyfileobj(src, dst)
                 epoch = load_checkpoint(local)["epoch"]
             except ConfigError as err:  # damaged or truncated (a node died writing it): try the next one
-                detail = str(err).removeprefix(f"{local}: ")
-                return f"the {BEST_CHECKPOINT} of its best trial {trial_id} ({folder}) is {detail}"
+                return f"the {BEST_CHECKPOINT} of {where} is {str(err).removeprefix(f'{local}: ')}"
             except (OSError, pyarrow.ArrowException) as err:  # unreadable in the storage
-                return f"the {BEST_CHECKPOINT} of its best trial {trial_id} ({folder}) could not be read ({type(err).__name__})"
+                return f"the {BEST_CHECKPOINT} of {where} could not be read ({type(err).__name__})"
             expected = outcome.get("best_epoch")
             if expected is not None and int(expected) != int(epoch):
-                return (f"the checkpoint of its best trial {trial_id} ({folder}) holds the model of epoch {epoch}, "
-                        f"not of its best epoch {int(expected)}")
+                return f"the checkpoint of {where} holds the model of epoch {epoch}, not of its best epoch {int(expected)}"
             self.client.log_artifact(parent, str(local), artifact_path=MODEL_DIR)
         return None
 
