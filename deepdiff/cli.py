@@ -29,7 +29,7 @@ import signal
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 from deepdiff.config import (
     AUX_MODES,
@@ -45,18 +45,14 @@ from deepdiff.config import (
     save_config,
     write_atomic,
 )
-from deepdiff.errors import ConfigError, DeepDiffError, check_output_dir, os_error_message
+from deepdiff.command import OneLineParser, run_command, say
+from deepdiff.errors import EXIT_NAN, ConfigError, check_output_dir
 from deepdiff.variants import VARIANTS, get_variant
-
-EXIT_USAGE = 2  # bad input: files, flags, configs, paths that cannot be read or written
-EXIT_NAN = 3  # training diverged (NaN loss or non-finite predictions)
-EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT)
 ATTENTION_FILE = "attention.npz"  # what `deepdiff evaluate --out` writes (with attention.json)
 MIN_SYNTH_GENES = 12  # the smallest synthetic pair whose every split has 2 genes (a PCC)
 MAX_SYNTH_GENES = 100_000  # more than any genome has; 200 bins each: ~20 GB of CSV per cell
 _CELL_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 LARGE_COUNT = 1e6  # raw counts above this are a likelier cause of divergence than the learning rate
-_NEGATIVE_NUMBER = re.compile(r"^(?:-(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|-inf|-nan)$", re.IGNORECASE)
 
 # `deepdiff train` flags that override config fields: flag dest -> config field.
 TRAIN_OVERRIDES = {
@@ -83,25 +79,6 @@ def default_cache_dir() -> Path:
     """Where validated pairs are cached: $XDG_CACHE_HOME/deepdiff-tune or ~/.cache/deepdiff-tune."""
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "deepdiff-tune"
-
-
-def _say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """argparse with the one-line error of every other error (no usage dump), and negative numbers as
-    values: ``--lr -1e-3`` reaches the validator that says what is expected (argparse alone takes
-    ``-1e-3``, ``-inf`` for an option). Every command line of the project parses with it."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        # argparse's own test for "a negative number, not an option" (only -1 and -.5 by default)
-        self._negative_number_matcher = _NEGATIVE_NUMBER
-
-    def error(self, message: str) -> NoReturn:
-        _say(f"error: {self.prog}: {message} (see {self.prog} --help)")
-        sys.exit(EXIT_USAGE)
 
 
 def _add_data_args(p: argparse.ArgumentParser, *, required: bool) -> None:
@@ -199,9 +176,9 @@ def _load(args: argparse.Namespace, data_dir: str, cell_a: str, cell_b: str, *, 
         # --cache-dir that can never be a folder is a mistake in the flag.
         check_output_dir(cache, "--cache-dir", writable=False)
     pair = load_pair(data_dir, cell_a, cell_b, cache_dir=cache, n_bins=n_bins or N_BINS,
-                     unpaired="error" if args.strict_genes else "drop", progress=_say)
+                     unpaired="error" if args.strict_genes else "drop", progress=say)
     for note in pair.notes:
-        _say(f"note: {note}")
+        say(f"note: {note}")
     check_trainable(pair, data_dir)
     return pair
 
@@ -257,7 +234,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
         shutil.rmtree(tmp, ignore_errors=True)
         if created and out.is_dir() and not any(out.iterdir()):
             out.rmdir()
-    _say(f"wrote {len(written)} files to {out}")
+    say(f"wrote {len(written)} files to {out}")
     print(out.resolve())
     return 0
 
@@ -303,7 +280,7 @@ def _note_inapplicable_flags(args: argparse.Namespace, variant: str) -> None:
     if ignored:
         spec = get_variant(variant)
         lacks = [part for part, has in (("auxiliary task", spec.aux), ("contrastive loss", spec.siamese)) if not has]
-        _say(f"note: {', '.join(ignored)} ignored: variant {variant} has no {' and no '.join(lacks)}")
+        say(f"note: {', '.join(ignored)} ignored: variant {variant} has no {' and no '.join(lacks)}")
 
 
 def _ensure_data(data: dict[str, Any], config: str | None) -> None:
@@ -323,7 +300,7 @@ def _ensure_data(data: dict[str, Any], config: str | None) -> None:
     except (TypeError, ValueError) as err:
         raise ConfigError(f"{config} section data: field synthetic: {err}") from None
     if written:
-        _say(f"regenerated the synthetic pair in {folder}")
+        say(f"regenerated the synthetic pair in {folder}")
 
 
 def _write_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -367,7 +344,7 @@ class _DeferredInterrupt:
         if self.pending:
             raise KeyboardInterrupt
         self.pending = True
-        _say("\ninterrupt: stopping once this epoch's files agree (Ctrl-C again to stop at once)")
+        say("\ninterrupt: stopping once this epoch's files agree (Ctrl-C again to stop at once)")
 
     def check(self) -> None:
         if self.pending:
@@ -421,10 +398,10 @@ def cmd_train(args: argparse.Namespace) -> int:
             rows = _previous_rows(out / "metrics.csv", done)
             before, now = state.get(COMPUTE_DTYPE), dtype_name(dtype)
             if before is not None and before != now:
-                _say(f"note: {last} trained in {before}; it goes on in {now} (precision {train_cfg.precision} on "
+                say(f"note: {last} trained in {before}; it goes on in {now} (precision {train_cfg.precision} on "
                      f"{device}); pass --precision {before} to keep {before}")
         elif args.resume:
-            _say(f"note: {out} holds no {LAST_CHECKPOINT} to resume; starting a new run there")
+            say(f"note: {out} holds no {LAST_CHECKPOINT} to resume; starting a new run there")
     _ensure_data(data, args.config)
     pair = _load(args, data["dir"], data["cell_a"], data["cell_b"])
     data_section = {**data, "dir": str(Path(data["dir"]).resolve())}
@@ -432,8 +409,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         out.mkdir(parents=True, exist_ok=True)
         save_config(out / "config.yaml", model_cfg, train_cfg, data_section)
     if resume_from is not None:
-        _say(f"resuming {out} after epoch {done}")
-    _say(f"training {model_cfg.variant} on {pair.cell_a} -> {pair.cell_b} "
+        say(f"resuming {out} after epoch {done}")
+    say(f"training {model_cfg.variant} on {pair.cell_a} -> {pair.cell_b} "
          f"({len(pair.train)} train genes) on {device}, {precision_label(dtype)}")
 
     bar = tqdm(total=None, unit="batch", file=sys.stderr, dynamic_ncols=True, disable=None, leave=False)
@@ -470,7 +447,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if ended_without_result:
         what = ("the training loss became NaN" if result.status is EpochStatus.NAN
                 else "the model's valid/test predictions are not finite")
-        _say(f"error: {what} at epoch {result.epoch}; {_divergence_hint(pair, train_cfg)}")
+        say(f"error: {what} at epoch {result.epoch}; {_divergence_hint(pair, train_cfg)}")
     print("result " + " ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in summary.items()))
     return EXIT_NAN if ended_without_result else 0
 
@@ -479,7 +456,7 @@ def cmd_describe(args: argparse.Namespace) -> int:
     from deepdiff.model import DeepDiff, count_parameters
 
     if args.aux is not None and not get_variant(args.variant).aux:
-        _say(f"note: --aux ignored: variant {args.variant} has no auxiliary task")
+        say(f"note: --aux ignored: variant {args.variant} has no auxiliary task")
     cfg = ModelConfig(variant=args.variant, aux_mode=args.aux or ModelConfig.aux_mode,
                       level1_hidden=args.level1_hidden, level2_hidden=args.level2_hidden)
     model = DeepDiff.from_config(cfg)
@@ -504,7 +481,7 @@ def cmd_baselines(args: argparse.Namespace) -> int:
         raise ConfigError("--jobs 0: expected a number of processes >= 1 (or -1 for every core)")
     pair = _load(args, args.data, *args.pair)
     for name in names:
-        _say(f"fitting {name} on {pair.cell_a} -> {pair.cell_b} ({len(pair.train)} train genes)")
+        say(f"fitting {name} on {pair.cell_a} -> {pair.cell_b} ({len(pair.train)} train genes)")
         result = run_baseline(name, pair, input_transform=args.input_transform, seed=args.seed,
                               max_train_genes=args.max_train_genes, n_jobs=args.jobs)
         print(result.line(), flush=True)
@@ -540,7 +517,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         check_shapes(model_cfg, pair)
     except ConfigError as err:
         raise ConfigError(f"--checkpoint {checkpoint}: {err}") from None
-    _say(f"evaluating {model_cfg.variant} (epoch {epoch} of {checkpoint}) on {pair.cell_a} -> {pair.cell_b} on {device}")
+    say(f"evaluating {model_cfg.variant} (epoch {epoch} of {checkpoint}) on {pair.cell_a} -> {pair.cell_b} on {device}")
     scores: dict[str, float] = {}
     for name in ("valid", "test"):
         split = prepare_split(pair.split(name), train_cfg.input_transform, device)
@@ -555,7 +532,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             "cell_b": pair.cell_b, "split": args.split, "genes": len(maps.gene_ids), "epoch": epoch,
             "input_transform": train_cfg.input_transform, "model_config": dataclasses.asdict(model_cfg), **scores,
         })
-        _say(f"wrote {npz} and {about}")
+        say(f"wrote {npz} and {about}")
     # PCC and MSE to 6 decimals (deepdiff train prints 4): enough to compare with a study's record.
     print("result " + " ".join(f"{k}={v:.6f}" if isinstance(v, float) else f"{k}={v}" for k, v in summary.items()))
     return 0
@@ -568,31 +545,12 @@ COMMANDS = {"synth": cmd_synth, "prepare": cmd_prepare, "train": cmd_train, "des
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
-    try:
-        return COMMANDS[args.command](args)
-    except DeepDiffError as err:
-        _say(f"error: {err}")
-        return EXIT_USAGE
-    except OSError as err:  # a path that cannot be read or written (permissions, full disk, read-only)
-        _say(f"error: {os_error_message(err)}")
-        return EXIT_USAGE
-    except (MemoryError, RuntimeError) as err:
-        if not _out_of_memory(err):
-            raise
-        asked = re.search(r"tried to allocate [0-9.]+ ?[A-Za-z]*", str(err))
-        _say(f"error: not enough memory{f' ({asked.group()})' if asked else ''}; the model or a batch is too "
-             "large for this machine: lower --level1-hidden, --level2-hidden or --batch-size")
-        return EXIT_USAGE
-    except KeyboardInterrupt:
-        resumable = args.command == "train" and args.out
-        _say("interrupted; everything written so far is kept" + (" (continue with --resume)" if resumable else ""))
-        return EXIT_INTERRUPTED
-
-
-def _out_of_memory(err: BaseException) -> bool:
-    """An allocation that failed: Python's MemoryError, torch's CPU allocator or CUDA out of memory."""
-    return (isinstance(err, MemoryError) or type(err).__name__ == "OutOfMemoryError"
-            or "can't allocate memory" in str(err))
+    resumable = args.command == "train" and args.out
+    return run_command(
+        lambda: COMMANDS[args.command](args),
+        interrupted="interrupted; everything written so far is kept" + (" (continue with --resume)" if resumable else ""),
+        memory_hint="the model or a batch is too large for this machine: lower --level1-hidden, --level2-hidden or --batch-size",
+    )
 
 
 if __name__ == "__main__":

@@ -17,8 +17,18 @@ import os
 from pathlib import Path
 
 
+# Exit statuses of every command line (`deepdiff.command.run_command`); each kind of error carries its own.
+EXIT_INCOMPLETE = 1  # the study ended, but trials Tune planned never reached MLflow (a Tune failure)
+EXIT_USAGE = 2  # bad input: files, flags, configs, paths that cannot be read or written; nothing was changed
+EXIT_NAN = 3  # training diverged (NaN loss or non-finite predictions)
+EXIT_STORE = 75  # a store or storage failed (EX_TEMPFAIL): what ran is saved; fix it and rerun / --resume
+EXIT_INTERRUPTED = 130  # Ctrl-C or SIGTERM (128 + SIGINT)
+
+
 class DeepDiffError(Exception):
-    """A user-facing error with a one-line message."""
+    """A user-facing error with a one-line message; `exit_status` is what a command line exits with."""
+
+    exit_status = EXIT_USAGE
 
 
 class DataError(DeepDiffError):

@@ -30,18 +30,24 @@ import sys
 import time
 from pathlib import Path
 
-from deepdiff.cli import OneLineParser, check_synthetic_genes
+from deepdiff.cli import check_synthetic_genes
+from deepdiff.command import OneLineParser, run_command
 from deepdiff.config import PRECISIONS
-from deepdiff.errors import ConfigError, DeepDiffError, check_input_dir, check_output_dir, os_error_message, path_problem
+from deepdiff.errors import (
+    EXIT_INCOMPLETE,
+    EXIT_INTERRUPTED,
+    EXIT_STORE,
+    ConfigError,
+    DeepDiffError,
+    check_input_dir,
+    check_output_dir,
+    path_problem,
+)
 from deepdiff_study.grid import PAPER_GRID, Grid, GridCell, Pair, load_grid
 from deepdiff_study.plan import StudySettings, plan_grid_cells
 from deepdiff_study.storage import StudyStorage
-from deepdiff_study.store import DEFAULT_EXPERIMENT, StoreError, default_mlflow_uri
+from deepdiff_study.store import DEFAULT_EXPERIMENT, default_mlflow_uri
 
-EXIT_USAGE = 2  # a flag, a grid file, the data, the study folder or its saved state: nothing was started
-EXIT_STORE = 75  # the MLflow store does not answer, or it or the storage failed mid-study: fix it, then --resume
-EXIT_INCOMPLETE = 1  # the study ended, but trials Tune planned never reached MLflow (a Tune failure)
-EXIT_INTERRUPTED = 130  # Ctrl-C, or trials left unfinished: rerun with --resume
 MIN_STUDY_GENES = 20  # a synthetic pair with a few genes in every split
 ADDRESS_TIMEOUT_S = 5  # a Ray head that does not accept a connection this fast is not there
 
@@ -580,35 +586,29 @@ def write_study_report(mlflow_uri: str, experiment: str, exp_dir) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        if args.dry_run:
-            check_flags(args)
-            grid = load_grid(args.grid)
-            cells, settings, sizes = resolve(args, grid)
-            if args.data is not None:  # the same check as the real start, so a dry run vouches for the data
-                from deepdiff_study import pairs as pair_files
+    return run_command(
+        lambda: dry_run(args) if args.dry_run else run(args),
+        # the storage failing (disk full, read-only) while the driver writes its files
+        os_error=(EXIT_STORE, "; fix it and rerun the same command (with --resume once the study started)"),
+        interrupted="\ninterrupted; rerun the same command to continue (with --resume once the study started: "
+                    "its folder holds tuner.pkl)",
+    )
 
-                chosen = sorted({c.pair for c in cells}, key=lambda p: p.number)
-                pair_files.check_files(pair_files.pair_sources(chosen, data_dir=args.data, synthetic_root=".", genes=0))
-            print_plan(cells, settings, sizes["preset"])
-            if args.address:
-                estimate_cost(args, grid, cells, settings, sizes)
-            return 0
-        return run(args)
-    except StoreError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return EXIT_STORE
-    except DeepDiffError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return EXIT_USAGE
-    except OSError as err:  # the storage failing (disk full, read-only) while the driver writes its files
-        print(f"error: {os_error_message(err)}; fix it and rerun the same command (with --resume once the study "
-              "started)", file=sys.stderr)
-        return EXIT_STORE
-    except KeyboardInterrupt:
-        print("\ninterrupted; rerun the same command to continue (with --resume once the study started: "
-              "its folder holds tuner.pkl)", file=sys.stderr)
-        return EXIT_INTERRUPTED
+
+def dry_run(args: argparse.Namespace) -> int:
+    """--dry-run: the grid cells and planned trials (with --address: the cost, from a short calibration)."""
+    check_flags(args)
+    grid = load_grid(args.grid)
+    cells, settings, sizes = resolve(args, grid)
+    if args.data is not None:  # the same check as the real start, so a dry run vouches for the data
+        from deepdiff_study import pairs as pair_files
+
+        chosen = sorted({c.pair for c in cells}, key=lambda p: p.number)
+        pair_files.check_files(pair_files.pair_sources(chosen, data_dir=args.data, synthetic_root=".", genes=0))
+    print_plan(cells, settings, sizes["preset"])
+    if args.address:
+        estimate_cost(args, grid, cells, settings, sizes)
+    return 0
 
 
 if __name__ == "__main__":

@@ -26,11 +26,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from deepdiff.errors import ConfigError, DeepDiffError, check_output_dir
+from deepdiff.errors import ConfigError, check_output_dir
 from deepdiff_study.store import DEFAULT_EXPERIMENT, StoreError, default_mlflow_uri, store_failure
-
-EXIT_USAGE = 2  # a flag, or no study to export: nothing written
-EXIT_STORE = 75  # the MLflow store does not answer or failed while read: nothing written
 
 SUMMARY_COLUMNS = (
     "grid_cell", "variant", "pair", "pair_name", "epigenome_a", "epigenome_b", "aux_mode", "margin",
@@ -133,7 +130,7 @@ def winners(rows: list[dict[str, Any]]) -> set[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from deepdiff.cli import OneLineParser
+    from deepdiff.command import OneLineParser, run_command
 
     parser = OneLineParser(prog="export_best", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--experiment", default=DEFAULT_EXPERIMENT, help=f"MLflow experiment of the study (default {DEFAULT_EXPERIMENT})")
@@ -142,24 +139,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--overwrite", action="store_true", help="replace an earlier export in --out")
     args = parser.parse_args(argv)
     uri = default_mlflow_uri() if args.mlflow_uri is None else args.mlflow_uri
-    try:
-        check_out_dir(args.out, overwrite=args.overwrite)  # before the store is asked anything
-        from deepdiff_study.store import check_readable
 
-        check_readable(uri)
-        table = export_best(uri, args.experiment, args.out, overwrite=args.overwrite)
-    except StoreError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return EXIT_STORE
-    except DeepDiffError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return EXIT_USAGE
-    except Exception as err:  # the store failing while it is read: one line, nothing written
+    def read_failure(err: Exception) -> StoreError | None:  # the store failing while it is read: nothing written
         reason = store_failure(err)
-        if reason is None:
-            raise
-        print(f"error: --mlflow-uri {uri}: the MLflow store failed while read ({reason}); nothing was written", file=sys.stderr)
-        return EXIT_STORE
+        return None if reason is None else StoreError(
+            f"--mlflow-uri {uri}: the MLflow store failed while read ({reason}); nothing was written")
+
+    return run_command(lambda: _export(args, uri), os_error=None, translate=read_failure)
+
+
+def _export(args: argparse.Namespace, uri: str) -> int:
+    check_out_dir(args.out, overwrite=args.overwrite)  # before the store is asked anything
+    from deepdiff_study.store import check_readable
+
+    check_readable(uri)
+    table = export_best(uri, args.experiment, args.out, overwrite=args.overwrite)
     print(format_table(table.to_dict("records")))
     written = table["config"].dropna()
     print(f"\nwrote {len(written)} configs to {Path(args.out) / 'configs'} and "

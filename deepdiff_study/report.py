@@ -992,7 +992,9 @@ def write_report(tracking_uri: str, experiment: str, out_dir: str | Path, *, log
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="deepdiff-report", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    from deepdiff.command import OneLineParser
+
+    p = OneLineParser(prog="deepdiff-report", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--experiment", default=DEFAULT_EXPERIMENT, help=f"the study's MLflow experiment (default {DEFAULT_EXPERIMENT})")
     p.add_argument("--out", required=True, metavar="DIR", help="folder for index.html, the tables and figures")
     p.add_argument("--mlflow-uri", help="MLflow tracking URI (default sqlite:///mlruns.db in this folder)")
@@ -1012,17 +1014,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from deepdiff.command import run_command
+
     args = build_parser().parse_args(argv)
-    try:
+
+    def body() -> int:
         index = write_report(args.mlflow_uri or default_mlflow_uri(), args.experiment, args.out, log=not args.no_log,
                              attention_pair=args.attention_pair, seeds=args.seeds, address=args.address,
                              cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
                              replicate_storage=args.replicate_storage)
-    except DeepDiffError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(f"report: {index}")
-    return 0
+        print(f"report: {index}")
+        return 0
+
+    return run_command(body)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from deepdiff.errors import ConfigError, DeepDiffError, path_problem
+from deepdiff.errors import EXIT_STORE, ConfigError, DeepDiffError, path_problem
 
 DEFAULT_EXPERIMENT = "deepdiff-ablation"
 DEFAULT_DB = "mlruns.db"  # in the working directory; artifacts go to mlartifacts/ beside it
@@ -45,7 +45,9 @@ def default_mlflow_uri(folder: str | Path | None = None) -> str:
 
 
 class StoreError(DeepDiffError):
-    """The MLflow tracking store cannot be used."""
+    """The MLflow tracking store cannot be used (or it or the storage failed mid-study)."""
+
+    exit_status = EXIT_STORE
 
 
 def sqlite_path(tracking_uri: str) -> Path | None:
