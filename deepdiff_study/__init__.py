@@ -21,4 +21,5 @@ The study layer of the distribution ``deepdiff-tune`` (installed with the ``tune
 - `progress`    the progress lines (a Tune callback)                             (Ray, records)
 - `calibrate`   --dry-run --address: trials at once, measured GPU-/CPU-hours     (Ray at call time, plan)
 - `driver`      flags -> study -> Tuner -> closing table (`tune/run_ablation.py`) (everything above)
+- `replicates`  report --seeds K: each grid cell's best config retrained over K seeds (Ray, tracker; driver at call time)
 """
