@@ -1,5 +1,6 @@
 """cluster.yaml, checked offline: it passes the installed ray's cluster-launcher schema, and every
-command it (and the cluster how-to) runs names files, extras, flags and variables that exist.
+command it (and the cluster how-to, docs/cluster.md) runs names files, extras, flags and variables that
+exist; the study commands of README.md and docs/study.md use existing flags too.
 
 What this cannot check without a cloud account: that the image tag, the torch index, the AMI parameter
 and the instance types exist in AWS / Docker Hub (cluster.yaml's comments say which were verified)."""
@@ -20,7 +21,9 @@ from ray_session import REPO_ROOT
 CLUSTER_YAML = REPO_ROOT / "cluster.yaml"
 REMOTE_REPO = "/home/ray/deepdiff-tune"
 RAY_PROVIDED_ENV = {"RAY_HEAD_IP"}  # set by the cluster launcher in worker start commands
-DOCS = [REPO_ROOT / "README.md"]
+HOW_TO = REPO_ROOT / "docs" / "cluster.md"  # the cluster how-to
+# every page that shows study commands: their flags must exist
+STUDY_DOCS = [REPO_ROOT / "README.md", REPO_ROOT / "docs" / "study.md", HOW_TO]
 
 
 @pytest.fixture(scope="module")
@@ -152,16 +155,28 @@ def study_commands(text: str) -> list[list[str]]:
     return found
 
 
-@pytest.mark.skipif(not DOCS, reason="no cluster how-to")
-def test_every_study_command_in_the_how_to_uses_existing_flags():
+def known_study_flags() -> set[str]:
     from deepdiff_study import driver
 
-    known = {opt for action in driver.build_parser()._actions for opt in action.option_strings}
-    text = "\n".join(p.read_text() for p in DOCS)
-    commands = study_commands(text)
+    return {opt for action in driver.build_parser()._actions for opt in action.option_strings}
+
+
+def test_every_study_command_in_the_how_to_uses_existing_flags():
+    known = known_study_flags()
+    commands = study_commands(HOW_TO.read_text())
     assert any("--address" in c and "--dry-run" in c for c in commands), "the how-to shows the cluster dry run"
     assert any("--storage" in c and "--resume" in c for c in commands), "and the resume"
     assert all("--address" in c for c in commands if "--storage" in c), "a study on the cluster joins it"
     for argv in commands:
         flags = {a.split("=")[0] for a in argv if a.startswith("--")}
         assert flags <= known, (argv, flags - known)
+
+
+@pytest.mark.parametrize("page", STUDY_DOCS, ids=lambda p: str(p.relative_to(REPO_ROOT)))
+def test_every_study_command_in_the_docs_uses_existing_flags(page):
+    known = known_study_flags()
+    commands = study_commands(page.read_text())
+    assert commands, f"{page} shows no study command"
+    for argv in commands:
+        flags = {a.split("=")[0] for a in argv if a.startswith("--")}
+        assert flags <= known, (page, argv, flags - known)
