@@ -24,10 +24,8 @@ import json
 import math
 import os
 import re
-import shutil
 import signal
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -43,10 +41,10 @@ from deepdiff.config import (
     flat_config,
     load_config,
     save_config,
-    write_atomic,
 )
 from deepdiff.command import OneLineParser, run_command, say
 from deepdiff.errors import EXIT_NAN, ConfigError, check_output_dir
+from deepdiff.files import staging_folder, write_atomic
 from deepdiff.variants import VARIANTS, get_variant
 ATTENTION_FILE = "attention.npz"  # what `deepdiff evaluate --out` writes (with attention.json)
 MIN_SYNTH_GENES = 12  # the smallest synthetic pair whose every split has 2 genes (a PCC)
@@ -220,18 +218,17 @@ def cmd_synth(args: argparse.Namespace) -> int:
     # nothing half-written in OUT_DIR, so the same command can run again.
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".synth-", dir=out))
     try:
-        written = write_synthetic_pair(tmp, genes=args.genes, seed=args.seed, cell_a=args.cells[0],
-                                       cell_b=args.cells[1], signal=args.signal, imitates=args.imitates, **options)
-        for path in [*written.values(), tmp / SYNTHETIC_RECORD]:
-            os.replace(path, out / path.name)
+        with staging_folder(out, ".synth-") as tmp:
+            written = write_synthetic_pair(tmp, genes=args.genes, seed=args.seed, cell_a=args.cells[0],
+                                           cell_b=args.cells[1], signal=args.signal, imitates=args.imitates, **options)
+            for path in [*written.values(), tmp / SYNTHETIC_RECORD]:
+                os.replace(path, out / path.name)
     except ValueError as err:
         raise ConfigError(f"synth: {err}") from None
     except OSError as err:  # pyarrow's writer names no file and wraps the errno's text
         raise OSError(err.errno, os.strerror(err.errno) if err.errno else str(err), str(out)) from None
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
         if created and out.is_dir() and not any(out.iterdir()):
             out.rmdir()
     say(f"wrote {len(written)} files to {out}")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from typing import Any
 import yaml
 
 from deepdiff.errors import ConfigError, path_problem
+from deepdiff.files import write_atomic
 
 AUX_MODES = ("regression", "classification")
 INPUT_TRANSFORMS = ("raw", "log1p")
@@ -177,7 +177,7 @@ def _coerce(cls: type, name: str, value: Any) -> Any:
 
 
 def save_config(path: str | Path, model_cfg: ModelConfig, train_cfg: TrainConfig, data: dict[str, Any] | None = None) -> Path:
-    """Write a config file (YAML) that `load_config` and `deepdiff train --config` read back.
+    """Write a config file (YAML) that `load_config` and `deepdiff train --config` read back (atomically).
 
     Layout: ``model:`` and ``train:`` sections with every field, and an optional ``data:`` section
     (``dir``, ``cell_a``, ``cell_b``, ...) naming what the run was trained on.
@@ -189,27 +189,6 @@ def save_config(path: str | Path, model_cfg: ModelConfig, train_cfg: TrainConfig
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(path, yaml.safe_dump(doc, sort_keys=False))
     return path
-
-
-def write_atomic(path: str | Path, data: str | bytes) -> None:
-    """Replace the file `path` by `data` at once (a temporary file beside it, then a rename): a reader
-    never sees half a file, and a failed write (disk full, read-only) leaves the old file as it was,
-    no temporary file behind, and raises an `OSError` that names `path`. The one place files are
-    replaced whole (configs, metrics, results, checkpoints)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data.encode() if isinstance(data, str) else data)
-        os.replace(tmp, path)
-    except OSError as err:
-        try:
-            tmp.unlink(missing_ok=True)
-        except OSError:
-            pass
-        if err.filename is None or Path(err.filename) == tmp:  # name the file the user knows
-            raise OSError(err.errno, err.strerror or str(err), str(path)) from None
-        raise
 
 
 def load_config(path: str | Path) -> tuple[ModelConfig, TrainConfig, dict[str, Any]]:

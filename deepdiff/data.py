@@ -30,10 +30,8 @@ import csv
 import dataclasses
 import hashlib
 import json
-import os
 import re
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, NoReturn, Sequence
@@ -47,6 +45,7 @@ import pyarrow.ipc  # noqa: F401  (pa.ipc)
 import torch
 
 from deepdiff.errors import DataError, path_problem
+from deepdiff.files import write_atomic
 
 MARKS = ("H3K4me1", "H3K4me3", "H3K9me3", "H3K27me3", "H3K36me3")
 N_BINS = 200
@@ -692,16 +691,12 @@ def _read_stat_index(path: Path) -> str | None:
 
 def _write_stat_index(path: Path, key: str) -> None:
     """Best effort (a failure only costs a hash next time); atomic, so a reader never sees half a key."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        tmp.write_text(key + "\n")
-        os.replace(tmp, path)
-    except OSError:
-        tmp.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        write_atomic(path, key + "\n")
 
 
 def _write_cache(path: Path, key: str, pair: PairData, say: Progress) -> PairData:
-    """Store `pair` at `path` atomically (tmp + rename); a failure is a note, not an error."""
+    """Store `pair` at `path` (`write_atomic`: never half a file); a failure is a note, not an error."""
     columns: dict[str, list] = {k: [] for k in ("gene_id", "expr_a", "expr_b", "x_a", "x_b")}
     for name in SPLITS:
         part = pair.split(name).to("cpu")
@@ -717,15 +712,15 @@ def _write_cache(path: Path, key: str, pair: PairData, say: Progress) -> PairDat
             "median_a": pair.median_a, "median_b": pair.median_b, "notes": list(pair.notes),
             "shape": list(pair.train.x_a.shape[1:]), "rows": {name: len(pair.split(name)) for name in SPLITS}}
     table = table.replace_schema_metadata({_CACHE_META_KEY: json.dumps(meta).encode()})
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+
+    def write(sink) -> None:
+        with pa.ipc.new_file(sink, table.schema) as writer:
+            writer.write_table(table)
+
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
-            writer.write_table(table)
-        os.replace(tmp, path)
-    except OSError as err:
-        with contextlib.suppress(OSError):  # e.g. the cache dir is a file: there is no tmp to remove
-            tmp.unlink(missing_ok=True)
+        write_atomic(path, write)
+    except (OSError, pa.ArrowException) as err:
         return dataclasses.replace(pair, notes=(*pair.notes, f"cache not written to {path}: {err}"))
     say(f"cached {pair.cell_a}/{pair.cell_b} at {path}")
     return pair

@@ -63,7 +63,6 @@ import json
 import math
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -74,6 +73,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 
 from deepdiff.data import MARKS, N_BINS, SPLITS, pair_files
+from deepdiff.files import staging_folder
 
 SPLIT_FRACTIONS = (0.54, 0.13)  # train, valid; test gets the rest
 EXTRA_EXPR_FRACTION = 0.10  # genes in the expression files but in no histone-mark file
@@ -287,22 +287,18 @@ def _realistic_counts(rng: np.random.Generator, model: CellModel, activity: np.n
 def ensure_synthetic_pair(out_dir: str | Path, *, cell_a: str, cell_b: str, **options: Any) -> bool:
     """Write the synthetic pair into `out_dir` unless all eight files are already there.
 
-    `options` are `write_synthetic_pair`'s (genes, seed, ...). The pair is written to a temporary folder
+    `options` are `write_synthetic_pair`'s (genes, seed, ...). The pair is written to a staging folder
     beside `out_dir` and renamed into place, so a killed writer never leaves a half-written pair behind.
     Returns True if it wrote the pair.
     """
     out = Path(out_dir)
     if all(f.is_file() for f in pair_files(out, cell_a, cell_b).values()):
         return False
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=out.parent))
-    try:
+    with staging_folder(out.parent, ".tmp-") as tmp:
         write_synthetic_pair(tmp, cell_a=cell_a, cell_b=cell_b, **options)
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return True
 
 

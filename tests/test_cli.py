@@ -487,9 +487,9 @@ def _disk_full_after(monkeypatch, module, writes):
     """`write_atomic` in `module` fails with ENOSPC from its `writes`-th call on, as a full disk does."""
     import errno
 
-    import deepdiff.config
+    import deepdiff.files
 
-    real, calls = deepdiff.config.write_atomic, []
+    real, calls = deepdiff.files.write_atomic, []
 
     def write(path, data):
         calls.append(path)
@@ -505,7 +505,7 @@ def _disk_full_after(monkeypatch, module, writes):
                 def write(self, data):
                     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-            monkeypatch.setattr(deepdiff.config, "open", lambda *a, **k: Full(), raising=False)
+            monkeypatch.setattr(deepdiff.files, "open", lambda *a, **k: Full(), raising=False)
         return real(path, data)
 
     monkeypatch.setattr(module, "write_atomic", write)
