@@ -22,8 +22,6 @@ import dataclasses
 import io
 import json
 import math
-import os
-import re
 import signal
 import sys
 from pathlib import Path
@@ -44,12 +42,9 @@ from deepdiff.config import (
 )
 from deepdiff.command import OneLineParser, run_command, say
 from deepdiff.errors import EXIT_NAN, ConfigError, check_output_dir
-from deepdiff.files import staging_folder, write_atomic
+from deepdiff.files import write_atomic
 from deepdiff.variants import VARIANTS, get_variant
 ATTENTION_FILE = "attention.npz"  # what `deepdiff evaluate --out` writes (with attention.json)
-MIN_SYNTH_GENES = 12  # the smallest synthetic pair whose every split has 2 genes (a PCC)
-MAX_SYNTH_GENES = 100_000  # more than any genome has; 200 bins each: ~20 GB of CSV per cell
-_CELL_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 LARGE_COUNT = 1e6  # raw counts above this are a likelier cause of divergence than the learning rate
 
 # `deepdiff train` flags that override config fields: flag dest -> config field.
@@ -73,17 +68,12 @@ TRAIN_OVERRIDES = {
 }
 
 
-def default_cache_dir() -> Path:
-    """Where validated pairs are cached: $XDG_CACHE_HOME/deepdiff-tune or ~/.cache/deepdiff-tune."""
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "deepdiff-tune"
-
-
 def _add_data_args(p: argparse.ArgumentParser, *, required: bool) -> None:
     p.add_argument("--data", metavar="DIR", required=required, help="folder with CELL.{train,valid,test,expr}.csv")
     p.add_argument("--pair", nargs=2, metavar=("CELL_A", "CELL_B"), required=required,
                    help="the two cell types (file prefixes, e.g. Cell1 Cell2 or E123 E003); diff = B - A")
-    p.add_argument("--cache-dir", metavar="DIR", help=f"cache of validated pairs (default {default_cache_dir()})")
+    p.add_argument("--cache-dir", metavar="DIR",
+                   help="cache of validated pairs (default $XDG_CACHE_HOME/deepdiff-tune or ~/.cache/deepdiff-tune)")
     p.add_argument("--no-cache", action="store_true", help="always re-read the CSV files")
     p.add_argument("--strict-genes", action="store_true",
                    help="refuse genes present in one cell but not the other (default: report and drop them)")
@@ -164,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _load(args: argparse.Namespace, data_dir: str, cell_a: str, cell_b: str, *, n_bins: int | None = None):
     """The validated pair, refused if a split has no PCC (fewer than 2 genes, a constant target)."""
-    from deepdiff.data import N_BINS, check_trainable, load_pair
+    from deepdiff.data import N_BINS, check_cell_name, check_trainable, default_cache_dir, load_pair
 
     for name in (cell_a, cell_b):
         check_cell_name(name, "--pair")
@@ -181,23 +171,9 @@ def _load(args: argparse.Namespace, data_dir: str, cell_a: str, cell_b: str, *, 
     return pair
 
 
-def check_cell_name(name: str, flag: str) -> None:
-    """A cell type names its files (``NAME.train.csv`` ...): a plain file-name prefix, never a path."""
-    if not _CELL_NAME.fullmatch(name):
-        raise ConfigError(f"{flag} {name!r}: expected a cell type name (letters, digits, '_', '-', '.'; "
-                          "not starting with '.' or '-'), the prefix of its files CELL.train.csv ...")
-
-
-def check_synthetic_genes(genes: int, flag: str, least: int = 12) -> None:
-    """A synthetic pair's gene count: at least `least` (two genes in every split), at most MAX_SYNTH_GENES."""
-    if not least <= genes <= MAX_SYNTH_GENES:
-        raise ConfigError(f"{flag} {genes}: expected {least} to {MAX_SYNTH_GENES} genes"
-                          + (" (two genes in every split)" if genes < least else ""))
-
-
 def cmd_synth(args: argparse.Namespace) -> int:
-    from deepdiff.data import pair_files
-    from deepdiff.synthetic import SYNTHETIC_RECORD, write_synthetic_pair
+    from deepdiff.data import check_cell_name, pair_files
+    from deepdiff.synthetic import MIN_SYNTH_GENES, SYNTHETIC_RECORD, add_synthetic_pair, check_synthetic_genes
 
     check_synthetic_genes(args.genes, "--genes", MIN_SYNTH_GENES)
     if args.seed < 0:
@@ -214,23 +190,11 @@ def cmd_synth(args: argparse.Namespace) -> int:
     if existing:
         raise ConfigError(f"{existing[0]}: already exists; expected a new OUT_DIR (synth never overwrites a pair)")
     options = {"split_fractions": tuple(args.split_fractions)} if args.split_fractions else {}
-    # Written into a folder of its own beside the files, then moved in: a failure (disk full) leaves
-    # nothing half-written in OUT_DIR, so the same command can run again.
-    created = not out.exists()
-    out.mkdir(parents=True, exist_ok=True)
     try:
-        with staging_folder(out, ".synth-") as tmp:
-            written = write_synthetic_pair(tmp, genes=args.genes, seed=args.seed, cell_a=args.cells[0],
-                                           cell_b=args.cells[1], signal=args.signal, imitates=args.imitates, **options)
-            for path in [*written.values(), tmp / SYNTHETIC_RECORD]:
-                os.replace(path, out / path.name)
+        written = add_synthetic_pair(out, genes=args.genes, seed=args.seed, cell_a=args.cells[0], cell_b=args.cells[1],
+                                     signal=args.signal, imitates=args.imitates, **options)
     except ValueError as err:
         raise ConfigError(f"synth: {err}") from None
-    except OSError as err:  # pyarrow's writer names no file and wraps the errno's text
-        raise OSError(err.errno, os.strerror(err.errno) if err.errno else str(err), str(out)) from None
-    finally:
-        if created and out.is_dir() and not any(out.iterdir()):
-            out.rmdir()
     say(f"wrote {len(written)} files to {out}")
     print(out.resolve())
     return 0

@@ -23,9 +23,9 @@ import importlib
 from typing import Any
 
 API = {  # the module of each public name
-    "parse": ("FILE_KINDS", "FLOAT32_MAX", "MARKS", "N_BINS", "SPLITS", "pair_files"),
+    "parse": ("FILE_KINDS", "FLOAT32_MAX", "MARKS", "N_BINS", "SPLITS", "check_cell_name", "pair_files"),
     "pair": ("SIMILARITY_THRESHOLD", "PairData", "SplitData", "check_trainable", "make_targets"),
-    "cache": ("CACHE_FORMAT_VERSION",),
+    "cache": ("CACHE_FORMAT_VERSION", "default_cache_dir"),
     "load": ("UNPAIRED_MODES", "load_pair"),
 }
 _HOME = {name: module for module, names in API.items() for name in names}

@@ -7,7 +7,7 @@ cache, so a small index file maps the files' stat fingerprint (path, size, mtime
 device of each) to that content key: any write to a file changes its ctime (which no user tool can set
 back) and a replacement changes its inode, so a changed file always misses the index and is hashed
 again. Unchanged files are neither read nor hashed. Writing the cache is best effort: a failure is a
-note on the pair, never an error.
+note on the pair, never an error. Where the command lines keep it: `default_cache_dir`.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import contextlib
 import dataclasses
 import hashlib
 import json
+import os
 import re
 from pathlib import Path
 from typing import Callable
@@ -32,6 +33,12 @@ CACHE_FORMAT_VERSION = 2  # bump when parsing, validation or the cache layout ch
 _CACHE_META_KEY = b"deepdiff"
 
 Progress = Callable[[str], None]
+
+
+def default_cache_dir() -> Path:
+    """Where validated pairs are cached: $XDG_CACHE_HOME/deepdiff-tune or ~/.cache/deepdiff-tune."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "deepdiff-tune"
 
 
 def _cache_key(raw: dict, cell_a: str, cell_b: str, unpaired: str, n_bins: int) -> str:

@@ -28,7 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 
-from deepdiff.errors import DataError, path_problem
+from deepdiff.errors import ConfigError, DataError, path_problem
 
 MARKS = ("H3K4me1", "H3K4me3", "H3K9me3", "H3K27me3", "H3K36me3")
 N_BINS = 200
@@ -43,6 +43,14 @@ FILE_KINDS = (*SPLITS, "expr")  # the four files of a cell: CELL.KIND.csv
 _GENE_BIN_RE = r"^(?P<gene>[^_]+)_(?:.*_)?(?P<bin>[0-9]{1,9})$"
 _NUMBER = r"\+?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?"  # a non-negative decimal
 _NUMBER_RE = re.compile(_NUMBER)
+_CELL_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+
+
+def check_cell_name(name: str, flag: str) -> None:
+    """A cell type names its files (``NAME.train.csv`` ...): a plain file-name prefix, never a path."""
+    if not _CELL_NAME.fullmatch(name):
+        raise ConfigError(f"{flag} {name!r}: expected a cell type name (letters, digits, '_', '-', '.'; "
+                          "not starting with '.' or '-'), the prefix of its files CELL.train.csv ...")
 
 
 def pair_files(data_dir: str | Path, cell_a: str, cell_b: str) -> dict[tuple[str, str], Path]:
