@@ -17,12 +17,8 @@ training loss or non-finite predictions); 130 interrupted (Ctrl-C; --resume cont
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
-import io
-import json
 import math
-import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -38,11 +34,9 @@ from deepdiff.config import (
     configs_from_flat,
     flat_config,
     load_config,
-    save_config,
 )
 from deepdiff.command import OneLineParser, run_command, say
 from deepdiff.errors import EXIT_NAN, ConfigError, check_output_dir
-from deepdiff.files import write_atomic
 from deepdiff.variants import VARIANTS, get_variant
 ATTENTION_FILE = "attention.npz"  # what `deepdiff evaluate --out` writes (with attention.json)
 LARGE_COUNT = 1e6  # raw counts above this are a likelier cause of divergence than the learning rate
@@ -264,54 +258,6 @@ def _ensure_data(data: dict[str, Any], config: str | None) -> None:
         say(f"regenerated the synthetic pair in {folder}")
 
 
-def _write_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
-    text = io.StringIO(newline="")
-    writer = csv.DictWriter(text, fieldnames=list(rows[0]))
-    writer.writeheader()
-    writer.writerows(rows)
-    write_atomic(path, text.getvalue())
-
-
-def _previous_rows(path: Path, up_to_epoch: int) -> list[dict[str, Any]]:
-    if not path.is_file():
-        return []
-    try:
-        with path.open() as fh:
-            return [row for row in csv.DictReader(fh) if int(row["epoch"]) <= up_to_epoch]
-    except (KeyError, TypeError, ValueError, UnicodeDecodeError, csv.Error):
-        raise ConfigError(f"{path}: not a metrics file written by deepdiff train (expected an epoch column)") from None
-
-
-class _DeferredInterrupt:
-    """Ctrl-C while training stops at the next point where the run's files agree with each other.
-
-    fit() writes last.pt, then this CLI writes the epoch's metrics.csv row: an interrupt between the two
-    left a checkpoint one epoch ahead of metrics.csv, and a resume lost that epoch's row. The first
-    Ctrl-C is noted and raised at the next batch (nothing of the epoch written yet) or after the
-    epoch's files; a second one stops at once.
-    """
-
-    def __init__(self) -> None:
-        self.pending = False
-
-    def __enter__(self) -> "_DeferredInterrupt":
-        self._previous = signal.signal(signal.SIGINT, self._handle)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        signal.signal(signal.SIGINT, self._previous)
-
-    def _handle(self, signum: int, frame: object) -> None:
-        if self.pending:
-            raise KeyboardInterrupt
-        self.pending = True
-        say("\ninterrupt: stopping once this epoch's files agree (Ctrl-C again to stop at once)")
-
-    def check(self) -> None:
-        if self.pending:
-            raise KeyboardInterrupt
-
-
 def _divergence_hint(pair, train_cfg: TrainConfig) -> str:
     """What most likely made a run diverge: non-finite inputs, huge raw counts, or the learning rate."""
     import torch
@@ -333,7 +279,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     from deepdiff.device import autocast_dtype, dtype_name, pick_device, precision_label
     from deepdiff.results import EpochStatus, diverged
-    from deepdiff.train import COMPUTE_DTYPE, LAST_CHECKPOINT, check_resumable, fit, load_checkpoint
+    from deepdiff.rundir import DeferredInterrupt, RunFolder
+    from deepdiff.train import LAST_CHECKPOINT, fit
 
     if args.resume and not args.out:
         raise ConfigError("train: --resume needs --out DIR (the run to continue)")
@@ -341,43 +288,28 @@ def cmd_train(args: argparse.Namespace) -> int:
     _note_inapplicable_flags(args, model_cfg.variant)
     device = pick_device(args.device)
     dtype = autocast_dtype(device, train_cfg.precision)
-    out = Path(args.out) if args.out else None
-    resume_from, rows, done = None, [], 0
     # Everything that can refuse the run is checked before anything in --out is written.
-    if out is not None:
-        check_output_dir(out, "--out")
-        last = out / LAST_CHECKPOINT
-        if last.exists() and not args.resume:
-            raise ConfigError(f"{out}: already holds a run ({LAST_CHECKPOINT}); pass --resume to continue it or choose another --out")
-        if args.resume and last.exists():
-            state = load_checkpoint(last)
-            check_resumable(last, state, model_cfg, train_cfg)
-            done = state["epoch"]
-            if done >= train_cfg.epochs:
-                raise ConfigError(f"{out}: this run already finished {done} epochs; raise --epochs above {done} to train on")
-            resume_from = last
-            rows = _previous_rows(out / "metrics.csv", done)
-            before, now = state.get(COMPUTE_DTYPE), dtype_name(dtype)
-            if before is not None and before != now:
-                say(f"note: {last} trained in {before}; it goes on in {now} (precision {train_cfg.precision} on "
-                     f"{device}); pass --precision {before} to keep {before}")
-        elif args.resume:
-            say(f"note: {out} holds no {LAST_CHECKPOINT} to resume; starting a new run there")
+    run = RunFolder.open(args.out, model_cfg, train_cfg, resume=args.resume) if args.out else None
+    if run is not None and run.resume_from is not None:
+        before, now = run.trained_in, dtype_name(dtype)
+        if before is not None and before != now:
+            say(f"note: {run.resume_from} trained in {before}; it goes on in {now} (precision {train_cfg.precision} on "
+                f"{device}); pass --precision {before} to keep {before}")
+    elif args.resume:
+        say(f"note: {run.path} holds no {LAST_CHECKPOINT} to resume; starting a new run there")
     _ensure_data(data, args.config)
     pair = _load(args, data["dir"], data["cell_a"], data["cell_b"])
-    data_section = {**data, "dir": str(Path(data["dir"]).resolve())}
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        save_config(out / "config.yaml", model_cfg, train_cfg, data_section)
-    if resume_from is not None:
-        say(f"resuming {out} after epoch {done}")
+    if run is not None:
+        run.start(model_cfg, train_cfg, {**data, "dir": str(Path(data["dir"]).resolve())})
+        if run.resume_from is not None:
+            say(f"resuming {run.path} after epoch {run.done}")
     say(f"training {model_cfg.variant} on {pair.cell_a} -> {pair.cell_b} "
-         f"({len(pair.train)} train genes) on {device}, {precision_label(dtype)}")
+        f"({len(pair.train)} train genes) on {device}, {precision_label(dtype)}")
 
     bar = tqdm(total=None, unit="batch", file=sys.stderr, dynamic_ncols=True, disable=None, leave=False)
     epochs_label = f"/{train_cfg.epochs}"
     result = None
-    with _DeferredInterrupt() as interrupt:
+    with DeferredInterrupt() as interrupt:
 
         def on_batch(done: int, total: int) -> None:
             interrupt.check()
@@ -385,16 +317,15 @@ def cmd_train(args: argparse.Namespace) -> int:
                 bar.reset(total=total)
             bar.update(1)
 
-        for result in fit(model_cfg, train_cfg, pair, device=device, checkpoint_dir=out, resume_from=resume_from,
-                          on_batch=on_batch):
+        for result in fit(model_cfg, train_cfg, pair, device=device, checkpoint_dir=run.path if run else None,
+                          resume_from=run.resume_from if run else None, on_batch=on_batch):
             bar.set_description(f"epoch {result.epoch + 1}{epochs_label}")
             tqdm.write(
                 f"epoch {result.epoch}{epochs_label} loss={result.train_loss:.4f} valid_pcc={result.valid_pcc:.4f} "
                 f"test_pcc={result.test_pcc:.4f} ({result.seconds:.1f}s)", file=sys.stderr,
             )
-            if out is not None:
-                rows.append(result.metrics() | {"status": result.status})
-                _write_metrics(out / "metrics.csv", rows)
+            if run is not None:
+                run.record(result)
             interrupt.check()
     bar.close()
     summary = {
@@ -402,8 +333,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         "valid_pcc": result.best_valid_pcc, "test_pcc": result.best_test_pcc, "test_mse": result.best_test_mse,
         "status": result.status,
     }
-    if out is not None:
-        write_atomic(out / "result.json", json.dumps(summary | {"config": dataclasses.asdict(model_cfg) | dataclasses.asdict(train_cfg)}, indent=2))
+    if run is not None:
+        run.finish(summary, model_cfg, train_cfg)
     ended_without_result = diverged(result.status)
     if ended_without_result:
         what = ("the training loss became NaN" if result.status is EpochStatus.NAN

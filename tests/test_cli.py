@@ -251,12 +251,12 @@ def test_an_out_dir_that_cannot_be_written(small_synthetic_dir, tmp_path, capsys
 def test_a_write_that_fails_midway_is_one_line(small_synthetic_dir, tmp_path, capsys, monkeypatch):
     import errno
 
-    import deepdiff.cli
+    import deepdiff.rundir
 
     def full(path, *args, **kwargs):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
 
-    monkeypatch.setattr(deepdiff.cli, "save_config", full)
+    monkeypatch.setattr(deepdiff.rundir, "save_config", full)
     assert main(_train(small_synthetic_dir, tmp_path / "r", "--variant", "raw_d")) == 2
     assert _error_line(capsys) == f"error: {tmp_path / 'r' / 'config.yaml'}: No space left on device"
 
