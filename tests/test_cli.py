@@ -570,3 +570,21 @@ def test_a_model_too_large_for_memory_is_one_line(small_synthetic_dir, capsys, m
 def test_describe_notes_an_aux_mode_its_variant_does_not_use(capsys):
     assert main(["describe", "--variant", "raw_d", "--aux", "classification"]) == 0
     assert "note: --aux ignored: variant raw_d has no auxiliary task" in capsys.readouterr().err
+
+
+def test_a_subcommand_is_one_registration(monkeypatch, capsys):
+    """What the lead does for `deepdiff build-pair`: one more function in SUBCOMMANDS; main dispatches on its handler."""
+    import deepdiff.cli
+    from deepdiff.errors import ConfigError
+
+    def add_hello(subparsers):
+        p = subparsers.add_parser("hello", help="say hello")
+        p.add_argument("--fail", action="store_true")
+        p.set_defaults(handler=lambda args: (_ for _ in ()).throw(ConfigError("hello: refused")) if args.fail else 7)
+
+    monkeypatch.setattr(deepdiff.cli, "SUBCOMMANDS", (*deepdiff.cli.SUBCOMMANDS, add_hello))
+    assert main(["hello"]) == 7
+    assert main(["hello", "--fail"]) == 2 and _error_line(capsys) == "error: hello: refused"
+    with pytest.raises(SystemExit) as exit_:
+        main(["hello", "--colour"])
+    assert exit_.value.code == 2 and _error_line(capsys) == "error: deepdiff: unrecognized arguments: --colour (see deepdiff --help)"
