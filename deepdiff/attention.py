@@ -22,7 +22,6 @@ JSON file saying what each array is (`ARRAY_DOC`). Everything in the .npz is a p
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ import numpy as np
 import torch
 
 from deepdiff.data import MARKS, SplitData
+from deepdiff.files import write_atomic
 from deepdiff.model import DeepDiff
 from deepdiff.train import prepare_split
 
@@ -141,19 +141,14 @@ def attention_maps(
 
 def save_npz(maps: AttentionMaps, npz_path: str | Path, *, about: dict[str, Any]) -> tuple[Path, Path]:
     """Write ``npz_path`` and beside it ``<stem>.json``: `about` (what was evaluated) and, per array, its
-    shape and what it holds. Both are written to temporary names and renamed (never half a file)."""
+    shape and what it holds. Each is written whole (`write_atomic`: never half a file)."""
     npz_path = Path(npz_path)
     arrays = maps.arrays()
     json_path = npz_path.with_suffix(".json")
     doc = dict(about)
     doc["arrays"] = {name: {"shape": list(a.shape), "dtype": str(a.dtype), "what": _doc_of(name)} for name, a in arrays.items()}
-    tmp = npz_path.with_name(npz_path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        np.savez_compressed(fh, **arrays)
-    os.replace(tmp, npz_path)
-    tmp = json_path.with_name(json_path.name + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=2) + "\n")
-    os.replace(tmp, json_path)
+    write_atomic(npz_path, lambda fh: np.savez_compressed(fh, **arrays))
+    write_atomic(json_path, json.dumps(doc, indent=2) + "\n")
     return npz_path, json_path
 
 

@@ -1,8 +1,9 @@
 """Run configuration: what model to build and how to train it.
 
-Two frozen dataclasses, one commented line per field. Their field names never collide, so a run is
-also one flat ``dict`` (``flat_config``) that Ray Tune searches over, MLflow logs as params and a
-config file stores; ``configs_from_flat`` turns it back.
+Two frozen dataclasses with one line of help per field (`_field`: its metadata, from which the command
+lines generate their flags, `deepdiff.flags`). Their field names never collide, so a run is also one
+flat ``dict`` (``flat_config``) that Ray Tune searches over, MLflow logs as params and a config file
+stores; ``configs_from_flat`` turns it back.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,8 @@ from typing import Any
 import yaml
 
 from deepdiff.errors import ConfigError, path_problem
+from deepdiff.files import write_atomic
+from deepdiff.variants import VARIANTS
 
 AUX_MODES = ("regression", "classification")
 INPUT_TRANSFORMS = ("raw", "log1p")
@@ -27,21 +29,25 @@ PRECISIONS = ("auto", "float32", "bfloat16", "float16")
 MAX_LR = 1e6  # no Adam run means anything beyond; near 3e37 its step overflows float32 and torch raises
 
 
+def _field(default: Any, help: str, *, choices: tuple[str, ...] | None = None) -> Any:
+    """A config field: its default, its one line of help (also the command line's --help) and, for a
+    text field, the values it may take (checked in `__post_init__`, offered as the flag's choices)."""
+    return dataclasses.field(default=default, metadata={"help": help, "choices": choices})
+
+
 @dataclass(frozen=True)
 class ModelConfig:
-    variant: str = "raw"  # one of deepdiff.variants.VARIANTS
-    aux_mode: str = "regression"  # cell-specific auxiliary task: "regression" or "classification"
-    level1_hidden: int = 32  # Level I biLSTM hidden size per direction (paper: 32 -> bin states of 64)
-    level2_hidden: int = 16  # Level II biLSTM hidden size per direction (paper: 16 -> mark states of 32)
-    dropout: float = 0.5  # dropout on Level I embeddings and on the Level II embedding (paper: 0.5)
-    n_marks: int = 5  # histone marks per cell type (M)
-    n_bins: int = 200  # bins per gene (T)
+    variant: str = _field("raw", "which DeepDiff model: a row of the variant table (deepdiff.variants)",
+                          choices=tuple(VARIANTS))
+    aux_mode: str = _field("regression", "cell-specific auxiliary task (aux variants)", choices=AUX_MODES)
+    level1_hidden: int = _field(32, "Level I biLSTM hidden size per direction (paper: 32 -> bin states of 64)")
+    level2_hidden: int = _field(16, "Level II biLSTM hidden size per direction (paper: 16 -> mark states of 32)")
+    dropout: float = _field(0.5, "dropout on Level I embeddings and on the Level II embedding (paper: 0.5)")
+    n_marks: int = _field(5, "histone marks per cell type (M; the data files hold 5)")
+    n_bins: int = _field(200, "bins per gene (T): the split files must have as many rows per gene")
 
     def __post_init__(self) -> None:
-        from deepdiff.variants import VARIANTS
-
-        _check_choice("variant", self.variant, tuple(VARIANTS))
-        _check_choice("aux_mode", self.aux_mode, AUX_MODES)
+        _check_choices(self)
         _check_positive_int("level1_hidden", self.level1_hidden)
         _check_positive_int("level2_hidden", self.level2_hidden)
         _check_positive_int("n_marks", self.n_marks)
@@ -52,27 +58,28 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: int = 90  # maximum number of epochs (paper: 90-120)
-    batch_size: int = 10  # training batch size (paper: 10)
-    lr: float = 1e-4  # Adam learning rate (paper: 1e-4)
-    clip: float = 1.0  # gradient-norm clipping threshold (paper: 1)
-    seed: int = 0  # seeds init, dropout and batch order; fixed seed => same run on CPU
-    input_transform: str = "raw"  # "raw" counts as the reference, or "log1p" of the counts
-    aux_weight: float = 1.0  # weight of the cell-specific auxiliary loss (aux variants)
-    gamma: float = 4.0  # weight of the contrastive loss (siamese variants; reference: 4.0)
-    margin: float = 2.0  # contrastive margin m (siamese variants; paper: 2.0)
-    contrastive_form: str = "paper"  # "paper": with the 1/2 factors; "reference": DeepDiffChrome's, without
-    patience: int = 0  # stop after this many epochs without a better valid PCC; 0 = never stop early
-    eval_batch_size: int = 256  # batch size for evaluation only (results do not depend on it)
-    precision: str = "auto"  # training steps: "auto" (mixed on CUDA, float32 on CPU), "float32", "bfloat16", "float16"
+    epochs: int = _field(90, "maximum number of epochs (paper: 90-120)")
+    batch_size: int = _field(10, "training batch size (paper: 10)")
+    lr: float = _field(1e-4, "Adam learning rate (paper: 1e-4)")
+    clip: float = _field(1.0, "gradient-norm clipping threshold (paper: 1)")
+    seed: int = _field(0, "seeds init, dropout and batch order; a fixed seed gives the same run on CPU")
+    input_transform: str = _field("raw", "the model's input: raw counts as the reference, or log1p of the counts",
+                                  choices=INPUT_TRANSFORMS)
+    aux_weight: float = _field(1.0, "weight of the cell-specific auxiliary loss (aux variants)")
+    gamma: float = _field(4.0, "weight of the contrastive loss (siamese variants; reference: 4.0)")
+    margin: float = _field(2.0, "contrastive margin m (siamese variants; paper: 2.0)")
+    contrastive_form: str = _field("paper", "paper: the contrastive loss with its 1/2 factors; reference: "
+                                   "DeepDiffChrome's, without (siamese variants)", choices=CONTRASTIVE_FORMS)
+    patience: int = _field(0, "stop after this many epochs without a better valid PCC; 0 = never stop early")
+    eval_batch_size: int = _field(256, "batch size for evaluation only (results do not depend on it)")
+    precision: str = _field("auto", "what training steps compute in: auto = mixed precision on CUDA, float32 on "
+                            "CPU (evaluation is always float32)", choices=PRECISIONS)
 
     def __post_init__(self) -> None:
         _check_positive_int("epochs", self.epochs)
         _check_positive_int("batch_size", self.batch_size)
         _check_positive_int("eval_batch_size", self.eval_batch_size)
-        _check_choice("input_transform", self.input_transform, INPUT_TRANSFORMS)
-        _check_choice("contrastive_form", self.contrastive_form, CONTRASTIVE_FORMS)
-        _check_choice("precision", self.precision, PRECISIONS)
+        _check_choices(self)
         for name in ("lr", "clip", "margin"):
             if not _finite(getattr(self, name)) > 0:
                 raise ConfigError(f"field {name}: expected a number > 0, got {getattr(self, name)!r}")
@@ -81,26 +88,34 @@ class TrainConfig:
         for name in ("aux_weight", "gamma"):
             if not _finite(getattr(self, name)) >= 0:
                 raise ConfigError(f"field {name}: expected a number >= 0, got {getattr(self, name)!r}")
-        if isinstance(self.patience, bool) or not isinstance(self.patience, int) or self.patience < 0:
+        if not is_int(self.patience) or self.patience < 0:
             raise ConfigError(f"field patience: expected an integer >= 0, got {self.patience!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**63:
+        if not is_int(self.seed) or not 0 <= self.seed < 2**63:
             raise ConfigError(f"field seed: expected an integer in [0, 2**63), got {self.seed!r}")
+
+
+def is_int(value: Any) -> bool:
+    """Whether `value` is an integer and not a bool (``True`` is an `int` to Python, never to a config)."""
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _finite(value: Any) -> float:
     """`value` as a float, NaN (failing every range check) if it is not a finite number."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    if not (is_int(value) or isinstance(value, float)) or not math.isfinite(value):
         return math.nan
     return float(value)
 
 
-def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ConfigError(f"field {name}: expected one of {', '.join(choices)}, got {value!r}")
+def _check_choices(config: Any) -> None:
+    """Every field of `config` with choices (in its metadata) holds one of them."""
+    for f in dataclasses.fields(config):
+        choices, value = f.metadata["choices"], getattr(config, f.name)
+        if choices is not None and value not in choices:
+            raise ConfigError(f"field {f.name}: expected one of {', '.join(choices)}, got {value!r}")
 
 
 def _check_positive_int(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+    if not is_int(value) or value <= 0:
         raise ConfigError(f"field {name}: expected an integer > 0, got {value!r}")
 
 
@@ -154,7 +169,7 @@ def _coerce(cls: type, name: str, value: Any) -> Any:
     if kind not in ("int", "float"):
         return value
     number: int | float | None = None
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
+    if is_int(value) or isinstance(value, float):
         number = value
     elif isinstance(value, str):
         text = value.strip()
@@ -177,7 +192,7 @@ def _coerce(cls: type, name: str, value: Any) -> Any:
 
 
 def save_config(path: str | Path, model_cfg: ModelConfig, train_cfg: TrainConfig, data: dict[str, Any] | None = None) -> Path:
-    """Write a config file (YAML) that `load_config` and `deepdiff train --config` read back.
+    """Write a config file (YAML) that `load_config` and `deepdiff train --config` read back (atomically).
 
     Layout: ``model:`` and ``train:`` sections with every field, and an optional ``data:`` section
     (``dir``, ``cell_a``, ``cell_b``, ...) naming what the run was trained on.
@@ -189,27 +204,6 @@ def save_config(path: str | Path, model_cfg: ModelConfig, train_cfg: TrainConfig
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(path, yaml.safe_dump(doc, sort_keys=False))
     return path
-
-
-def write_atomic(path: str | Path, data: str | bytes) -> None:
-    """Replace the file `path` by `data` at once (a temporary file beside it, then a rename): a reader
-    never sees half a file, and a failed write (disk full, read-only) leaves the old file as it was,
-    no temporary file behind, and raises an `OSError` that names `path`. The one place files are
-    replaced whole (configs, metrics, results, checkpoints)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data.encode() if isinstance(data, str) else data)
-        os.replace(tmp, path)
-    except OSError as err:
-        try:
-            tmp.unlink(missing_ok=True)
-        except OSError:
-            pass
-        if err.filename is None or Path(err.filename) == tmp:  # name the file the user knows
-            raise OSError(err.errno, err.strerror or str(err), str(path)) from None
-        raise
 
 
 def load_config(path: str | Path) -> tuple[ModelConfig, TrainConfig, dict[str, Any]]:

@@ -63,7 +63,6 @@ import json
 import math
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -74,10 +73,14 @@ import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 
 from deepdiff.data import MARKS, N_BINS, SPLITS, pair_files
+from deepdiff.errors import ConfigError
+from deepdiff.files import staging_folder
 
 SPLIT_FRACTIONS = (0.54, 0.13)  # train, valid; test gets the rest
 EXTRA_EXPR_FRACTION = 0.10  # genes in the expression files but in no histone-mark file
 SIGNALS = ("realistic", "easy")  # generative models; the first is the default
+MIN_SYNTH_GENES = 12  # the smallest synthetic pair whose every split has 2 genes (a PCC)
+MAX_SYNTH_GENES = 100_000  # more than any genome has; 200 bins each: ~20 GB of CSV per cell
 CALIBRATED_ON = "E123-E003"  # the real pair whose summary statistics the "realistic" constants imitate
 
 # ---- "easy": the original planted signal
@@ -284,25 +287,54 @@ def _realistic_counts(rng: np.random.Generator, model: CellModel, activity: np.n
     return counts
 
 
+def check_synthetic_genes(genes: int, flag: str, least: int = MIN_SYNTH_GENES) -> None:
+    """A synthetic pair's gene count: at least `least` (two genes in every split), at most MAX_SYNTH_GENES;
+    a `ConfigError` naming `flag` otherwise."""
+    if not least <= genes <= MAX_SYNTH_GENES:
+        raise ConfigError(f"{flag} {genes}: expected {least} to {MAX_SYNTH_GENES} genes"
+                          + (" (two genes in every split)" if genes < least else ""))
+
+
+def add_synthetic_pair(out_dir: str | Path, *, cell_a: str, cell_b: str, **options: Any) -> dict[str, Path]:
+    """Write a synthetic pair and its ``synthetic.json`` into the folder `out_dir` (created if missing),
+    all or nothing; return the files written, by ``"CELL.KIND"``.
+
+    `options` are `write_synthetic_pair`'s. The files are written into a staging folder inside `out_dir`
+    and then renamed into it, so a failure (a full disk) leaves `out_dir` as it was, or no `out_dir` if
+    this call created it, and the same call can run again. Files of the same names are replaced: the
+    caller decides whether any may be there. An `OSError` names `out_dir`.
+    """
+    out = Path(out_dir)
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        with staging_folder(out, ".synth-") as tmp:
+            written = write_synthetic_pair(tmp, cell_a=cell_a, cell_b=cell_b, **options)
+            for path in [*written.values(), tmp / SYNTHETIC_RECORD]:
+                os.replace(path, out / path.name)
+    except OSError as err:  # pyarrow's writer names no file and wraps the errno's text
+        raise OSError(err.errno, os.strerror(err.errno) if err.errno else str(err), str(out)) from None
+    finally:
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
+    return {key: out / path.name for key, path in written.items()}
+
+
 def ensure_synthetic_pair(out_dir: str | Path, *, cell_a: str, cell_b: str, **options: Any) -> bool:
     """Write the synthetic pair into `out_dir` unless all eight files are already there.
 
-    `options` are `write_synthetic_pair`'s (genes, seed, ...). The pair is written to a temporary folder
+    `options` are `write_synthetic_pair`'s (genes, seed, ...). The pair is written to a staging folder
     beside `out_dir` and renamed into place, so a killed writer never leaves a half-written pair behind.
     Returns True if it wrote the pair.
     """
     out = Path(out_dir)
     if all(f.is_file() for f in pair_files(out, cell_a, cell_b).values()):
         return False
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=out.parent))
-    try:
+    with staging_folder(out.parent, ".tmp-") as tmp:
         write_synthetic_pair(tmp, cell_a=cell_a, cell_b=cell_b, **options)
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return True
 
 

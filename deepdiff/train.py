@@ -26,10 +26,11 @@ from typing import Any
 
 import torch
 
-from deepdiff.config import ModelConfig, TrainConfig, flat_config, write_atomic
+from deepdiff.config import ModelConfig, TrainConfig, flat_config
 from deepdiff.data import PairData, SplitData, check_trainable
 from deepdiff.device import autocast, autocast_dtype, dtype_name, needs_loss_scaling, pick_device
 from deepdiff.errors import ConfigError, path_problem
+from deepdiff.files import write_atomic
 from deepdiff.losses import LossParts, deepdiff_loss
 from deepdiff.metrics import mse, pcc
 from deepdiff.model import DeepDiff, DeepDiffOutput

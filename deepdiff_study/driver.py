@@ -30,7 +30,7 @@ import sys
 import time
 from pathlib import Path
 
-from deepdiff.cli import check_synthetic_genes
+from deepdiff.synthetic import check_synthetic_genes
 from deepdiff.command import OneLineParser, run_command
 from deepdiff.config import PRECISIONS
 from deepdiff.errors import (

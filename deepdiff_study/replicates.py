@@ -179,7 +179,7 @@ def run_replicates(
     echo: Callable[[str], Any] = print,
 ) -> int:
     """Train every replicate of `plan` not recorded yet as one Tune run; returns how many were trained."""
-    from deepdiff.cli import default_cache_dir
+    from deepdiff.data import default_cache_dir
     from deepdiff_study import driver, pairs as pair_files, trainable
     from deepdiff_study.progress import ProgressLine
     from deepdiff_study.storage import StudyStorage

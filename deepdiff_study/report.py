@@ -598,7 +598,7 @@ def _attention_maps(study: Study, cell: Any):
     import tempfile
 
     from deepdiff.attention import attention_maps
-    from deepdiff.cli import default_cache_dir
+    from deepdiff.data import default_cache_dir
     from deepdiff.train import check_shapes, load_checkpoint, load_model
     from deepdiff_study.grid import Pair
     from deepdiff_study.pairs import load_sources, recorded_source

@@ -251,12 +251,12 @@ def test_an_out_dir_that_cannot_be_written(small_synthetic_dir, tmp_path, capsys
 def test_a_write_that_fails_midway_is_one_line(small_synthetic_dir, tmp_path, capsys, monkeypatch):
     import errno
 
-    import deepdiff.cli
+    import deepdiff.rundir
 
     def full(path, *args, **kwargs):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
 
-    monkeypatch.setattr(deepdiff.cli, "save_config", full)
+    monkeypatch.setattr(deepdiff.rundir, "save_config", full)
     assert main(_train(small_synthetic_dir, tmp_path / "r", "--variant", "raw_d")) == 2
     assert _error_line(capsys) == f"error: {tmp_path / 'r' / 'config.yaml'}: No space left on device"
 
@@ -487,9 +487,9 @@ def _disk_full_after(monkeypatch, module, writes):
     """`write_atomic` in `module` fails with ENOSPC from its `writes`-th call on, as a full disk does."""
     import errno
 
-    import deepdiff.config
+    import deepdiff.files
 
-    real, calls = deepdiff.config.write_atomic, []
+    real, calls = deepdiff.files.write_atomic, []
 
     def write(path, data):
         calls.append(path)
@@ -505,7 +505,7 @@ def _disk_full_after(monkeypatch, module, writes):
                 def write(self, data):
                     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-            monkeypatch.setattr(deepdiff.config, "open", lambda *a, **k: Full(), raising=False)
+            monkeypatch.setattr(deepdiff.files, "open", lambda *a, **k: Full(), raising=False)
         return real(path, data)
 
     monkeypatch.setattr(module, "write_atomic", write)
@@ -570,3 +570,21 @@ def test_a_model_too_large_for_memory_is_one_line(small_synthetic_dir, capsys, m
 def test_describe_notes_an_aux_mode_its_variant_does_not_use(capsys):
     assert main(["describe", "--variant", "raw_d", "--aux", "classification"]) == 0
     assert "note: --aux ignored: variant raw_d has no auxiliary task" in capsys.readouterr().err
+
+
+def test_a_subcommand_is_one_registration(monkeypatch, capsys):
+    """What the lead does for `deepdiff build-pair`: one more function in SUBCOMMANDS; main dispatches on its handler."""
+    import deepdiff.cli
+    from deepdiff.errors import ConfigError
+
+    def add_hello(subparsers):
+        p = subparsers.add_parser("hello", help="say hello")
+        p.add_argument("--fail", action="store_true")
+        p.set_defaults(handler=lambda args: (_ for _ in ()).throw(ConfigError("hello: refused")) if args.fail else 7)
+
+    monkeypatch.setattr(deepdiff.cli, "SUBCOMMANDS", (*deepdiff.cli.SUBCOMMANDS, add_hello))
+    assert main(["hello"]) == 7
+    assert main(["hello", "--fail"]) == 2 and _error_line(capsys) == "error: hello: refused"
+    with pytest.raises(SystemExit) as exit_:
+        main(["hello", "--colour"])
+    assert exit_.value.code == 2 and _error_line(capsys) == "error: deepdiff: unrecognized arguments: --colour (see deepdiff --help)"

@@ -102,3 +102,29 @@ def test_a_config_path_that_is_not_a_readable_text_file(tmp_path):
 def test_save_config_replaces_the_file_whole(tmp_path):
     path = save_config(tmp_path / "c.yaml", ModelConfig(), TrainConfig(lr=0.5))
     assert load_config(path)[1].lr == 0.5 and [p.name for p in tmp_path.iterdir()] == ["c.yaml"]
+
+
+def test_is_int_refuses_bools_and_floats():
+    from deepdiff.config import is_int
+
+    assert is_int(3) and is_int(0) and not is_int(True) and not is_int(3.0) and not is_int("3")
+    with pytest.raises(ConfigError, match="field patience: expected an integer >= 0, got True"):
+        TrainConfig(patience=True)
+
+
+def test_every_field_has_one_help_line_and_text_fields_their_choices():
+    import dataclasses
+
+    from deepdiff.config import AUX_MODES, CONTRASTIVE_FORMS, INPUT_TRANSFORMS, PRECISIONS
+    from deepdiff.variants import VARIANTS
+
+    for config in (ModelConfig, TrainConfig):
+        for f in dataclasses.fields(config):
+            assert f.metadata["help"] and "\n" not in f.metadata["help"], f.name
+            assert (f.metadata["choices"] is not None) == (f.type == "str"), f.name
+    choices = {f.name: f.metadata["choices"] for c in (ModelConfig, TrainConfig) for f in dataclasses.fields(c)}
+    assert choices["variant"] == tuple(VARIANTS) and choices["aux_mode"] == AUX_MODES
+    assert choices["input_transform"] == INPUT_TRANSFORMS and choices["contrastive_form"] == CONTRASTIVE_FORMS
+    assert choices["precision"] == PRECISIONS
+    with pytest.raises(ConfigError, match="field precision: expected one of auto, float32, bfloat16, float16, got 'half'"):
+        TrainConfig(precision="half")

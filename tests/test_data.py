@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-import deepdiff.data as data_module
+import deepdiff.data.load as data_module
 from deepdiff.data import MARKS, N_BINS, SPLITS, PairData, SplitData, load_pair, make_targets
 from deepdiff.errors import DataError
 
@@ -528,3 +528,30 @@ def test_real_sample_targets_match_expression_files_for_every_gene(sample_pair, 
         b = torch.tensor([expr_b[g] for g in split.gene_ids])
         assert torch.equal(split.expr_a, a) and torch.equal(split.expr_b, b)
         assert torch.allclose(split.diff, torch.log2(b + 1) - torch.log2(a + 1), atol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The package: one module per job, its API importable from `deepdiff.data`
+
+
+def test_every_public_name_comes_from_its_module():
+    import importlib
+
+    import deepdiff.data
+
+    for module, names in deepdiff.data.API.items():
+        for name in names:
+            assert getattr(deepdiff.data, name) is getattr(importlib.import_module(f"deepdiff.data.{module}"), name)
+    with pytest.raises(AttributeError, match="no attribute 'load_pairs'"):
+        deepdiff.data.load_pairs  # noqa: B018
+
+
+def test_the_file_format_alone_does_not_import_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys; from deepdiff.data import MARKS, pair_files; import deepdiff.synthetic; "
+            "assert 'torch' not in sys.modules, 'torch imported'")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    assert proc.returncode == 0, proc.stderr
