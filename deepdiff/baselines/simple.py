@@ -25,10 +25,11 @@ The models and their grids (`SIMPLE_MODELS`; 2 transforms x 2 forms x the grid =
 
 Choosing among 136 candidates on the valid genes makes the chosen valid PCC optimistic; the test PCC is
 the honest figure (the same protocol as the deep models: train to fit, valid to choose, test to report).
-Runtime: measured by ``benchmarks/bench_baselines.py`` (numbers in its docstring). Gradient boosting is
-the costly one. The fits run on `threads` threads of scikit-learn's native pools (OpenMP, BLAS; default
-1: on a shared 2-core machine under load, two OpenMP threads made a 400-iteration boosting fit 10-25x
-slower than one, spinning at barriers). Boosting's predictions were the same on 1 and 2 threads.
+Runtime (``benchmarks/bench_baselines.py``, one thread): all three models on the real sample pair (200
+training genes) 12 CPU s, on a 2,000-gene synthetic pair (1,080 training genes) 48 CPU s, gradient
+boosting 11 and 40 s of that. The fits run on `threads` threads of scikit-learn's native pools (OpenMP,
+BLAS; default 1: on a shared 2-core machine under load, two OpenMP threads made a 400-iteration boosting
+fit 10-25x slower than one, spinning at barriers). Boosting's predictions were the same on 1 and 2 threads.
 """
 
 from __future__ import annotations
