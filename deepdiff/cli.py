@@ -7,6 +7,7 @@
     deepdiff baselines --data DIR --pair A B            linear regression, one- and two-layer SVR; a result line each
     deepdiff evaluate --checkpoint FILE --data DIR --pair A B [--out DIR]
                                                         a saved model's PCCs; with --out its attention arrays (.npz)
+    deepdiff build-pair MANIFEST --out DIR              a pair from bigWig/BAM tracks, an annotation, expression tables
 
 Every error prints one line `error: ...` on stderr, without a traceback, and exits with:
 0 success; 2 bad input (flags, config or data files, paths that cannot be read or written, a disk
@@ -161,6 +162,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="DIR", help=f"write {ATTENTION_FILE} (attention, predictions, targets) and "
                    f"{Path(ATTENTION_FILE).stem}.json (what each array is) here")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
+
+    from deepdiff.tracks.command import add_parser as add_build_pair
+
+    add_build_pair(sub)
     return parser
 
 
@@ -547,7 +552,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     resumable = args.command == "train" and args.out
     return run_command(
-        lambda: COMMANDS[args.command](args),
+        lambda: (getattr(args, "handler", None) or COMMANDS[args.command])(args),
         interrupted="interrupted; everything written so far is kept" + (" (continue with --resume)" if resumable else ""),
         memory_hint="the model or a batch is too large for this machine: lower --level1-hidden, --level2-hidden or --batch-size",
     )
