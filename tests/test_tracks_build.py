@@ -132,6 +132,30 @@ def test_an_edited_output_is_rebuilt(tmp_path):
     assert (out / "A.valid.csv").read_bytes() == good
 
 
+def test_a_build_stopped_while_writing_is_rebuilt_by_the_next_run(tmp_path, monkeypatch):
+    import deepdiff.tracks.build as build_module
+
+    manifest = tiny_pair(tmp_path / "src")
+    out = tmp_path / "out"
+    real = build_module.write_atomic
+    written = []
+
+    def stop_after_three(path, data):
+        if len(written) == 3:
+            raise KeyboardInterrupt
+        written.append(path)
+        real(path, data)
+
+    monkeypatch.setattr(build_module, "write_atomic", stop_after_three)
+    with pytest.raises(KeyboardInterrupt):
+        build(manifest, out)
+    monkeypatch.setattr(build_module, "write_atomic", real)
+    assert len(list(out.glob("*.csv"))) == 3
+    result = build(manifest, out)
+    assert result.rebuilt and len(list(out.glob("*.csv"))) == 8
+    assert not build(manifest, out).rebuilt
+
+
 def test_files_not_written_by_a_build_are_never_overwritten(tmp_path):
     manifest = tiny_pair(tmp_path / "src")
     out = tmp_path / "out"

@@ -174,3 +174,16 @@ def test_a_missing_library_names_the_extra(bigwig, monkeypatch):
     with pytest.raises(ConfigError, match=r"needs pyBigWig, which is not installed; install the extra: "
                                           r"pip install 'deepdiff-tune\[tracks\]'"):
         chrom_sizes(bigwig)
+
+
+@pytest.mark.parametrize("max_region", [1_000_000, 25_000])
+def test_overlapping_windows_read_together_give_each_gene_its_own_bins(bigwig, bam, monkeypatch, max_region):
+    import deepdiff.tracks.signal as signal_module
+
+    monkeypatch.setattr(signal_module, "MAX_REGION", max_region)
+    tss, minus = np.array([20_000, 24_000, 21_000, 40_000]), np.array([False, True, False, True])
+    for track in (bigwig, bam):
+        together = bin_track(track, "chrA", SIZES["chrA"], tss, minus, rules())
+        alone = [bin_track(track, "chrA", SIZES["chrA"], tss[i:i + 1], minus[i:i + 1], rules())[0] for i in range(4)]
+        np.testing.assert_array_equal(together, np.stack(alone))
+        assert together[0, 100] > 0 and together[2, 90] > 0  # the TSS of gene 0 is bin 91 of gene 2

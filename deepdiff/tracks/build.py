@@ -14,8 +14,9 @@ TSS from every track (`signal`, in worker processes); then written:
   seed, outputs, and the summary (genes per split, drops by reason, bins off chromosome ends, share of
   zero bins per mark, expression range).
 
-Every file is written whole or not at all (a temporary file, then a rename), the record last: an
-interrupted build leaves the previous pair's files, which the next run finds stale and rebuilds.
+Every file is written whole or not at all (a temporary file, then a rename); before the first one, the
+record is replaced by one that claims the files without checksums, and the full record is written last:
+a build stopped halfway is rebuilt by the next run.
 """
 
 from __future__ import annotations
@@ -41,9 +42,9 @@ from deepdiff.tracks.annotation import TSS_RULE, Annotation, Genes, read_annotat
 from deepdiff.tracks.expression import ExpressionTable, read_expression
 from deepdiff.tracks.genome import Genome, reconcile
 from deepdiff.tracks.manifest import BuildSpec
-from deepdiff.tracks.record import (RECORD_FORMAT, build_key, check_owner, describe_file, file_entry, known_files,
-                                    outputs_unchanged, read_record, record_path, write_record)
-from deepdiff.tracks.signal import BinRules, bin_track, chrom_sizes, track_format
+from deepdiff.tracks.record import (RECORD_FORMAT, build_key, check_owner, describe_file, file_entry, is_known,
+                                    known_files, outputs_unchanged, read_record, record_path, write_record)
+from deepdiff.tracks.signal import BinRules, bin_track, chrom_sizes, track_format, worker_init
 from deepdiff.tracks.splits import MIN_PER_SPLIT, SPLIT_CODES, assign_splits
 
 BIN_SIZE = 100  # bases per bin: 200 bins span -10 kb .. +10 kb around the TSS, as the paper's data
@@ -90,18 +91,30 @@ def build_pair(spec: BuildSpec, out: str | Path, *, jobs: int = 1, progress: Pro
     cell_a, cell_b = (cell.name for cell in spec.cells)
     record_file = record_path(out, cell_a, cell_b)
     previous = read_record(record_file)
+    known = known_files(previous)
     roles = _source_roles(spec)
-    sources = _describe(roles, known_files(previous))
     columns = {cell.name: cell.expression_column for cell in spec.cells}
-    key = build_key([cell_a, cell_b], {role: entry["sha256"] for role, entry in sources.items()},
-                    {**dataclasses.asdict(spec.options), "expression_columns": columns, "bins": [N_BINS, BIN_SIZE]})
-    if previous is not None and previous.get("key") == key and outputs_unchanged(previous, out):
+    rules_key = {**dataclasses.asdict(spec.options), "expression_columns": columns, "bins": [N_BINS, BIN_SIZE]}
+
+    def key_of(sources: dict[str, dict[str, Any]]) -> str:
+        return build_key([cell_a, cell_b], {role: entry["sha256"] for role, entry in sources.items()}, rules_key)
+
+    def unchanged(sources: dict[str, dict[str, Any]]) -> BuildResult | None:
+        """The previous build, if it was of these sources and its files are as it wrote them."""
+        if previous is None or previous.get("key") != key_of(sources) or not outputs_unchanged(previous, out):
+            return None
         say(f"{out}: pair {cell_a}-{cell_b} is up to date with its sources ({record_file.name}); nothing rebuilt")
         if previous.get("sources") != sources:  # touched, not changed: remember the new fingerprints
             write_record(record_file, {**previous, "sources": sources})
         return BuildResult(out, record_file, False, previous["summary"], tuple(previous.get("notes", ())))
-    check_owner(out, output_names(cell_a, cell_b), f"{cell_a}-{cell_b}")
 
+    # Unchanged sources (by their stat fingerprints) are known without reading them: done at once.
+    if previous is not None and all(is_known(path, known) for path in roles.values()):
+        done = unchanged(_describe(roles, known))
+        if done is not None:
+            return done
+    check_owner(out, output_names(cell_a, cell_b), f"{cell_a}-{cell_b}")
+    # Everything that can refuse the inputs is checked before the long part (checksums, binning).
     annotation = read_annotation(spec.annotation, spec.options.genes)
     say(f"annotation {spec.annotation}: {len(annotation.genes):,} genes "
         f"({'protein-coding' if spec.options.genes == 'protein_coding' else 'all'}, {annotation.format})")
@@ -114,22 +127,26 @@ def build_pair(spec: BuildSpec, out: str | Path, *, jobs: int = 1, progress: Pro
     o = spec.options
     codes = assign_splits(genes.ids, genes.chroms, seed=o.seed, fractions=o.split_fractions,
                           test_chroms=o.test_chroms, valid_chroms=o.valid_chroms)
+    sources = _describe(roles, known)
+    done = unchanged(sources)  # sources touched but not changed
+    if done is not None:
+        return done
     rules = bin_rules(spec)
     x = _bin_all(spec, genes, genome, rules, jobs)
-    order = _genome_order(genes, list(genome.sizes))
-    outputs = _write(out, spec, genes, codes, order, x, tables)
+    # The files about to be replaced are claimed first: a build stopped halfway is rebuilt by the next run.
+    out.mkdir(parents=True, exist_ok=True)
+    write_record(record_file, {"format": RECORD_FORMAT, "key": None, "pair": {"cell_a": cell_a, "cell_b": cell_b},
+                               "outputs": {name: {} for name in output_names(cell_a, cell_b)}})
+    outputs = _write(out, spec, genes, codes, _genome_order(genes, list(genome.sizes)), x, tables)
     summary = _summary(spec, annotation, genes, codes, dropped, x, tables, _off_chromosome(genes, genome, rules))
     notes = [*genome.notes, *notes]
     record = {
-        "format": RECORD_FORMAT, "key": key, "built_by": "deepdiff build-pair",
+        "format": RECORD_FORMAT, "key": key_of(sources), "built_by": "deepdiff build-pair",
         "built_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "pair": {"cell_a": cell_a, "cell_b": cell_b}, "manifest": spec.source, "sources": sources,
         "annotation": {"file": str(spec.annotation), "format": annotation.format, "genes": o.genes, "tss_rule": TSS_RULE},
         "expression": {name: {"format": t.format, "column": t.column} for name, t in tables.items()},
-        "rules": _rules_record(rules),
-        "split": {"mode": "held-out chromosomes" if o.test_chroms else "random", "seed": o.seed,
-                  "fractions": list(o.split_fractions), "test_chroms": list(o.test_chroms),
-                  "valid_chroms": list(o.valid_chroms)},
+        "rules": _rules_record(rules), "split": _split_record(spec),
         "outputs": outputs, "summary": summary, "notes": notes,
     }
     write_record(record_file, record)
@@ -161,7 +178,7 @@ def _describe(roles: dict[str, Path], known: dict[str, dict[str, Any]]) -> dict[
     files that changed since the last build, with a progress bar over their bytes."""
     from tqdm import tqdm
 
-    todo = {p.resolve() for p in roles.values() if str(p.resolve()) not in known}
+    todo = {p.resolve() for p in roles.values() if not is_known(p, known)}
     total = sum(p.stat().st_size for p in todo)
     with tqdm(total=total, unit="B", unit_scale=True, desc="checksums", disable=None, leave=False) as bar:
         entries = {}
@@ -183,7 +200,7 @@ def _select_genes(annotation: Annotation, genome: Genome, tables: dict[str, Expr
     dropped = {k: v for k, v in annotation.counts.items() if k not in ("records", "genes")}
     notes = [f"annotation: {count:,} {reason.replace('_', ' ')} dropped (e.g. {annotation.examples[reason]})"
              for reason, count in dropped.items()]
-    on_missing = np.isin(genes.chroms, list(genome.missing))
+    on_missing = _member(genes.chroms, list(genome.missing))
     if on_missing.any():
         chroms = sorted(set(genes.chroms[on_missing]))
         dropped["chromosome_not_in_every_track"] = int(on_missing.sum())
@@ -194,12 +211,12 @@ def _select_genes(annotation: Annotation, genome: Genome, tables: dict[str, Expr
     _check_tss_inside(genes, genome, annotation)
     for cell in spec.cells:
         table = tables[cell.name]
-        known = np.isin(annotation.genes.ids, table.ids)
+        known = _member(annotation.genes.ids, table.ids)
         if not known.any():
             raise DataError(f"{table.path}: none of its {len(table.ids):,} gene ids (e.g. {table.ids[0]}) is a gene of "
                             f"{annotation.path} (e.g. {annotation.genes.ids[0]}); expected the annotation's gene ids "
                             "(version suffixes are ignored)")
-        listed = np.isin(genes.ids, table.ids)
+        listed = _member(genes.ids, table.ids)
         if not listed.all():
             reason = f"not_in_expression_{cell.name}"
             dropped[reason] = int((~listed).sum())
@@ -212,6 +229,12 @@ def _select_genes(annotation: Annotation, genome: Genome, tables: dict[str, Expr
         raise DataError(f"{annotation.path}: only {len(genes)} gene(s) are in every track and both expression tables "
                         f"({lost}); expected at least {3 * MIN_PER_SPLIT} (two per split)")
     return genes, dropped, notes
+
+
+def _member(values: np.ndarray, of: "np.ndarray | list") -> np.ndarray:
+    """(N,) bool: which of the strings `values` are in `of` (a set lookup; np.isin sorts object arrays)."""
+    wanted = set(of.tolist() if isinstance(of, np.ndarray) else of)
+    return np.fromiter((v in wanted for v in values.tolist()), dtype=bool, count=len(values))
 
 
 def _check_tss_inside(genes: Genes, genome: Genome, annotation: Annotation) -> None:
@@ -281,7 +304,7 @@ def _run(tasks: list[_Task], jobs: int) -> Iterator[tuple[_Task, np.ndarray]]:
             yield task, bin_track(*task.args)
         return
     # spawn: workers start clean (no copy of this process's threads or locks) and import only signal.py
-    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"))
+    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"), initializer=worker_init)
     try:
         futures = {pool.submit(bin_track, *task.args): task for task in tasks}
         for future in as_completed(futures):
@@ -297,7 +320,6 @@ def _run(tasks: list[_Task], jobs: int) -> Iterator[tuple[_Task, np.ndarray]]:
 def _write(out: Path, spec: BuildSpec, genes: Genes, codes: np.ndarray, order: np.ndarray,
            x: dict[str, np.ndarray], tables: dict[str, ExpressionTable]) -> dict[str, dict[str, Any]]:
     """The eight files of the pair, each whole or not at all; their record entries by file name."""
-    out.mkdir(parents=True, exist_ok=True)
     written = {}
     for cell in spec.cells:
         for name in SPLITS:
@@ -351,6 +373,12 @@ def _rules_record(rules: BinRules) -> dict[str, Any]:
                 "duplicates": "counted" if rules.keep_duplicates else "skipped (flag 0x400)",
                 "skipped": "unmapped, secondary, supplementary, QC-failed reads"},
     }
+
+
+def _split_record(spec: BuildSpec) -> dict[str, Any]:
+    o = spec.options
+    return {"mode": "held-out chromosomes" if o.test_chroms else "random", "seed": o.seed,
+            "fractions": list(o.split_fractions), "test_chroms": list(o.test_chroms), "valid_chroms": list(o.valid_chroms)}
 
 
 def _summary(spec: BuildSpec, annotation: Annotation, genes: Genes, codes: np.ndarray, dropped: dict[str, int],

@@ -36,14 +36,20 @@ def fingerprint(path: Path) -> dict[str, int]:
     return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns, "inode": st.st_ino}
 
 
+def is_known(path: Path, known: dict[str, dict[str, Any]]) -> bool:
+    """Whether `known` (by resolved path) holds `path` with its current stat fingerprint and a sha256."""
+    before = known.get(str(path.resolve()))
+    return (before is not None and "sha256" in before
+            and all(before.get(k) == v for k, v in fingerprint(path).items()))
+
+
 def describe_file(path: Path, known: dict[str, dict[str, Any]], on_bytes: Callable[[int], None] | None = None) -> dict[str, Any]:
     """{path, size, sha256, and the stat fingerprint} of `path`; the sha256 of `known[str(path)]` is reused
     when its fingerprint is the current one (module docstring)."""
     resolved = str(path.resolve())
     stat = fingerprint(path)
-    before = known.get(resolved)
-    if before is not None and all(before.get(k) == v for k, v in stat.items()) and "sha256" in before:
-        return {"path": resolved, **stat, "sha256": before["sha256"]}
+    if is_known(path, known):
+        return {"path": resolved, **stat, "sha256": known[resolved]["sha256"]}
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         while chunk := fh.read(_CHUNK):

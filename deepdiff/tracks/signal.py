@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import os
+import signal as signals
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,20 +109,25 @@ def bin_track(path: str | Path, chrom: str, size: int, tss: np.ndarray, minus: n
     return out
 
 
+def worker_init() -> None:
+    """Worker processes leave Ctrl-C to the parent, which stops handing out work and waits for them."""
+    signals.signal(signals.SIGINT, signals.SIG_IGN)
+
+
 def _regions(starts: np.ndarray, window: int, size: int) -> list[tuple[int, int, list[int]]]:
     """Windows grouped into regions read at once: (lo, hi, window indices), clipped to the chromosome;
     overlapping windows share a region of at most MAX_REGION bases."""
-    regions: list[tuple[int, int, list[int]]] = []
+    regions: list[list] = []  # [lo, hi, members]
     for i in np.argsort(starts, kind="stable").tolist():
         lo, hi = max(int(starts[i]), 0), min(int(starts[i]) + window, size)
         if hi <= lo:
             lo = hi = min(max(lo, 0), size)  # wholly off the chromosome: nothing to read
         if regions and lo < regions[-1][1] and hi - regions[-1][0] <= MAX_REGION:
-            last = regions[-1]
-            regions[-1] = (last[0], max(last[1], hi), last[2] + [i])
+            regions[-1][1] = max(regions[-1][1], hi)
+            regions[-1][2].append(i)
         else:
-            regions.append((lo, hi, [i]))
-    return regions
+            regions.append([lo, hi, [i]])
+    return [(lo, hi, members) for lo, hi, members in regions]
 
 
 def _bins(values: np.ndarray, lo: int, start: int, size: int, rules: BinRules, stat: str) -> np.ndarray:
