@@ -28,7 +28,7 @@ import re
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO, Callable, Iterator
 from urllib.parse import unquote
 
 import numpy as np
@@ -138,11 +138,13 @@ def _format_of(path: Path) -> str:
     return "gff3" if first.startswith("##gff-version 3") else "gtf"
 
 
-def _rows(path: Path, n_fields: int, what: str) -> Iterator[tuple[int, list[str]]]:
-    """(line number, tab-separated fields) of the data lines; comments and track lines skipped."""
+def _rows(path: Path, n_fields: int, what: str,
+          skip: Callable[[str], bool] | None = None) -> Iterator[tuple[int, list[str]]]:
+    """(line number, tab-separated fields) of the data lines; comments, track lines and the lines `skip`
+    says are not needed (a test on the raw line, cheaper than splitting it) are passed over."""
     with open_text(path) as fh:
         for number, line in enumerate(fh, 1):
-            if not line.strip() or line.startswith(("#", "track", "browser")):
+            if line.startswith(("#", "track", "browser")) or (skip is not None and skip(line)) or not line.strip():
                 continue
             fields = line.rstrip("\r\n").split("\t")
             if len(fields) < n_fields:
@@ -194,7 +196,11 @@ def _read_gtf(path: Path) -> list[_Record]:
     transcripts: list[_Record] = []
     exons: list[_Record] = []
     gene_lines: dict[str, _Record] = {}
-    for number, f in _rows(path, 9, "a GTF line"):
+
+    def skip(line: str) -> bool:  # exons (most lines) matter only in a GTF without transcript lines
+        return bool(transcripts) and "\texon\t" in line
+
+    for number, f in _rows(path, 9, "a GTF line", skip):
         feature = f[2]
         if feature not in ("transcript", "gene") and (feature != "exon" or transcripts):
             continue
