@@ -138,3 +138,22 @@ def test_an_unreadable_gzip_or_a_missing_file(tmp_path):
         read_annotation(bad)
     with pytest.raises(DataError, match=r"nowhere\.gtf: annotation file not found; expected a gene annotation"):
         read_annotation(tmp_path / "nowhere.gtf")
+
+
+def test_gff3_gencode_style_with_par_y(tmp_path):
+    path = tmp_path / "gencode.gff3.gz"
+    rows = [
+        "##gff-version 3",
+        "chr1\tHAVANA\tgene\t1000\t9000\t.\t-\t.\tID=ENSG00000000001.5;gene_id=ENSG00000000001.5;gene_type=protein_coding;gene_name=ONE",
+        "chr1\tHAVANA\ttranscript\t1000\t9000\t.\t-\t.\tID=ENST1.1;Parent=ENSG00000000001.5;gene_id=ENSG00000000001.5;tag=basic",
+        "chr1\tHAVANA\ttranscript\t1000\t8000\t.\t-\t.\tID=ENST2.1;Parent=ENSG00000000001.5;gene_id=ENSG00000000001.5;tag=basic,Ensembl_canonical",
+        "chr1\tHAVANA\texon\t1000\t1500\t.\t-\t.\tID=exon:ENST2.1:1;Parent=ENST2.1",
+        "chrY\tHAVANA\tgene\t100\t900\t.\t+\t.\tID=ENSG00000000005.3_PAR_Y;gene_id=ENSG00000000005.3_PAR_Y;gene_type=protein_coding",
+        "chrY\tHAVANA\ttranscript\t100\t900\t.\t+\t.\tID=ENST5.1_PAR_Y;Parent=ENSG00000000005.3_PAR_Y",
+    ]
+    write_text(path, rows, gz=True)
+    ann = read_annotation(path)
+    assert ann.format == "gff3"
+    assert list(zip(ann.genes.ids, ann.genes.tss, ann.genes.minus, ann.genes.symbols)) == [
+        ("ENSG00000000001", 7_999, True, "ONE")]  # the canonical transcript's 5' end, not the gene's
+    assert ann.counts["par_y"] == 1
