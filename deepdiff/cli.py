@@ -7,6 +7,8 @@
     deepdiff baselines --data DIR --pair A B            linear regression, one- and two-layer SVR; a result line each
     deepdiff evaluate --checkpoint FILE --data DIR --pair A B [--out DIR]
                                                         a saved model's PCCs; with --out its attention arrays (.npz)
+    deepdiff build-pair MANIFEST --out DIR              a pair from bigWig/BAM tracks, an annotation and expression
+                                                        tables (docs/own-data.md)
 
 Every error prints one line `error: ...` on stderr, without a traceback, and exits with:
 0 success; 2 bad input (flags, config or data files, paths that cannot be read or written, a disk
@@ -41,6 +43,7 @@ from deepdiff.config import (
 )
 from deepdiff.errors import EXIT_NAN, ConfigError, check_output_dir
 from deepdiff.flags import add_config_flags, flag, given
+from deepdiff.tracks import command as tracks_command
 
 ATTENTION_FILE = "attention.npz"  # what `deepdiff evaluate --out` writes (with attention.json)
 LARGE_COUNT = 1e6  # raw counts above this are a likelier cause of divergence than the learning rate
@@ -432,7 +435,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 # Each adds one subcommand's parser to `deepdiff`'s subparsers and sets its ``handler`` (a function of the
 # parsed args returning the exit status): a new subcommand is one more entry here.
 SUBCOMMANDS: tuple[Callable[[Subparsers], None], ...] = (
-    add_synth, add_prepare, add_train, add_describe, add_baselines, add_evaluate,
+    add_synth, add_prepare, add_train, add_describe, add_baselines, add_evaluate, tracks_command.add_parser,
 )
 
 

@@ -49,6 +49,7 @@ def test_a_built_wheel_holds_the_study_package_and_the_grid_file(tmp_path):
     assert "deepdiff_study/ablations/paper.yaml" in names and "deepdiff_study/records.py" in names
     assert "deepdiff/lstm_kernel.c" in names  # compiled at first use by deepdiff.cpu_kernel
     assert "deepdiff/data/load.py" in names  # subpackages are listed in pyproject.toml one by one
+    assert "deepdiff/tracks/build.py" in names  # deepdiff build-pair (the tracks subpackage is listed in pyproject)
     assert not any(n.startswith(("tune/", "ablations/", "tests/")) for n in names)
     target = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(target), str(wheel)],
