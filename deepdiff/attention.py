@@ -114,10 +114,16 @@ class AttentionMaps:
 @torch.no_grad()
 def attention_maps(
     model: DeepDiff, split: SplitData, input_transform: str, *, marks: tuple[str, ...] = MARKS,
-    batch_size: int = 256, device: torch.device | str = "cpu",
+    batch_size: int = 256, device: torch.device | str | None = None,
 ) -> AttentionMaps:
-    """Run `model` (eval mode) on every gene of `split` with the run's `input_transform`; see `AttentionMaps`."""
-    device = torch.device(device)
+    """Run `model` (eval mode) on every gene of `split` with the run's `input_transform`; see `AttentionMaps`.
+    The split goes to `device` once (None: where the model's parameters are; a model on a GPU with
+    `device` "cpu" is a ValueError, not torch's device-mismatch error from inside the forward); every
+    array comes back to the host."""
+    here = next(model.parameters()).device
+    device = here if device is None else torch.device(device)
+    if device.type != here.type or (device.index is not None and device != here):
+        raise ValueError(f"attention_maps: the model is on {here} but device {device} was asked for")
     prepared = prepare_split(split, input_transform, device)
     was_training = model.training
     model.eval()

@@ -4,6 +4,7 @@ training step computes in on that device is decided."""
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Iterator
 
 import torch
@@ -64,23 +65,48 @@ def precision_label(dtype: torch.dtype | None) -> str:
     return "float32" if dtype is None else f"{dtype_name(dtype)} mixed precision"
 
 
+@functools.cache
+def onednn_lstm_computes(dtype: torch.dtype) -> bool:
+    """Whether this CPU's oneDNN can run an `nn.LSTM` under autocast to `dtype` (asked once per dtype, by
+    running a tiny one forward and backward). Its bfloat16 and float16 LSTMs need CPU instructions that
+    many CPUs lack (this project's AMD EPYC, AVX2 without AVX-512: "could not create a primitive
+    descriptor for the LSTM forward propagation primitive")."""
+    if not torch.backends.mkldnn.is_available():
+        return False
+    lstm = torch.nn.LSTM(2, 2, batch_first=True)
+    mkldnn = torch.backends.mkldnn.enabled
+    torch.backends.mkldnn.enabled = True
+    try:
+        with torch.enable_grad(), torch.autocast("cpu", dtype=dtype):
+            lstm(torch.ones(1, 2, 2))[0].float().sum().backward()
+        return True
+    except RuntimeError:
+        return False
+    finally:
+        torch.backends.mkldnn.enabled = mkldnn
+
+
 @contextlib.contextmanager
-def autocast(device: torch.device, dtype: torch.dtype | None) -> Iterator[None]:
+def autocast(device: torch.device, dtype: torch.dtype | None, *, cache: bool = True) -> Iterator[None]:
     """The context a training step's forward runs in: torch.autocast to `dtype` (nothing if None).
 
-    float16 on a CPU also turns oneDNN off for the forward: oneDNN's LSTM has no float16 kernel on CPUs
-    without native float16 (this project's AMD EPYC among them: "could not create a primitive
-    descriptor for the LSTM forward propagation primitive"), and without oneDNN PyTorch's own CPU LSTM
-    runs Level II, in float32 (autocast leaves it alone). CPU float16 is for tests and measurements.
+    On a CPU whose oneDNN has no LSTM in `dtype` (`onednn_lstm_computes`) it also turns oneDNN off for
+    the forward: PyTorch's own CPU LSTM then runs Level II (and per-channel Level I), its matrix products
+    still in `dtype` under autocast, its outputs float32. (Measured on the AMD EPYC, `raw` at batch 64,
+    grouped Level I, 1 thread: a bfloat16 step 3.4-3.5x the float32 step's CPU time whether oneDNN is off
+    for the whole forward, only around Level II's LSTM, or that LSTM runs in float32: low precision is
+    emulated there, and Level I's products dominate.) CPU low precision is for tests and measurements;
+    "auto" is float32 on a CPU. `cache=False`: autocast keeps no casted weights across calls, as a
+    forward captured in a CUDA graph needs.
     """
     if dtype is None:
         yield
         return
     mkldnn = torch.backends.mkldnn.enabled
-    if device.type == "cpu" and dtype == torch.float16:
+    if device.type == "cpu" and not onednn_lstm_computes(dtype):
         torch.backends.mkldnn.enabled = False
     try:
-        with torch.autocast(device.type, dtype=dtype):
+        with torch.autocast(device.type, dtype=dtype, cache_enabled=cache):
             yield
     finally:
         torch.backends.mkldnn.enabled = mkldnn

@@ -10,15 +10,19 @@ same run on CPU.
 
 Training steps run in `TrainConfig.precision` (mixed precision by default on CUDA, float32 on CPU:
 `deepdiff.device.autocast_dtype` decides); evaluation, and so every reported PCC and the model
-selection, always runs in float32, as `deepdiff evaluate` does on a saved model.
+selection, always runs in float32, as `deepdiff evaluate` does on a saved model. On CUDA the steps can
+be replayed from CUDA graphs (`fit(cuda_graphs=True)`, `GraphedSteps`), off by default until measured
+(benchmarks/gpu_check.py part 3; docs/gpu.md).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
+import functools
 import io
+import math
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +55,10 @@ COMPUTE_DTYPE = "compute_dtype"  # checkpoint key: `deepdiff.device.dtype_name` 
 CHECKPOINT_KEYS = ("model_config", "train_config", "epoch", "model", "best")
 RESUME_KEYS = ("optimizer", "torch_rng", "cuda_rng", "order_rng")
 GRAD_SCALER = "grad_scaler"
+# Adam's flags that say how its step runs on this process's device, not what it computes: a resume keeps
+# the optimizer's own (a checkpoint of a run with CUDA graphs, capturable=True, resumes on a CPU, where a
+# capturable Adam refuses to step, and the other way round).
+OPTIMIZER_RUNTIME = ("capturable", "fused", "foreach")
 # EpochResult field <- the LossParts field it averages over an epoch's batches.
 LOSS_METRICS = (("train_loss", "total"), ("train_diff_loss", "diff"), ("train_aux_loss", "aux"), ("train_siamese_loss", "siamese"))
 
@@ -112,6 +120,7 @@ def fit(
     checkpoint_dir: str | Path | None = None,
     resume_from: str | Path | None = None,
     on_batch: Callable[[int, int], None] | None = None,
+    cuda_graphs: bool = False,
 ) -> Iterator[EpochResult]:
     """Train one model, yielding an `EpochResult` after every epoch.
 
@@ -121,14 +130,19 @@ def fit(
     and reaches the same result as an uninterrupted run.
     on_batch: called as on_batch(batches_done, batches_per_epoch) after every training batch
     (progress bars); evaluation follows the last batch of each epoch.
+    cuda_graphs: replay the training steps from CUDA graphs (`GraphedSteps`; CUDA only): the same
+    steps, without launching each of the recurrence's kernels from Python. Never a config field, as it
+    changes how the steps run, not what they compute (benchmarks/gpu_check.py compares both).
     """
     device = torch.device(device) if device is not None else pick_device()
+    if cuda_graphs and device.type != "cuda":
+        raise ConfigError(f"cuda_graphs: CUDA graphs need a CUDA device, this run trains on {device}")
     check_shapes(model_cfg, data)
     check_trainable(data)
     spec = get_variant(model_cfg.variant)
     torch.manual_seed(train_cfg.seed)
     model = DeepDiff(spec, model_cfg).to(device)
-    optimizer = make_optimizer(model, train_cfg.lr)
+    optimizer = make_optimizer(model, train_cfg.lr, capturable=cuda_graphs)
     dtype = autocast_dtype(device, train_cfg.precision)
     scaler = torch.amp.GradScaler(device.type, enabled=needs_loss_scaling(dtype))  # disabled: a pass-through
     order_rng = torch.Generator().manual_seed(train_cfg.seed)
@@ -141,6 +155,9 @@ def fit(
         ckpt_dir.mkdir(parents=True, exist_ok=True)
 
     train = splits["train"]
+    step = functools.partial(_step_losses, model, optimizer, scaler, dtype, train, spec, model_cfg, train_cfg)
+    if cuda_graphs:
+        step = GraphedSteps(step, device)
     batches_per_epoch = math.ceil(len(train) / train_cfg.batch_size)
     for epoch in range(start_epoch + 1, train_cfg.epochs + 1):
         started = time.perf_counter()
@@ -149,9 +166,7 @@ def fit(
         order = torch.randperm(len(train), generator=order_rng).to(device)
         n_batches = 0
         for i in range(0, len(train), train_cfg.batch_size):
-            parts = train_step(model, optimizer, scaler, dtype, train.batch(order[i : i + train_cfg.batch_size]),
-                               spec, model_cfg, train_cfg)
-            sums += torch.stack([getattr(parts, part).detach() for _, part in LOSS_METRICS])
+            sums += step(order[i : i + train_cfg.batch_size])
             n_batches += 1
             if on_batch is not None:
                 on_batch(n_batches, batches_per_epoch)
@@ -198,7 +213,7 @@ def fit(
 
 def train_step(model: DeepDiff, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
                dtype: torch.dtype | None, batch: tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]],
-               spec: VariantSpec, model_cfg: ModelConfig, train_cfg: TrainConfig) -> LossParts:
+               spec: VariantSpec, model_cfg: ModelConfig, train_cfg: TrainConfig, *, cache: bool = True) -> LossParts:
     """One step on `batch` (x_a, x_b, targets): forward under autocast to `dtype` (None: float32), the
     loss in float32, backward, gradient clipping, Adam; returns the loss parts (not read back here).
 
@@ -207,10 +222,11 @@ def train_step(model: DeepDiff, optimizer: torch.optim.Optimizer, scaler: torch.
     scaler multiplies the loss before backward and divides the gradients before clipping, so `clip`
     means the same in every precision; a step whose gradients overflowed is skipped and the scale lowered
     (all on the device: with the fused Adam nothing is read back to the host). Disabled (any other
-    precision), the scaler passes everything through unchanged.
+    precision), the scaler passes everything through unchanged. `cache`: autocast's cache of casted
+    weights (off for a step captured in a CUDA graph).
     """
     x_a, x_b, targets = batch
-    with autocast(x_a.device, dtype):
+    with autocast(x_a.device, dtype, cache=cache):
         out = model(x_a, x_b)
     parts = deepdiff_loss(_float32(out), targets, spec, model_cfg, train_cfg)
     optimizer.zero_grad(set_to_none=True)
@@ -222,6 +238,61 @@ def train_step(model: DeepDiff, optimizer: torch.optim.Optimizer, scaler: torch.
     return parts
 
 
+def _step_losses(model, optimizer, scaler, dtype, split: PreparedSplit, spec, model_cfg, train_cfg,
+                 index: torch.Tensor, *, cache: bool = True) -> torch.Tensor:
+    """`train_step` on the genes `index` of `split`; its `LOSS_METRICS` parts stacked (on the device)."""
+    parts = train_step(model, optimizer, scaler, dtype, split.batch(index), spec, model_cfg, train_cfg, cache=cache)
+    return torch.stack([getattr(parts, part).detach() for _, part in LOSS_METRICS])
+
+
+class GraphedSteps:
+    """`steps(index)` does what `step(index)` does (a `_step_losses` bound to its run), replayed from a
+    CUDA graph: one graph per batch size (an epoch's last batch may be smaller), captured after
+    `WARMUP` eager steps of that size on a side stream (these create Adam's moments, the loss scale and
+    cuBLAS's workspaces, which a capture must not). Each call copies `index` into the graph's own index
+    tensor and replays: the gathering of the batch from the split (on the device for the whole run), the
+    forward, loss, backward, clipping, loss scaling and Adam, all without Python. What this needs of the
+    step, and has: nothing read back to the host, no shape that depends on data, a capturable fused Adam
+    (`make_optimizer(capturable=True)`), autocast without its weight cache. Dropout draws from the CUDA
+    generator's graph-safe stream, so a graphed run is as random as an eager one, but not mask for mask
+    the same. Returns the graph's output tensor, which the next call overwrites: use it before.
+    """
+
+    WARMUP = 2
+
+    def __init__(self, step: Callable[..., torch.Tensor], device: torch.device) -> None:
+        self.step, self.device = step, device
+        self.graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]] = {}
+        self.warm: dict[int, int] = {}  # eager steps run so far per batch size
+        self.pool = None  # one memory pool for all of the run's graphs
+        self.stream = torch.cuda.Stream(device)
+
+    def __call__(self, index: torch.Tensor) -> torch.Tensor:
+        size = index.shape[0]
+        if size in self.graphs:
+            graph, static_index, out = self.graphs[size]
+            static_index.copy_(index)
+            graph.replay()
+            return out
+        current = torch.cuda.current_stream(self.device)
+        self.stream.wait_stream(current)
+        if self.warm.get(size, 0) < self.WARMUP:
+            self.warm[size] = self.warm.get(size, 0) + 1
+            with torch.cuda.stream(self.stream), warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*capturable=True.*")  # warm-up steps are not captured
+                out = self.step(index, cache=False)
+            current.wait_stream(self.stream)
+            return out
+        static_index = index.clone()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=self.pool, stream=self.stream):  # records the step, runs nothing
+            out = self.step(static_index, cache=False)
+        self.pool = graph.pool()
+        self.graphs[size] = graph, static_index, out
+        graph.replay()
+        return out
+
+
 def _float32(out: DeepDiffOutput) -> DeepDiffOutput:
     """Every tensor of `out` in float32 (those already float32 as they are, not copied)."""
     def as_float(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -231,11 +302,14 @@ def _float32(out: DeepDiffOutput) -> DeepDiffOutput:
                           as_float(out.bin_attention), as_float(out.mark_attention))
 
 
-def make_optimizer(model: torch.nn.Module, lr: float) -> torch.optim.Adam:
+def make_optimizer(model: torch.nn.Module, lr: float, *, capturable: bool = False) -> torch.optim.Adam:
     """Adam over the model's parameters, as published; PyTorch's fused implementation where the
     installed torch has one for the device (one kernel over all ~130 parameter tensors instead of a
     dozen small ops for each; measured on a CPU for `raw` at batch 10, 1 thread: Adam's step went from
-    3.0 to 0.9 ms of a 22 ms training step), else the plain one."""
+    3.0 to 0.9 ms of a 22 ms training step), else the plain one. `capturable`: its step counts live on
+    the device, so a CUDA graph can capture the step (`GraphedSteps`; CUDA only)."""
+    if capturable:
+        return torch.optim.Adam(model.parameters(), lr=lr, fused=True, capturable=True)
     try:
         return torch.optim.Adam(model.parameters(), lr=lr, fused=True)
     except (RuntimeError, TypeError, ValueError):  # an older torch or a device without a fused Adam
@@ -330,7 +404,10 @@ def _restore(path, model, optimizer, scaler, order_rng, model_cfg, train_cfg) ->
     state = load_checkpoint(path)
     check_resumable(path, state, model_cfg, train_cfg)
     model.load_state_dict(state["model"])
+    running = [{key: group[key] for key in OPTIMIZER_RUNTIME if key in group} for group in optimizer.param_groups]
     optimizer.load_state_dict(state["optimizer"])
+    for group, flags in zip(optimizer.param_groups, running):
+        group.update(flags)
     if state.get(GRAD_SCALER):  # a float16 run's loss scale ({} otherwise; a disabled scaler ignores it)
         scaler.load_state_dict(state[GRAD_SCALER])
     torch.set_rng_state(state["torch_rng"])

@@ -240,3 +240,46 @@ def test_a_resume_that_changes_the_compute_dtype_says_so(small_synthetic_dir, tm
     assert torch.load(out / LAST_CHECKPOINT, weights_only=True)[COMPUTE_DTYPE] == "float32"
     assert main([*base, "--epochs", "3", "--resume", "--precision", "float32"]) == 0
     assert "trained in" not in capsys.readouterr().err  # the same dtype: nothing to say
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_low_precision_lstms_run_on_any_cpu(dtype):
+    """The model's nn.LSTMs (Level II, per-channel Level I) under CPU autocast: oneDNN has them in
+    bfloat16 / float16 only on CPUs with the instructions (`onednn_lstm_computes` asks once); elsewhere
+    the trainer's autocast turns oneDNN off for the forward, and PyTorch's own LSTM runs them. The probe
+    answers for the model's own LSTMs: with oneDNN forced on, their forward fails exactly when it says no."""
+    from deepdiff.device import autocast, onednn_lstm_computes
+
+    torch.manual_seed(0)
+    model = DeepDiff.from_config(ModelConfig(variant="raw_d", **TINY, n_bins=12)).set_level1_impl("per_channel")
+    x = _counts((3, 5, 12), 1)
+    with autocast(CPU, dtype):
+        out = model(x, x)
+    out.prediction.float().sum().backward()
+    assert out.prediction.isfinite().all()
+    assert all(p.grad is not None and p.grad.isfinite().all() for p in model.parameters())
+    with torch.autocast("cpu", dtype=dtype):  # oneDNN as torch leaves it (on)
+        try:
+            model(x, x)
+            ran = True
+        except RuntimeError as err:
+            assert "primitive descriptor" in str(err)
+            ran = False
+    assert ran == onednn_lstm_computes(dtype)
+
+
+@pytest.mark.parametrize("has_lstm", [True, False])
+def test_autocast_turns_onednn_off_only_where_its_lstm_is_missing(monkeypatch, has_lstm):
+    import deepdiff.device as device
+
+    monkeypatch.setattr(device, "onednn_lstm_computes", lambda dtype: has_lstm)
+    before = torch.backends.mkldnn.enabled
+    with device.autocast(CPU, torch.bfloat16):
+        assert torch.backends.mkldnn.enabled == (before and has_lstm)
+        assert torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
+        assert torch.is_autocast_cache_enabled()
+    assert torch.backends.mkldnn.enabled == before
+    with device.autocast(CPU, torch.bfloat16, cache=False):  # a forward captured in a CUDA graph
+        assert not torch.is_autocast_cache_enabled()
+    with device.autocast(CPU, None):
+        assert not torch.is_autocast_enabled("cpu") and torch.backends.mkldnn.enabled == before

@@ -160,3 +160,36 @@ def test_a_split_without_a_pcc_is_refused_before_training(small_synthetic_pair):
     pair = dataclasses.replace(small_synthetic_pair, valid=small_synthetic_pair.valid.subset([0]))
     with pytest.raises(DataError, match="^pair Cell1-Cell2: split valid has 1 gene"):
         next(fit(ModelConfig(variant="raw_d", **TINY), TrainConfig(epochs=1), pair, device="cpu"))
+
+
+def test_cuda_graphs_are_refused_without_cuda(small_synthetic_pair, tmp_path):
+    """The graphed steps need a CUDA device (benchmarks/gpu_check.py part 3 runs them on one); asked on a
+    CPU, the run stops before anything is built or written, with one line."""
+    from deepdiff.errors import ConfigError
+
+    runs = fit(ModelConfig(variant="raw_d", **TINY), TrainConfig(epochs=1, batch_size=16), small_synthetic_pair,
+               device="cpu", checkpoint_dir=tmp_path / "run", cuda_graphs=True)
+    with pytest.raises(ConfigError, match="^cuda_graphs: CUDA graphs need a CUDA device, this run trains on cpu$"):
+        next(runs)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_resume_keeps_this_devices_optimizer_flags(small_synthetic_pair, tmp_path):
+    """A checkpoint of a run whose Adam was capturable (CUDA graphs on a GPU) resumes on a CPU, where a
+    capturable Adam refuses to step: the flags of how Adam runs are the resuming process's own, and the
+    resumed run is the uninterrupted one."""
+    from deepdiff.train import OPTIMIZER_RUNTIME
+
+    model_cfg, train_cfg = ModelConfig(variant="raw_d", **TINY), TrainConfig(epochs=2, batch_size=16, seed=4)
+    straight = [_fields(r) for r in fit(model_cfg, train_cfg, small_synthetic_pair, device="cpu")]
+    first = fit(model_cfg, train_cfg, small_synthetic_pair, device="cpu", checkpoint_dir=tmp_path)
+    epoch1 = _fields(next(first))
+    first.close()
+    last = tmp_path / LAST_CHECKPOINT
+    state = torch.load(last, weights_only=True)
+    assert set(OPTIMIZER_RUNTIME) <= set(state["optimizer"]["param_groups"][0])
+    for group in state["optimizer"]["param_groups"]:
+        group.update(capturable=True, fused=False)  # what a graphed run on a GPU (or another torch) saved
+    torch.save(state, last)
+    resumed = [_fields(r) for r in fit(model_cfg, train_cfg, small_synthetic_pair, device="cpu", resume_from=last)]
+    assert [epoch1] + resumed == straight
