@@ -1,5 +1,5 @@
 """The study report: `python ablations/report.py --experiment NAME --out DIR [--mlflow-uri URI]`
-(the same as the `deepdiff-report` command; see deepdiff_study/report.py)."""
+(the same as the `deepdiff-report` command; see deepdiff_study/report/)."""
 
 import sys
 

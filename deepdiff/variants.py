@@ -21,6 +21,7 @@ class VariantSpec:
     share_cell_encoder: bool  # siamese: f1^A and f1^B are one module (shared weights)
     aux: bool  # cell-specific auxiliary heads and losses on v_A, v_B
     siamese: bool  # contrastive loss between the Level I outputs of A and B
+    label: str = ""  # the paper's name for it on figures and tables (Raw:d, Aux+Siamese, ...); "" = `name`
 
     def __post_init__(self) -> None:
         if any(group not in CHANNEL_GROUPS for group in self.level1_inputs):
@@ -29,6 +30,8 @@ class VariantSpec:
             raise ValueError(f"{self.name}: a variant needs f1^d inputs or cell encoders")
         if (self.share_cell_encoder or self.aux or self.siamese) and not self.cell_encoders:
             raise ValueError(f"{self.name}: sharing, aux and siamese need cell encoders")
+        if not self.label:
+            object.__setattr__(self, "label", self.name)
 
     @property
     def head(self) -> str:
@@ -39,14 +42,14 @@ class VariantSpec:
 VARIANTS: dict[str, VariantSpec] = {
     spec.name: spec
     for spec in (
-        #           name               level1_inputs        cells  share  aux    siamese
-        VariantSpec("raw_d", ("A-B",), False, False, False, False),
-        VariantSpec("raw_c", ("A", "B"), False, False, False, False),
-        VariantSpec("raw", ("A", "B", "A-B"), False, False, False, False),
-        VariantSpec("aux", (), True, False, True, False),
-        VariantSpec("raw_aux", ("A", "B", "A-B"), True, False, True, False),
-        VariantSpec("aux_siamese", (), True, True, True, True),
-        VariantSpec("raw_aux_siamese", ("A", "B", "A-B"), True, True, True, True),
+        #           name               level1_inputs        cells  share  aux    siamese  label
+        VariantSpec("raw_d", ("A-B",), False, False, False, False, "Raw:d"),
+        VariantSpec("raw_c", ("A", "B"), False, False, False, False, "Raw:c"),
+        VariantSpec("raw", ("A", "B", "A-B"), False, False, False, False, "Raw"),
+        VariantSpec("aux", (), True, False, True, False, "Aux"),
+        VariantSpec("raw_aux", ("A", "B", "A-B"), True, False, True, False, "Raw+Aux"),
+        VariantSpec("aux_siamese", (), True, True, True, True, "Aux+Siamese"),
+        VariantSpec("raw_aux_siamese", ("A", "B", "A-B"), True, True, True, True, "Raw+Aux+Siamese"),
     )
 }
 

@@ -113,6 +113,9 @@ class Tag:
     MODEL = "model"  # a grid-cell run: the artifact path of its best trial's best.pt (MODEL_ARTIFACT)
     MODEL_MISSING = "model_missing"  # a grid-cell run without that artifact: why
     COMPUTE_DTYPE = "compute_dtype"  # a trial run: the dtype its training steps computed in (`compute_dtype_tag`)
+    CELL_TYPE_A = "cell_type_a"  # a grid-cell run: cell type A's name (the grid file's cell_types), where known
+    CELL_TYPE_B = "cell_type_b"  # a grid-cell run: cell type B's name, where known
+    SEARCH_SPACE = "search_space"  # a grid-cell run: its searched params as JSON (records.encode_search_space)
 
 
 GRID_CELL_TAGS = (Tag.GRID_CELL, Tag.VARIANT, Tag.PAIR, Tag.PAIR_NAME, Tag.EPIGENOME_A, Tag.EPIGENOME_B,
@@ -377,3 +380,36 @@ def best_trials(tracking_uri: str, experiment: str) -> list[dict[str, Any]]:
     order = {v: i for i, v in enumerate(VARIANTS)}
     rows.sort(key=lambda r: (r["pair"], order.get(r["variant"], 99), r["aux_mode"] or "", r["margin"] or 0.0))
     return rows
+
+
+def decode_search_space(text: str, *, source: str = "search_space tag") -> tuple:
+    """The searched params of a grid cell from its ``search_space`` tag (`Tag.SEARCH_SPACE`), as
+    `deepdiff_study.grid.Param`s in the grid file's order; a `ConfigError` naming `source` when the tag
+    is not the JSON list ``[{"name", "kind", "low", "high"} | {"name", "kind": "choice", "values"}, ...]``."""
+    from deepdiff_study.grid import PARAM_KINDS, Param
+
+    try:
+        items = json.loads(text)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"{source}: not JSON ({err})") from None
+    if not isinstance(items, list):
+        raise ConfigError(f"{source}: expected a JSON list of searched params, got {type(items).__name__}")
+    params = []
+    for i, item in enumerate(items):
+        kind = item.get("kind") if isinstance(item, dict) else None
+        name = item.get("name") if isinstance(item, dict) else None
+        if not isinstance(name, str) or kind not in PARAM_KINDS:
+            raise ConfigError(f"{source}: item {i} needs a name and a kind in {', '.join(PARAM_KINDS)}, got {item!r}")
+        if kind == "choice":
+            values = item.get("values")
+            if not isinstance(values, list) or not values:
+                raise ConfigError(f"{source}: {name} (choice) needs a non-empty list of values, got {values!r}")
+            params.append(Param(name, kind, values=tuple(values)))
+            continue
+        low, high = item.get("low"), item.get("high")
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in (low, high)) \
+                or not low < high or (kind == "log_uniform" and low <= 0):
+            raise ConfigError(f"{source}: {name} ({kind}) needs numbers low < high"
+                              f"{' (both > 0)' if kind == 'log_uniform' else ''}, got low={low!r} high={high!r}")
+        params.append(Param(name, kind, low=float(low), high=float(high)))
+    return tuple(params)

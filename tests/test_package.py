@@ -50,6 +50,7 @@ def test_a_built_wheel_holds_the_study_package_and_the_grid_file(tmp_path):
     assert "deepdiff/lstm_kernel.c" in names  # compiled at first use by deepdiff.cpu_kernel
     assert "deepdiff/data/load.py" in names  # subpackages are listed in pyproject.toml one by one
     assert "deepdiff/tracks/build.py" in names  # deepdiff build-pair (the tracks subpackage is listed in pyproject)
+    assert "deepdiff_study/report/templates/index.html.j2" in names  # the report page's template
     assert not any(n.startswith(("tune/", "ablations/", "tests/")) for n in names)
     target = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(target), str(wheel)],
@@ -57,7 +58,9 @@ def test_a_built_wheel_holds_the_study_package_and_the_grid_file(tmp_path):
     code = ("import deepdiff_study.grid as g, deepdiff_study.driver; "
             "assert str(g.PAPER_GRID).startswith(%r), g.PAPER_GRID; "
             "import deepdiff.cpu_kernel as k; assert k.SOURCE.is_file() and str(k.SOURCE).startswith(%r); "
-            "print(len(g.load_grid().grid_cells()))" % (str(target), str(target)))
+            "import deepdiff_study.report.page as p; t = p.environment().get_template(p.TEMPLATE); "
+            "assert t.filename.startswith(%r), t.filename; "
+            "print(len(g.load_grid().grid_cells()))" % (str(target), str(target), str(target)))
     proc = subprocess.run([sys.executable, "-I", "-c", f"import sys; sys.path.insert(0, {str(target)!r}); {code}"],
                           capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 0 and proc.stdout.strip() == "230", proc.stderr

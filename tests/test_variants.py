@@ -40,3 +40,9 @@ def test_inconsistent_rows_are_refused():
 def test_unknown_variant_names_the_valid_ones():
     with pytest.raises(ConfigError, match="unknown variant 'raw_x'.*raw_d, raw_c"):
         get_variant("raw_x")
+
+
+def test_each_row_carries_the_papers_label():
+    assert [spec.label for spec in VARIANTS.values()] == [
+        "Raw:d", "Raw:c", "Raw", "Aux", "Raw+Aux", "Aux+Siamese", "Raw+Aux+Siamese"]
+    assert VariantSpec("x", ("A-B",), False, False, False, False).label == "x"  # a row without one: its name
