@@ -2,7 +2,7 @@
 Optuna search on its own) and warm (`deepdiff_study.warmstart`), with the same seeds, R repetitions.
 
     python benchmarks/bench_warmstart.py [--pairs 4] [--variants raw,raw_aux,raw_aux_siamese]
-        [--aux regression,classification] [--margins 2] [--samples 12] [--epochs 3] [--genes 300]
+        [--aux regression] [--margins 1,2] [--samples 10] [--epochs 2] [--genes 300]
         [--bins 20] [--reps 3] [--out /tmp/bench_warmstart.csv]
 
 The search is the study's own: `GridCellSearcher` (per-grid-cell Optuna with the published setting
@@ -57,7 +57,7 @@ search_space:
   aux_weight:      {kind: log_uniform, low: 0.1, high: 10.0, applies_to: aux}
   gamma:           {kind: log_uniform, low: 0.5, high: 16.0, applies_to: siamese}
 presets:
-  bench: {pairs: all, samples: 12, max_epochs: 3, grace_period: 3, reduction_factor: 2, synthetic_genes: 300}
+  bench: {pairs: all, samples: 10, max_epochs: 2, grace_period: 2, reduction_factor: 2, synthetic_genes: 300}
 """
 
 
@@ -185,10 +185,10 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--pairs", type=int, default=4, help="pairs 1..N, each its own synthetic data")
     p.add_argument("--variants", default="raw,raw_aux,raw_aux_siamese")
-    p.add_argument("--aux", default="regression,classification")
-    p.add_argument("--margins", default="2")
-    p.add_argument("--samples", type=int, default=12, help="trials per grid cell, the published one included")
-    p.add_argument("--epochs", type=int, default=3, help="epochs of every trial")
+    p.add_argument("--aux", default="regression")
+    p.add_argument("--margins", default="1,2")
+    p.add_argument("--samples", type=int, default=10, help="trials per grid cell, the published one included")
+    p.add_argument("--epochs", type=int, default=2, help="epochs of every trial")
     p.add_argument("--genes", type=int, default=300)
     p.add_argument("--bins", type=int, default=20)
     p.add_argument("--reps", type=int, default=3, help="repetitions; repetition r uses study seed r in both arms")
