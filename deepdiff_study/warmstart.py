@@ -93,7 +93,7 @@ def _fit(p: Param, value: Any, fallback: Any) -> Any:
     if not number or len(numbers) != len(p.values):
         return fallback
     scale = math.log if value > 0 and min(numbers) > 0 else float
-    return min(numbers, key=lambda v: (abs(scale(v) - scale(value)), v))
+    return min(numbers, key=lambda v: (round(abs(scale(v) - scale(value)), 12), v))  # rounded: log 32 is as near log 16 as log 64
 
 
 def _same_point(params: dict[str, Any]) -> tuple:
