@@ -229,7 +229,7 @@ def main() -> int:
                 settings = StudySettings(args.samples, args.epochs, args.epochs, 2.0, seed=rep,
                                          fixed={"n_bins": args.bins, "precision": "float32"})
                 plans = plan_grid_cells(grid, cells, settings)
-                for warm in (False, True):
+                for warm in (False, True) if rep % 2 == 0 else (True, False):  # each arm first as often: load drifts
                     rows += search(plans, pairs, seed=rep, warm=warm, cache=cache, progress=progress)
                     pd.DataFrame(rows).to_csv(args.out, index=False)  # so far, should the run be stopped
         trained = len(cache)

@@ -6,9 +6,11 @@ its second trial on, each time it is asked for a trial it first looks here: whil
 than `warm_start_limit` warm starts, it is given the best configuration found so far in a **related**
 grid cell (`RELATIONS`: a grid cell of the same variant on the same pair with another aux mode or
 margin, or on another pair) that it has not tried yet; only when there is none does its own TPE
-sampler propose. A candidate is each related grid cell's best scored trial so far, and only if it
-beat that grid cell's trial of the paper's setting, so what is handed on is a configuration the search
-found, not the paper's setting again. Candidates are ranked by that gain in valid PCC
+sampler propose. A candidate is each related grid cell's best scored trial so far, once that grid cell
+has scored `MIN_SOURCE_TRIALS` trials (the best of its paper's setting and one proposal is mostly that
+one proposal's luck: such warm starts scored no better than the target's own proposals in
+benchmarks/bench_warmstart.py), and only if it beat that grid cell's trial of the paper's setting, so
+what is handed on is a configuration the search found, not the paper's setting again. Candidates are ranked by that gain in valid PCC
 (PCCs of two pairs are not comparable; their gains over the same paper's setting roughly are), then
 by closeness (`RELATIONS` order), then by grid cell key and trial order: the same events give the
 same warm starts.
@@ -35,6 +37,7 @@ from deepdiff_study.grid import GridCell, Param
 from deepdiff_study.plan import GridCellPlan
 
 WARM_SHARE = 1 / 3  # at most this share of a grid cell's trials after the published one are warm starts
+MIN_SOURCE_TRIALS = 3  # a grid cell's best is handed on once it has scored this many trials
 
 
 @dataclass(frozen=True)
@@ -175,9 +178,9 @@ class WarmStarts:
     def _best(self, key: str) -> tuple[str, dict[str, Any], float] | None:
         """(trial id, params, gain) of grid cell `key`'s best scored trial so far (the earliest of equals),
         its gain measured against the grid cell's published setting (against its worst scored trial when
-        the published one was not scored); None without a scored trial."""
+        the published one was not scored); None before it scored `MIN_SOURCE_TRIALS` trials."""
         scored = [t for t in self._of_cell[key] if t in self._scores]
-        if not scored:
+        if len(scored) < MIN_SOURCE_TRIALS:
             return None
         best = max(scored, key=self._scores.__getitem__)  # max keeps the first of equals
         published = [self._scores[t] for t in scored if self._trials[t][1] == self._plans[key].published]
