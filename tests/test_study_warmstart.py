@@ -18,7 +18,7 @@ from deepdiff_study.grid import GridCell, Pair, Param, load_grid
 from deepdiff_study.plan import StudySettings, plan_grid_cells
 from deepdiff_study.records import META_KEYS, Tag, decode_trial_config, warm_start_of
 from deepdiff_study.searcher import METRIC, GridCellSearcher
-from deepdiff_study.warmstart import RELATIONS, WarmStarts, map_config, relation, warm_start_limit
+from deepdiff_study.warmstart import MIN_SOURCE_TRIALS, RELATIONS, WarmStarts, map_config, relation, warm_start_limit
 
 by_value(__name__)  # dropout_trial reaches Ray workers as code, not as an import of tests/
 
@@ -140,6 +140,21 @@ def test_a_grid_cell_gets_no_more_than_its_limit_and_nothing_it_ran_already(plan
             assert given == ({**own, "lr": lr}, f"p1-raw_d/a{i}")
             warm.suggested("p2-raw_d", f"b{i}", *given)
     assert warm.next_for("p2-raw_d") is None and len(warm.given("p2-raw_d")) == 2 == warm_start_limit(7)
+
+
+def test_a_related_grid_cell_s_best_is_handed_on_once_it_scored_three_trials(plans):
+    p = keys(plans)
+    warm = WarmStarts(plans)
+    warm.suggested("p2-raw_d", "b0", p["p2-raw_d"].published)
+    lucky = {**p["p1-raw_d"].published, "lr": 8e-3}
+    for trial_id, params, value in (("a0", p["p1-raw_d"].published, 0.1), ("a1", lucky, 0.9)):
+        warm.suggested("p1-raw_d", trial_id, params)
+        warm.scored(trial_id, value)
+    assert MIN_SOURCE_TRIALS == 3 and warm.next_for("p2-raw_d") is None  # the best of two: one proposal's luck
+    warm.suggested("p1-raw_d", "a2", {**lucky, "lr": 2e-4})
+    assert warm.next_for("p2-raw_d") is None  # suggested, not yet scored
+    warm.scored("a2", 0.2)
+    assert warm.next_for("p2-raw_d") == (lucky, "p1-raw_d/a1")
 
 
 def test_off_records_everything_and_gives_nothing(plans):
