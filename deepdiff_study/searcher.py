@@ -3,12 +3,12 @@
 `GridCellSearcher` holds one `OptunaSearch` per grid cell (its own TPE sampler, seeded from the study
 seed and the grid cell's key, with the published setting enqueued as its first trial). `suggest` picks
 the grid cell with the most trials left and returns that grid cell's suggestion plus its fixed
-trial-config entries. With warm starts on (the default), a grid cell past its first trial is first
-given the best configurations related grid cells found (`deepdiff_study.warmstart`, which decides
-which): such a trial is not Optuna's suggestion; Optuna learns it as an evaluated point when it ends,
-and its config names its source (``warm_start_from``). Its `save`/`restore` (called by Tune, see
-`deepdiff_study.resume`) keep every grid cell's Optuna study, the trial -> grid cell map, the trials
-already told to Optuna and the warm starts' bookkeeping.
+trial-config entries. With warm starts on (``warm_starts=True``; off by default, see docs/warm-starts.md),
+a grid cell past its first trial is first given the best configurations related grid cells found
+(`deepdiff_study.warmstart`, which decides which): such a trial is not Optuna's suggestion; Optuna
+learns it as an evaluated point when it ends, and its config names its source (``warm_start_from``).
+Its `save`/`restore` (called by Tune, see `deepdiff_study.resume`) keep every grid cell's Optuna study,
+the trial -> grid cell map, the trials already told to Optuna and the warm starts' bookkeeping.
 
 Tune saves its trial list and the searcher in separate files of each snapshot, so after a kill either
 can be ahead of the other: `GridCellSearcher.reconcile` (run by `SearcherSync` at the first step of
@@ -69,7 +69,7 @@ class GridCellSearcher(Searcher):
     """One Optuna search per grid cell behind one Tune searcher; see the module docstring."""
 
     def __init__(self, plans: list[GridCellPlan], *, metric: str = METRIC, mode: str = MODE, seed: int = 0,
-                 warm_starts: bool = True):
+                 warm_starts: bool = False):
         super().__init__(metric=metric, mode=mode)
         self._plans = {plan.key: plan for plan in plans}
         self._seed = seed

@@ -183,7 +183,7 @@ def drive(searcher, n, start=0, value=lambda config: config["dropout"] + config[
 
 
 def test_the_searcher_runs_warm_starts_after_the_published_setting_and_tags_them(plans):
-    searcher = GridCellSearcher(plans, seed=3)
+    searcher = GridCellSearcher(plans, seed=3, warm_starts=True)
     configs = drive(searcher, 21)
     assert searcher.suggest("extra") == Searcher.FINISHED
     by_cell = {}
@@ -209,20 +209,20 @@ def test_the_searcher_runs_warm_starts_after_the_published_setting_and_tags_them
 
 
 def test_the_same_events_give_the_same_warm_starts_and_off_gives_none(plans):
-    a, b = drive(GridCellSearcher(plans, seed=3), 21), drive(GridCellSearcher(plans, seed=3), 21)
+    a, b = drive(GridCellSearcher(plans, seed=3, warm_starts=True), 21), drive(GridCellSearcher(plans, seed=3, warm_starts=True), 21)
     assert a == b
-    cold = drive(GridCellSearcher(plans, seed=3, warm_starts=False), 21)
+    cold = drive(GridCellSearcher(plans, seed=3), 21)  # off by default
     assert not any(warm_start_of(c) for c in cold.values())
     first_warm = min(int(t[1:]) for t, c in a.items() if warm_start_of(c))
     assert [a[f"t{i}"] for i in range(first_warm)] == [cold[f"t{i}"] for i in range(first_warm)]  # the same until then
 
 
 def test_warm_starts_survive_a_save_and_restore_and_are_not_given_twice(plans, tmp_path):
-    a = GridCellSearcher(plans, seed=3)
+    a = GridCellSearcher(plans, seed=3, warm_starts=True)
     before = drive(a, 12)
     assert any(warm_start_of(c) for c in before.values())
     a.save(tmp_path / "searcher.pkl")
-    b = pickle.loads(pickle.dumps(GridCellSearcher(plans, seed=3)))  # as Tune unpickles it from tuner.pkl
+    b = pickle.loads(pickle.dumps(GridCellSearcher(plans, seed=3, warm_starts=True)))  # as Tune unpickles it from tuner.pkl
     b.restore(tmp_path / "searcher.pkl")
     assert all(b.warm_starts(p.key) == a.warm_starts(p.key) for p in plans)
     rest_a, rest_b = drive(a, 9, start=12), drive(b, 9, start=12)
@@ -239,7 +239,7 @@ def tune_trial(trial_id, config, status="RUNNING", last_result=None):
 
 def warm_run(plans):
     """A searcher with a warm start just suggested (not yet ended): (searcher, every config, its trial id)."""
-    searcher = GridCellSearcher(plans, seed=3)
+    searcher = GridCellSearcher(plans, seed=3, warm_starts=True)
     configs = {}
     for i in range(21):
         configs[f"t{i}"] = config = searcher.suggest(f"t{i}")
@@ -263,10 +263,10 @@ def test_a_warm_start_the_searchers_save_missed_counts_as_given_after_a_resume(p
     searcher, configs, warm = warm_run(plans)
     before = {t: c for t, c in configs.items() if t != warm}
     # the searcher's save was taken before the warm start was suggested; Tune's trial list has it
-    earlier = GridCellSearcher(plans, seed=3)
+    earlier = GridCellSearcher(plans, seed=3, warm_starts=True)
     drive(earlier, len(before))
     earlier.save(tmp_path / "searcher.pkl")
-    restored = pickle.loads(pickle.dumps(GridCellSearcher(plans, seed=3)))
+    restored = pickle.loads(pickle.dumps(GridCellSearcher(plans, seed=3, warm_starts=True)))
     restored.restore(tmp_path / "searcher.pkl")
     restored.reconcile([*(tune_trial(t, c, "TERMINATED", {"epoch": 2, METRIC: c["dropout"] + c["lr"]}) for t, c in before.items()),
                         tune_trial(warm, configs[warm])])
@@ -322,7 +322,7 @@ def test_a_tiny_study_with_warm_starts_records_every_planned_trial(ray_session, 
     args = driver.build_parser().parse_args([
         "--grid", str(grid), "--preset", "quick", "--pairs", "1,2", "--variants", "raw_d", "--samples", "7",
         "--max-epochs", "1", "--grace-period", "1", "--synthetic-genes", "60", "--storage", str(tmp_path / "results"),
-        "--mlflow-uri", f"sqlite:///{tmp_path / 'mlruns.db'}", "--experiment", "warm"])
+        "--mlflow-uri", f"sqlite:///{tmp_path / 'mlruns.db'}", "--experiment", "warm", "--warm-starts"])
     assert driver.run(args, train_fn=dropout_trial) == 0
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns.db'}")
     runs = study_runs(client, experiment_id(client, "warm"), Kind.TRIAL)
