@@ -137,8 +137,8 @@ def summarize(rows, samples: int) -> None:
             cost["unreached"] = unreached
             per[(arm, rep)] = cost
     cells = list(per[("cold", reps[0])].index)
-    mean = lambda arm, col, key: statistics.fmean(per[(arm, r)].loc[key, col] for r in reps)  # noqa: E731
-    sd = lambda arm, col, key: statistics.pstdev([per[(arm, r)].loc[key, col] for r in reps]) if len(reps) > 1 else math.nan  # noqa: E731
+    mean = lambda arm, col, key: statistics.fmean(per[(arm, r)].loc[key, col] for r in reps)
+    sd = lambda arm, col, key: statistics.pstdev([per[(arm, r)].loc[key, col] for r in reps]) if len(reps) > 1 else math.nan
     print(f"\nper grid cell, mean over {len(reps)} repetitions (cold | warm); target: the cold search's final best valid "
           f"PCC - {TOLERANCE} (same repetition); '!' = the target was not reached in some repetition (counted as "
           "the whole budget)")
@@ -195,6 +195,7 @@ def main() -> int:
     p.add_argument("--out", default=str(Path(tempfile.gettempdir()) / "bench_warmstart.csv"), help="every trial's row (CSV)")
     args = p.parse_args()
 
+    import optuna
     import pandas as pd
     import torch
     from tqdm import tqdm
@@ -203,11 +204,9 @@ def main() -> int:
     from deepdiff_study.plan import StudySettings, plan_grid_cells
     from deepdiff_study.warmstart import warm_start_limit
 
-    import optuna
-
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     torch.set_num_threads(1)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False,
                             cwd=Path(__file__).parent).stdout.strip() or "unknown"
     with tempfile.TemporaryDirectory(prefix="bench-warmstart-") as tmp:
         folder = Path(tmp)

@@ -18,7 +18,14 @@ from deepdiff_study.grid import GridCell, Pair, Param, load_grid
 from deepdiff_study.plan import StudySettings, plan_grid_cells
 from deepdiff_study.records import META_KEYS, Tag, decode_trial_config, warm_start_of
 from deepdiff_study.searcher import METRIC, GridCellSearcher
-from deepdiff_study.warmstart import MIN_SOURCE_TRIALS, RELATIONS, WarmStarts, map_config, relation, warm_start_limit
+from deepdiff_study.warmstart import (
+    MIN_SOURCE_TRIALS,
+    RELATIONS,
+    WarmStarts,
+    map_config,
+    relation,
+    warm_start_limit,
+)
 
 by_value(__name__)  # dropout_trial reaches Ray workers as code, not as an import of tests/
 
@@ -260,7 +267,7 @@ def test_a_warm_start_tune_never_saved_is_given_again_after_a_resume(plans):
 
 
 def test_a_warm_start_the_searchers_save_missed_counts_as_given_after_a_resume(plans, tmp_path):
-    searcher, configs, warm = warm_run(plans)
+    _, configs, warm = warm_run(plans)
     before = {t: c for t, c in configs.items() if t != warm}
     # the searcher's save was taken before the warm start was suggested; Tune's trial list has it
     earlier = GridCellSearcher(plans, seed=3, warm_starts=True)
