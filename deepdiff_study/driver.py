@@ -69,6 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--grace-period", type=int, help="ASHA: epochs before a trial may be stopped")
     s.add_argument("--reduction-factor", type=float, help="ASHA: keep the best 1/N at every rung")
     s.add_argument("--seed", type=int, default=0, help="seeds the samplers and every trial's training (default 0)")
+    s.add_argument("--warm-starts", action="store_true",
+                   help="give each grid cell, before its own proposals, up to a third of its trials of the best configurations "
+                        "related grid cells found (same variant, other pairs, aux modes or margins); off by default: "
+                        "it saved no trial-hours in benchmarks/bench_warmstart.py (see docs/warm-starts.md)")
     d = p.add_argument_group("data")
     d.add_argument("--data", metavar="DIR", help="folder with the paper's files (E123.train.csv ...); default: synthetic pairs")
     d.add_argument("--synthetic-genes", type=int, help="genes per synthetic pair")
@@ -188,7 +192,7 @@ def given_study_flags(args: argparse.Namespace) -> dict[str, object]:
     """The flags that define a study (its manifest keeps them), as given: None where not given."""
     defaults = build_parser().parse_args([])
     names = ("grid", "preset", "pairs", "variants", "aux", "margins", "samples", "max_epochs", "grace_period",
-             "reduction_factor", "seed", "data", "synthetic_genes", "mlflow_uri", "precision")
+             "reduction_factor", "seed", "data", "synthetic_genes", "mlflow_uri", "precision", "warm_starts")
     return {f"--{name.replace('_', '-')}": (None if getattr(args, name) == getattr(defaults, name) else getattr(args, name))
             for name in names}
 
@@ -287,16 +291,17 @@ def trial_dirname(trial) -> str:
     return f"{grid_cell_of(trial.config)}-{trial.trial_id}"
 
 
-def make_tuner(trainable, plans, settings: StudySettings, *, storage: StudyStorage, name: str, callbacks: list, max_failures: int):
-    """One Tuner for the whole study: per-grid-cell Optuna behind `GridCellSearcher`, per-grid-cell ASHA
-    behind `GridCellScheduler`."""
+def make_tuner(trainable, plans, settings: StudySettings, *, storage: StudyStorage, name: str, callbacks: list, max_failures: int,
+               warm_starts: bool = False):
+    """One Tuner for the whole study: per-grid-cell Optuna behind `GridCellSearcher` (with warm starts across
+    related grid cells if `warm_starts`), per-grid-cell ASHA behind `GridCellScheduler`."""
     from ray import tune
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
     from deepdiff_study.scheduler import GridCellScheduler
     from deepdiff_study.searcher import GridCellSearch, GridCellSearcher, SearcherSync
 
-    searcher = GridCellSearcher(plans, seed=settings.seed)
+    searcher = GridCellSearcher(plans, seed=settings.seed, warm_starts=warm_starts)
     scheduler = GridCellScheduler(
         [p.key for p in plans], max_t=settings.max_epochs, grace_period=min(settings.grace_period, settings.max_epochs),
         reduction_factor=settings.reduction_factor,
@@ -473,7 +478,8 @@ def _run(args: argparse.Namespace, train_fn, held: list) -> int:
         total = sum(p.samples for p in plans)
         resume.write_manifest(manifest_path, manifest)
         tuner = make_tuner(bound, plans, settings, storage=storage, name=experiment,
-                           callbacks=[tracker, ProgressLine(total)], max_failures=args.max_failures)
+                           callbacks=[tracker, ProgressLine(total)], max_failures=args.max_failures,
+                           warm_starts=args.warm_starts)
         print_plan(cells, settings, sizes["preset"])
     print(f"\nrunning on Ray ({ray.cluster_resources().get('CPU', 0):g} CPUs, {ray.cluster_resources().get('GPU', 0):g} GPUs; "
           f"{args.cpus_per_trial:g} CPU + {gpus:g} GPU per trial); MLflow: {mlflow_uri}", flush=True)

@@ -12,7 +12,8 @@ The layout (one MLflow experiment per study):
   model at its best valid-PCC epoch as the artifact `MODEL_ARTIFACT` (tag ``model``; tag
   ``model_missing`` says why when it could not be stored);
 - one **trial run** per Tune trial (tag ``kind=trial``), a child of its grid-cell run: tags trial_id,
-  status (a `TrialStatus`), status_reason, epoch_status; params: the config fields that apply to its
+  status (a `TrialStatus`), status_reason, epoch_status, and warm_start_from on a warm start (the trial
+  whose configuration it ran, `deepdiff_study.warmstart`); params: the config fields that apply to its
   variant (`encode_params`); metrics: every `EpochResult` field per epoch with ``step=epoch``;
 - one **baseline run** per pair and baseline of `deepdiff.baselines` (tag ``kind=baseline``;
   `deepdiff_study.baseline_runs`), and the **report run** (tag ``kind=report``) holding the study
@@ -116,6 +117,7 @@ class Tag:
     CELL_TYPE_A = "cell_type_a"  # a grid-cell run: cell type A's name (the grid file's cell_types), where known
     CELL_TYPE_B = "cell_type_b"  # a grid-cell run: cell type B's name, where known
     SEARCH_SPACE = "search_space"  # a grid-cell run: its searched params as JSON (records.encode_search_space)
+    WARM_START_FROM = "warm_start_from"  # a trial run that was a warm start: its source, GRID_CELL/TRIAL_ID (`warmstart`)
 
 
 GRID_CELL_TAGS = (Tag.GRID_CELL, Tag.VARIANT, Tag.PAIR, Tag.PAIR_NAME, Tag.EPIGENOME_A, Tag.EPIGENOME_B,
@@ -158,15 +160,16 @@ def data_tag(data_dir: str | Path, cell_a: str, cell_b: str, synthetic: dict[str
 # A trial's config (what Tune passes to the trainable) is one flat dict: every ModelConfig/TrainConfig
 # field plus META_KEYS. MLflow keeps the fields that apply to the variant as string params.
 
-# The grid cell's key, the pair number, and the epochs at which the trial must leave a checkpoint (its
-# ASHA rungs: where it may be stopped): not config fields.
-META_KEYS = ("grid_cell", "pair", "checkpoint_epochs")
+# The grid cell's key, the pair number, the epochs at which the trial must leave a checkpoint (its
+# ASHA rungs: where it may be stopped), and on a warm start only, the trial it came from
+# (`deepdiff_study.warmstart`): not config fields.
+META_KEYS = ("grid_cell", "pair", "checkpoint_epochs", Tag.WARM_START_FROM)
 _CONFIG_FIELDS = frozenset(f.name for cls in (ModelConfig, TrainConfig) for f in fields(cls))
 
 
 def encode_meta(grid_cell: str, pair: int, checkpoint_epochs: tuple[int, ...] = ()) -> dict[str, Any]:
-    """The META_KEYS entries of every trial config of a grid cell (its key, its pair's number)."""
-    return dict(zip(META_KEYS, (grid_cell, pair, list(checkpoint_epochs))))
+    """The META_KEYS entries of every trial config of a grid cell (its key, its pair's number, its checkpoint epochs)."""
+    return dict(zip(META_KEYS[:3], (grid_cell, pair, list(checkpoint_epochs))))
 
 
 def grid_cell_of(config: dict[str, Any]) -> str:
@@ -182,6 +185,11 @@ def pair_of(config: dict[str, Any]) -> int:
 def checkpoint_epochs_of(config: dict[str, Any]) -> frozenset[int]:
     """The epochs at which a trial must report a checkpoint (see `deepdiff_study.trainable`)."""
     return frozenset(int(e) for e in config.get(META_KEYS[2], ()))
+
+
+def warm_start_of(config: dict[str, Any]) -> str | None:
+    """Where a trial config's configuration came from when it is a warm start (GRID_CELL/TRIAL_ID), else None."""
+    return config.get(META_KEYS[3])
 
 
 def decode_trial_config(config: dict[str, Any], *, source: str = "trial config") -> tuple[ModelConfig, TrainConfig]:

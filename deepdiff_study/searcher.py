@@ -3,8 +3,12 @@
 `GridCellSearcher` holds one `OptunaSearch` per grid cell (its own TPE sampler, seeded from the study
 seed and the grid cell's key, with the published setting enqueued as its first trial). `suggest` picks
 the grid cell with the most trials left and returns that grid cell's suggestion plus its fixed
-trial-config entries. Its `save`/`restore` (called by Tune, see `deepdiff_study.resume`) keep every
-grid cell's Optuna study, the trial -> grid cell map and the trials already told to Optuna.
+trial-config entries. With warm starts on (``warm_starts=True``; off by default, see docs/warm-starts.md),
+a grid cell past its first trial is first given the best configurations related grid cells found
+(`deepdiff_study.warmstart`, which decides which): such a trial is not Optuna's suggestion; Optuna
+learns it as an evaluated point when it ends, and its config names its source (``warm_start_from``).
+Its `save`/`restore` (called by Tune, see `deepdiff_study.resume`) keep every grid cell's Optuna study,
+the trial -> grid cell map, the trials already told to Optuna and the warm starts' bookkeeping.
 
 Tune saves its trial list and the searcher in separate files of each snapshot, so after a kill either
 can be ahead of the other: `GridCellSearcher.reconcile` (run by `SearcherSync` at the first step of
@@ -33,7 +37,8 @@ from ray.tune.search.optuna import OptunaSearch
 from deepdiff.results import diverged
 from deepdiff_study.grid import Param
 from deepdiff_study.plan import GridCellPlan
-from deepdiff_study.records import grid_cell_of
+from deepdiff_study.records import Tag, grid_cell_of, warm_start_of
+from deepdiff_study.warmstart import WarmStarts
 
 METRIC = "best_valid_pcc"
 MODE = "max"
@@ -63,7 +68,8 @@ def usable(result: dict, metric: str = METRIC) -> bool:
 class GridCellSearcher(Searcher):
     """One Optuna search per grid cell behind one Tune searcher; see the module docstring."""
 
-    def __init__(self, plans: list[GridCellPlan], *, metric: str = METRIC, mode: str = MODE, seed: int = 0):
+    def __init__(self, plans: list[GridCellPlan], *, metric: str = METRIC, mode: str = MODE, seed: int = 0,
+                 warm_starts: bool = False):
         super().__init__(metric=metric, mode=mode)
         self._plans = {plan.key: plan for plan in plans}
         self._seed = seed
@@ -71,7 +77,9 @@ class GridCellSearcher(Searcher):
         self._trial_cell: dict[str, str] = {}  # Tune trial id -> grid cell key
         self._suggested = {plan.key: 0 for plan in plans}
         self._told: set[str] = set()  # trials whose ending Optuna has been told
-        self._unasked: dict[str, dict[str, Any]] = {}  # trials Optuna never suggested (see reconcile) -> their params
+        # trials Optuna never suggested (warm starts; see also reconcile) -> their params
+        self._unasked: dict[str, dict[str, Any]] = {}
+        self._warm = WarmStarts(plans, on=warm_starts)
         self.reconciled = False  # `reconcile` ran in this process (see `GridCellSearch`); never saved
         self._reset_saves()
 
@@ -112,16 +120,25 @@ class GridCellSearcher(Searcher):
     def optuna_search(self, key: str) -> OptunaSearch:
         return self._optuna[key]
 
+    def warm_starts(self, key: str) -> dict[str, str]:
+        """The warm starts grid cell `key` was given: trial id -> source (GRID_CELL/TRIAL_ID)."""
+        return self._warm.given(key)
+
     def suggest(self, trial_id: str) -> dict[str, Any] | str:
         left = {key: plan.samples - self._suggested[key] for key, plan in self._plans.items()}
         key = max(left, key=left.get)  # first grid cell among those with the most trials left
         if left[key] <= 0:
             return Searcher.FINISHED
-        params = self._optuna[key].suggest(trial_id)
+        warm = self._warm.next_for(key)
+        if warm is None:
+            params, source = self._optuna[key].suggest(trial_id), None
+        else:  # Optuna learns it when it ends, as a point evaluated elsewhere
+            (params, source), self._unasked[trial_id] = warm, warm[0]
+        self._warm.suggested(key, trial_id, params, source)
         self._dirty.add(key)
         self._trial_cell[trial_id] = key
         self._suggested[key] += 1
-        return {**self._plans[key].fixed, **params}
+        return {**self._plans[key].fixed, **params, **({} if source is None else {Tag.WARM_START_FROM: source})}
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         key = self._trial_cell.get(trial_id)
@@ -141,6 +158,8 @@ class GridCellSearcher(Searcher):
         else:  # Optuna never suggested it: it learns it as an evaluated point (the same state on_trial_complete gives)
             value = result.get(self.metric) if result else None
             self._optuna[key].add_evaluated_point(params, value, error=error, pruned=value is None and not error)
+        if result is not None:
+            self._warm.scored(trial_id, result[self.metric])
         self._dirty.add(key)
         self._told.add(trial_id)
 
@@ -153,10 +172,12 @@ class GridCellSearcher(Searcher):
         (a) A suggestion Tune never saved: its grid cell's budget reopens and Tune asks again under a new
         trial id (`deepdiff_study.resume.reconcile` deletes its MLflow run, told or not); if not yet told,
         Optuna learns it failed, so TPE does not count it as pending. A grid cell left with no trial at
-        all starts its Optuna study afresh, so its published setting runs first.
+        all starts its Optuna study afresh, so its published setting runs first. A warm start among them
+        can be given again (`WarmStarts.forget`).
         (b) A trial Tune saved that the searcher's save missed: it is counted (no extra trial for its
         grid cell) and Optuna learns it as an evaluated point, at once if it had ended, else when it ends;
         a grid cell's first trial (its published setting) takes the Optuna trial waiting with it instead.
+        A warm start among them counts as given (its config names its source), so it is not given twice.
         """
         by_id = {trial.trial_id: trial for trial in trials}
         for trial_id, key in list(self._trial_cell.items()):
@@ -165,6 +186,7 @@ class GridCellSearcher(Searcher):
             if trial_id not in self._told and self._unasked.pop(trial_id, None) is None:
                 self._optuna[key].on_trial_complete(trial_id, error=True)
             self._told.discard(trial_id)  # a told one keeps its result in Optuna: it was evaluated
+            self._warm.forget(trial_id)
             del self._trial_cell[trial_id]
             self._suggested[key] -= 1
             self._dirty.add(key)
@@ -180,6 +202,7 @@ class GridCellSearcher(Searcher):
                 self._optuna[key].suggest(trial_id)
             else:
                 self._unasked[trial_id] = params
+            self._warm.suggested(key, trial_id, params, warm_start_of(trial.config))
             self._trial_cell[trial_id] = key
             self._suggested[key] += 1
             self._dirty.add(key)
@@ -195,7 +218,7 @@ class GridCellSearcher(Searcher):
             self._blobs[key] = _saved(self._optuna[key])
         self._dirty = set()
         state = {"trial_cell": self._trial_cell, "suggested": self._suggested, "told": self._told,
-                 "unasked": self._unasked, "optuna": self._blobs}
+                 "unasked": self._unasked, "optuna": self._blobs, "warm": self._warm.state()}
         with open(checkpoint_path, "wb") as fh:
             pickle.dump(state, fh)
 
@@ -206,6 +229,8 @@ class GridCellSearcher(Searcher):
         self._suggested.update(state["suggested"])
         self._told = state["told"]
         self._unasked = state.get("unasked", {})  # absent from saves made before reconcile existed
+        if "warm" in state:  # absent from saves made before warm starts existed
+            self._warm.restore(state["warm"])
         for key, blob in state["optuna"].items():
             _restore(self._optuna[key], blob)
         self._blobs, self._dirty = dict(state["optuna"]), set()

@@ -13,7 +13,8 @@ continues after a restart is told in `deepdiff_study.resume`.
   tag ``model_missing`` says why and the study goes on; a resumed study tries again and never logs a
   stored model twice.
 - A trial run per trial, a child of its grid-cell run: the config fields that apply to its variant as
-  params, every epoch's metrics with ``step=epoch``, the tag compute_dtype (what its training steps
+  params, every epoch's metrics with ``step=epoch``, on a warm start the tag warm_start_from (the
+  trial whose configuration it ran, `deepdiff_study.warmstart`), the tag compute_dtype (what its training steps
   computed in on the worker, e.g. bfloat16 on a recent GPU under precision=auto; a change, when a
   resumed trial went on on another kind of device, is appended), and at the end tags status / status_reason /
   epoch_status, the MLflow status of `records.MLFLOW_RUN_STATUS`, and for a pruned trial a
@@ -51,6 +52,7 @@ from deepdiff_study.records import (
     grid_cell_of,
     outcome_of,
     study_runs,
+    warm_start_of,
 )
 from deepdiff_study import ray_private
 from deepdiff_study.resume import reconcile
@@ -210,6 +212,8 @@ class MlflowTracker(PicklesSettings, Callback):
         parent = self._parent(key)
         tags = {**self.grid_cells[key], Tag.KIND: Kind.TRIAL, Tag.TRIAL_ID: trial.trial_id, PARENT_TAG: parent,
                 Tag.STATUS: TrialStatus.RUNNING}
+        if warm_start_of(trial.config) is not None:
+            tags[Tag.WARM_START_FROM] = warm_start_of(trial.config)
         run = self.client.create_run(self._experiment_id, tags=tags, run_name=f"{key}-{trial.trial_id}")
         run_id = run.info.run_id
         params = [Param(k, v) for k, v in encode_params(trial.config).items()]
