@@ -57,7 +57,7 @@ from deepdiff_study.records import (
     Kind,
     Tag,
     TrialStatus,
-    best_trials,
+    best_trial_dicts as best_trials,  # the rows as dicts until the report reads records.BestTrial
     decode_params,
     default_mlflow_uri,
     experiment_id,

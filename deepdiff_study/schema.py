@@ -106,31 +106,30 @@ Seed = Annotated[int, Field(strict=True, ge=0, lt=2**32), expect("seed")]  # num
 Text = Annotated[str, Field(strict=True, min_length=1), expect("text")]  # a non-empty string
 
 
-@dataclass(frozen=True)
-class Meta:
-    """What the command line makes of a field (`deepdiff_study.driver` builds its flags from these)."""
-
-    group: str  # the --help section the flag is listed in
-    saved: bool = False  # a setting of the study itself, kept in its manifest (ignored with --resume)
-    metavar: str | None = None
-
-    def __call__(self) -> dict[str, Any]:
-        return {"flag_group": self.group, "saved": self.saved, "metavar": self.metavar}
+# The --help sections of the study's flags (`deepdiff_study.driver` builds one flag per field), in order.
+GRID, SEARCH, DATA, RESULTS, CLUSTER = "the grid", "search and ASHA", "data", "where results go", "cluster"
+FLAG_GROUPS = (GRID, SEARCH, DATA, RESULTS, CLUSTER)
 
 
-SEARCH = Meta("search and ASHA", saved=True)
+def flag_meta(group: str, *, saved: bool = False, metavar: str | None = None) -> dict[str, Any]:
+    """A field's ``json_schema_extra``: its flag's --help section, whether it is a setting of the study
+    itself (kept in its manifest, so ignored with --resume), and the flag's metavar."""
+    return {"flag_group": group, "saved": saved, "metavar": metavar}
 
 
 class RunSizes(Keys):
     """How much a study runs: the run sizes, named here only. ``None``: not set (the preset sets it)."""
 
     WHAT = "the run sizes"
-    samples: Count = Field(None, description="trials per grid cell, the published setting first", json_schema_extra=SEARCH())
-    max_epochs: Count = Field(None, description="epochs of a trial that is never stopped early", json_schema_extra=SEARCH())
-    grace_period: Count = Field(None, description="ASHA: epochs before a trial may be stopped", json_schema_extra=SEARCH())
-    reduction_factor: Factor = Field(None, description="ASHA: keep the best 1/N at every rung", json_schema_extra=SEARCH())
-    synthetic_genes: Genes = Field(None, description="genes per synthetic pair",
-                                   json_schema_extra=Meta("data", saved=True)())
+    samples: Count = Field(None, description="trials per grid cell, the published setting first",
+                           json_schema_extra=flag_meta(SEARCH, saved=True))
+    max_epochs: Count = Field(None, description="epochs of a trial that is never stopped early",
+                              json_schema_extra=flag_meta(SEARCH, saved=True))
+    grace_period: Count = Field(None, description="ASHA: epochs before a trial may be stopped",
+                                json_schema_extra=flag_meta(SEARCH, saved=True))
+    reduction_factor: Factor = Field(None, description="ASHA: keep the best 1/N at every rung",
+                                     json_schema_extra=flag_meta(SEARCH, saved=True))
+    synthetic_genes: Genes = Field(None, description="genes per synthetic pair", json_schema_extra=flag_meta(DATA, saved=True))
 
     def over(self, below: Mapping[str, Any] | RunSizes) -> RunSizes:
         """Every size: this one's where set, else `below`'s (a preset), each checked; one not set in
