@@ -192,3 +192,13 @@ def test_a_manifest_that_is_not_an_object_or_not_json(tmp_path):
     path.write_text("{")
     with pytest.raises(ConfigError, match=r"unreadable study manifest \(JSONDecodeError\)"):
         resume.read_manifest(path)
+
+
+def test_the_package_exports_the_spec_and_run():
+    import deepdiff_study
+    from deepdiff_study import study
+
+    assert deepdiff_study.StudySpec is StudySpec and deepdiff_study.RunSizes is RunSizes
+    assert deepdiff_study.run is study.run and deepdiff_study.dry_run is study.dry_run
+    with pytest.raises(AttributeError):
+        deepdiff_study.nothing_here  # noqa: B018
