@@ -59,8 +59,8 @@ def read_study(folder: Path, name: str) -> dict[str, dict]:
         cell["epochs"] += int(run.data.metrics.get("epoch", 0))
         cell["seconds"] += sum(m.value for m in client.get_metric_history(run.info.run_id, "seconds"))
         cell["pruned"] += run.data.tags.get(Tag.STATUS) == TrialStatus.PRUNED
-    for row in best_trials(uri, name):
-        cells[row["grid_cell"]].update(valid=row["best_valid_pcc"], test=row["best_test_pcc"])
+    for best in best_trials(uri, name):
+        cells[best.grid_cell].update(valid=best.best_valid_pcc, test=best.best_test_pcc)
     return cells
 
 

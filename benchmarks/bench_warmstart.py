@@ -201,7 +201,8 @@ def main() -> int:
     from tqdm import tqdm
 
     from deepdiff_study.grid import load_grid
-    from deepdiff_study.plan import StudySettings, plan_grid_cells
+    from deepdiff_study.plan import plan_grid_cells
+    from deepdiff_study.schema import RunSizes
     from deepdiff_study.warmstart import warm_start_limit
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -225,9 +226,8 @@ def main() -> int:
         started = time.monotonic()
         with tqdm(total=2 * args.reps * len(cells) * args.samples, desc="trials", mininterval=30, file=sys.stderr) as progress:
             for rep in range(args.reps):
-                settings = StudySettings(args.samples, args.epochs, args.epochs, 2.0, seed=rep,
-                                         fixed={"n_bins": args.bins, "precision": "float32"})
-                plans = plan_grid_cells(grid, cells, settings)
+                sizes = RunSizes(samples=args.samples, max_epochs=args.epochs, grace_period=args.epochs, reduction_factor=2.0)
+                plans = plan_grid_cells(grid, cells, sizes, seed=rep, fixed={"n_bins": args.bins, "precision": "float32"})
                 for warm in (False, True) if rep % 2 == 0 else (True, False):  # each arm first as often: load drifts
                     rows += search(plans, pairs, seed=rep, warm=warm, cache=cache, progress=progress)
                     pd.DataFrame(rows).to_csv(args.out, index=False)  # so far, should the run be stopped

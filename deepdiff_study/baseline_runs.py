@@ -20,7 +20,7 @@ from deepdiff.baselines import BASELINE_NAMES, BaselineResult, run_baseline
 from deepdiff.data import PairData
 from deepdiff_study.grid import Pair
 from deepdiff_study.grid import load_grid
-from deepdiff_study.records import Kind, Tag, artifact_location, ensure_experiment, study_runs
+from deepdiff_study.records import Kind, RunStatus, Tag, artifact_location, ensure_experiment, study_runs
 
 
 def pair_tags(pair: Pair) -> dict[str, str]:
@@ -36,7 +36,7 @@ def recorded_baselines(client: MlflowClient, experiment_id: str) -> set[tuple[in
     return {
         (int(run.data.tags[Tag.PAIR]), run.data.tags[Tag.BASELINE])
         for run in study_runs(client, experiment_id, Kind.BASELINE)
-        if run.info.status == "FINISHED" and Tag.PAIR in run.data.tags and Tag.BASELINE in run.data.tags
+        if run.info.status == RunStatus.FINISHED and Tag.PAIR in run.data.tags and Tag.BASELINE in run.data.tags
     }
 
 
@@ -53,7 +53,7 @@ def log_result(client: MlflowClient, experiment_id: str, pair: Pair, result: Bas
         client.log_param(run_id, key, value)
     for key in ("valid_pcc", "valid_mse", "test_pcc", "test_mse", "seconds"):
         client.log_metric(run_id, key, float(getattr(result, key)))
-    client.set_terminated(run_id, "FINISHED")
+    client.set_terminated(run_id, RunStatus.FINISHED)
     return run_id
 
 

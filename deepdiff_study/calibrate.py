@@ -29,7 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from deepdiff_study.plan import GridCellPlan, StudySettings
+from deepdiff_study.plan import GridCellPlan
+from deepdiff_study.schema import RunSizes
 
 CALIBRATION_EPOCHS = 3  # the first one warms up (allocations, kernels); the rest are timed
 CALIBRATION_GENES_MAX = 2000  # genes of the calibration pair at most (train/valid/test split as the paper's)
@@ -55,14 +56,14 @@ def trials_at_once(nodes: list[dict[str, float]], *, cpus: float, gpus: float) -
     return fits
 
 
-def epochs_per_trial(settings: StudySettings) -> tuple[float, float]:
+def epochs_per_trial(sizes: RunSizes) -> tuple[float, float]:
     """(most, with ideal ASHA pruning) epochs of one trial: rung r is reached by 1/reduction_factor**r."""
-    bounds = [*settings.rungs(), settings.max_epochs]
+    bounds = [*sizes.rungs(), sizes.max_epochs]
     expected, previous = 0.0, 0.0
     for r, bound in enumerate(bounds):
-        expected += (bound - previous) / settings.reduction_factor ** r
+        expected += (bound - previous) / sizes.reduction_factor ** r
         previous = bound
-    return float(settings.max_epochs), expected
+    return float(sizes.max_epochs), expected
 
 
 def study_genes(data_dir: str | None, plans: list[GridCellPlan], synthetic_genes: int) -> int:
@@ -116,12 +117,12 @@ def calibrate(plans: list[GridCellPlan], genes: int, *, cpus: float, gpus: float
     return {variant: Measurement(variant, seconds, genes, device, gpu_ids) for variant, (seconds, device, gpu_ids) in results.items()}
 
 
-def print_estimate(plans: list[GridCellPlan], settings: StudySettings, measured: dict[str, Measurement], *,
+def print_estimate(plans: list[GridCellPlan], sizes: RunSizes, measured: dict[str, Measurement], *,
                    genes: int, nodes: list[dict[str, float]], cpus: float, gpus: float, stream: TextIO | None = None) -> None:
     stream = stream or sys.stdout
     fits = trials_at_once(nodes, cpus=cpus, gpus=gpus)
     at_once = sum(fits)
-    most, pruned = epochs_per_trial(settings)
+    most, pruned = epochs_per_trial(sizes)
     unit, per_trial = ("GPU", gpus) if gpus > 0 else ("CPU", cpus)
     print(f"\ncluster now: {len(nodes)} node(s); {cpus:g} CPU + {gpus:g} GPU per trial -> "
           f"{at_once} trial(s) at once ({', '.join(map(str, fits)) or 'none'} per node)", file=stream)
@@ -134,8 +135,8 @@ def print_estimate(plans: list[GridCellPlan], settings: StudySettings, measured:
     for variant, m in measured.items():
         cells = sum(1 for p in plans if p.cell.variant == variant)
         seconds = m.seconds_per_epoch * genes / m.genes
-        hours_most = cells * settings.samples * most * seconds * per_trial / 3600
-        hours_pruned = cells * settings.samples * pruned * seconds * per_trial / 3600
+        hours_most = cells * sizes.samples * most * seconds * per_trial / 3600
+        hours_pruned = cells * sizes.samples * pruned * seconds * per_trial / 3600
         total_most += hours_most
         total_pruned += hours_pruned
         device = f"{m.device} ({','.join(m.gpu_ids) or '-'})"

@@ -63,24 +63,24 @@ def export_best(tracking_uri: str, experiment: str, out_dir: str | Path, *, over
 
     out = Path(out_dir)
     check_out_dir(out, overwrite=overwrite)
-    rows = best_trials(tracking_uri, experiment)
-    if not rows:
+    cells = best_trials(tracking_uri, experiment)
+    if not cells:
         raise ConfigError(f"--experiment {experiment!r}: no grid-cell runs in it at {tracking_uri}; nothing to export")
     created = not out.exists()
     try:
         out.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".export-", dir=out))
         try:
-            for row in rows:
-                run, data = row.pop("_run"), row.pop("data")
-                row["config"] = None
-                if run is None:
+            rows = []
+            for cell in cells:
+                rows.append({**cell.row(), "config": None})
+                if cell.run is None:
                     continue
-                model_cfg, train_cfg = decode_params(run.data.params, source=f"MLflow run {run.info.run_id}")
-                if row["epochs_trained"]:
-                    train_cfg = dataclasses.replace(train_cfg, epochs=row["epochs_trained"])
-                path = save_config(staging / "configs" / f"{row['grid_cell']}.yaml", model_cfg, train_cfg, data)
-                row["config"] = str(path.relative_to(staging))
+                model_cfg, train_cfg = decode_params(cell.run.data.params, source=f"MLflow run {cell.run_id}")
+                if cell.epochs_trained:
+                    train_cfg = dataclasses.replace(train_cfg, epochs=cell.epochs_trained)
+                path = save_config(staging / "configs" / f"{cell.grid_cell}.yaml", model_cfg, train_cfg, cell.data)
+                rows[-1]["config"] = str(path.relative_to(staging))
             (staging / "configs").mkdir(exist_ok=True)
             table = pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))
             table.to_csv(staging / "summary.csv", index=False)

@@ -1,29 +1,34 @@
-"""The ablation grid: `paper.yaml` read into grid cells and their search spaces. No Ray, Optuna or MLflow.
+"""The ablation grid: `paper.yaml` read into grid cells and their search spaces.
 
 A **grid cell** (`GridCell`) is (variant, pair, aux mode, margin); a **pair** is two cell types, named by
 their epigenome ids (E123 = K562, E003 = H1, ...). The aux mode exists only for variants with auxiliary
 heads and the margin only for siamese variants; other grid cells carry ``None`` there, so every
 distinct configuration is built exactly once (the paper's grid: 30 + 40 + 160 = 230 grid cells).
 The paper's grid file is `ablations/paper.yaml` in the repository, shipped in the wheel as the package
-data of ``deepdiff_study.ablations``.
+data of ``deepdiff_study.ablations``; it also names each epigenome's cell type (``cell_types``, optional).
+
+A grid file is checked against its declared schema (`GridFile`, its sections and presets; the run sizes
+are `deepdiff_study.schema.RunSizes`), and every fault is one line naming the file and field
+(`grid_style`). No Ray, Optuna or MLflow.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import yaml
+from pydantic import BeforeValidator, Field, TypeAdapter, ValidationError, model_validator
 
 from deepdiff.config import AUX_MODES, INPUT_TRANSFORMS, ModelConfig, TrainConfig
 from deepdiff.errors import ConfigError
 from deepdiff.variants import VARIANTS
 from deepdiff_study import ablations
+from deepdiff_study.schema import Keys, RunSizes, Style, Text, expect, fail, rule, validate
 
 PAPER_GRID = Path(ablations.__file__).with_name("paper.yaml")
-SECTIONS = ("pairs", "variants", "aux_modes", "margins", "published", "search_space", "presets")
 PARAM_KINDS = ("log_uniform", "uniform", "choice")
 APPLIES_TO = ("all", "aux", "siamese")
 # Searchable fields: the config field each one sets and the type its values must have.
@@ -31,7 +36,12 @@ SEARCHABLE = {
     "lr": float, "batch_size": int, "dropout": float, "level1_hidden": int, "level2_hidden": int,
     "input_transform": str, "aux_weight": float, "gamma": float,
 }
-PRESET_KEYS = ("pairs", "margins", "samples", "max_epochs", "grace_period", "reduction_factor", "synthetic_genes")
+# A searchable field's values: checked by the type of SEARCHABLE, and what that type is in words.
+VALUE_TYPES = {
+    int: (TypeAdapter(Annotated[int, Field(strict=True)]), "whole numbers"),
+    float: (TypeAdapter(Annotated[float, Field(strict=True)]), "numbers"),
+    str: (TypeAdapter(Literal[INPUT_TRANSFORMS]), f"one of {', '.join(INPUT_TRANSFORMS)}"),
+}
 
 
 @dataclass(frozen=True)
@@ -106,7 +116,13 @@ class Grid:
     margins: tuple[float, ...]
     published: dict[str, Any]
     space: tuple[Param, ...]
-    presets: dict[str, dict[str, Any]]
+    presets: dict[str, dict[str, Any]]  # name -> its keys as written (checked by `Preset`)
+    cell_types: dict[str, str] = field(default_factory=dict)  # epigenome id -> cell type name, where the file says
+
+    def cell_names(self, pair: Pair) -> tuple[str | None, str | None]:
+        """The cell type names of a pair's A and B (of the real pair a synthetic stand-in imitates), or None."""
+        real = self.pairs.get(pair.number, pair) if pair.imitates else pair
+        return self.cell_types.get(real.epigenome_a), self.cell_types.get(real.epigenome_b)
 
     def select_pairs(self, spec: str | list | None) -> list[Pair]:
         """`all`, pair numbers and/or names, comma-separated: ``"all"``, ``"1,3"``, ``"E123-E003"``."""
@@ -114,7 +130,7 @@ class Grid:
             return list(self.pairs.values())
         by_name = {p.name.upper(): p for p in self.pairs.values()}
         chosen: list[Pair] = []
-        for item in _items(spec, "--pairs"):
+        for item in _selected(spec, "--pairs"):
             pair = self.pairs.get(int(item)) if item.isdigit() else by_name.get(item.upper())
             if pair is None:
                 raise ConfigError(
@@ -155,6 +171,150 @@ class Grid:
         return {p.name: self.published[p.name] for p in self.space_for(cell) if p.name in self.published}
 
 
+# ---- the grid file's schema ---------------------------------------------------------------------------
+
+def _mapping(what: str, *, empty: bool = False) -> BeforeValidator:
+    """A section that is a mapping (non-empty unless `empty`); its entries are checked one by one."""
+    def check(value: Any) -> Any:
+        if not isinstance(value, dict) or not (value or empty):
+            raise fail("mapping", value, what=what)
+        return value
+    return BeforeValidator(check)
+
+
+def _items(item: Any) -> Any:
+    """A non-empty list of `item`s; a bad item is reported at the list."""
+    return Annotated[list[item], Field(min_length=1), expect("list")]
+
+
+Number = Annotated[float, Field(strict=True, allow_inf_nan=False), expect("number")]
+MaybeNumber = Annotated[Annotated[int, Field(strict=True)] | Annotated[float, Field(strict=True, allow_inf_nan=False)] | None,
+                        expect("number")]  # a bound as written (reported as written)
+Positive = Annotated[Number, Field(gt=0), expect("positive")]
+PairCells = Annotated[list[Text], Field(min_length=2, max_length=2), expect("pair_cells", whole=True),
+                      rule(lambda cells: cells[0] != cells[1], "same_cells")]
+PairNumber = Annotated[int, Field(strict=True, ge=1), expect("pair_number")]
+Searchable = Annotated[str, Field(strict=True), expect("searchable"), rule(SEARCHABLE.__contains__, "searchable")]
+Selection = Annotated[str | int | float | list[str | int | float], expect("selection")]  # --pairs / --margins as a preset
+
+
+class ParamBody(Keys):
+    """One searched field in the grid file (its name is the key it sits under)."""
+
+    WHAT = "a mapping with kind and its bounds or values"
+    kind: Annotated[Literal[PARAM_KINDS], expect("one_of", allowed=", ".join(PARAM_KINDS))] = Field(None, validate_default=True)
+    low: MaybeNumber = None  # log_uniform / uniform
+    high: MaybeNumber = None
+    values: Annotated[list[Any] | None, expect("list"), rule(lambda v: v is None or len(v) > 0, "list")] = None  # choice
+    applies_to: Annotated[Literal[APPLIES_TO], expect("one_of", allowed=", ".join(APPLIES_TO))] = "all"
+
+    def param(self, name: str) -> Param:
+        """The `Param` this body declares for field `name`; a value that does not fit the field is an error."""
+        at = ("search_space", name)
+        if self.kind == "choice":
+            if self.values is None:
+                raise fail("list", None, at=(*at, "values"))
+            return Param(name, self.kind, values=tuple(_field_value(name, v, (*at, "values")) for v in self.values),
+                         applies_to=self.applies_to)
+        if SEARCHABLE[name] is not float:
+            raise fail("says", message=f"{name} takes whole numbers or words; use kind: choice", at=(*at, "kind"))
+        for end in ("low", "high"):
+            value = getattr(self, end)
+            if value is None:
+                raise fail("number", None, at=(*at, end))
+            if self.kind == "log_uniform" and value <= 0:
+                raise fail("positive", value, at=(*at, end))
+        if not self.low < self.high:
+            raise fail("says", message=f"expected low < high, got low={self.low:g} high={self.high:g}", at=at)
+        return Param(name, self.kind, low=float(self.low), high=float(self.high), applies_to=self.applies_to)
+
+
+class Preset(RunSizes):
+    """A named set of run sizes in the grid file, plus the pairs and margins it selects."""
+
+    WHAT = "a mapping"
+    LISTED = ("pairs", "margins", *RunSizes.model_fields)
+    pairs: Selection = None
+    margins: Selection = None
+
+
+class GridFile(Keys):
+    """A grid file (e.g. ablations/paper.yaml), section by section; see that file for what each means."""
+
+    SHAPE = "grid_doc"
+    NOUN = "section"
+    pairs: Annotated[dict[PairNumber, PairCells], _mapping("a mapping number: [EPIGENOME_A, EPIGENOME_B]")]
+    variants: _items(Annotated[Any, rule(lambda v: isinstance(v, str) and v in VARIANTS, "variant", allowed=", ".join(VARIANTS))])
+    aux_modes: _items(Annotated[Any, rule(lambda v: v in AUX_MODES, "aux_mode", allowed=", ".join(AUX_MODES))])
+    margins: _items(Positive)
+    published: Annotated[dict[Searchable, Any], _mapping("a mapping field: value", empty=True)]
+    search_space: Annotated[dict[Searchable, ParamBody], _mapping("a mapping field: {kind: ..., ...}")]
+    presets: Annotated[dict[Any, Preset], _mapping(f"a mapping name: {{{', '.join(Preset.LISTED)}}}")]
+    cell_types: Annotated[dict[Text, Text], _mapping("a mapping epigenome id: cell type name", empty=True)] = {}
+
+    @model_validator(mode="after")
+    def _fits(self) -> GridFile:
+        """Every searched field's values fit the field; the published setting is a valid first trial."""
+        space = {name: body.param(name) for name, body in self.search_space.items()}
+        for name, value in self.published.items():
+            _field_value(name, value, ("published", name))
+            if name in space and not space[name].contains(value):
+                raise fail("says", message=f"{value!r} lies outside search_space.{name}; widen the space so the "
+                           "published setting is a valid first trial", at=("published", name))
+        missing = [name for name in space if name not in self.published]
+        if missing:
+            raise fail("says", message=f"missing {missing[0]!r}; every searched field needs its published value",
+                       at=("published",))
+        try:  # the published values must also be a valid run configuration
+            ModelConfig(**{k: v for k, v in self.published.items() if k in ModelConfig.__dataclass_fields__})
+            TrainConfig(**{k: float(v) if SEARCHABLE[k] is float else v for k, v in self.published.items()
+                           if k in TrainConfig.__dataclass_fields__})
+        except ConfigError as err:
+            raise fail("says", message=str(err), at=("published",)) from None
+        return self
+
+
+def _field_value(name: str, value: Any, at: tuple[str, ...]) -> Any:
+    """`value` as a value of the searchable field `name`, else an error saying what the field takes."""
+    adapter, words = VALUE_TYPES[SEARCHABLE[name]]
+    try:
+        adapter.validate_python(value)
+    except ValidationError:
+        raise fail("param_value", value, name=name, words=words, at=at) from None
+    return value
+
+
+def grid_style(src: str) -> Style:
+    """How a grid file's errors read: ``FILE section.key: ...``."""
+    def place(loc: tuple) -> str:
+        return " ".join([src, ".".join(str(p) for p in loc)]) if loc else src
+
+    return Style(place, {
+        "grid_doc": "{where}: expected a mapping with sections {allowed}",
+        "mapping": "{where}: expected {what}",
+        "unknown_key": "{where}: unknown {noun} {key!r}; expected {allowed}",
+        "missing_key": "{where}: missing {noun} {key!r}",
+        "list": "{where}: expected a non-empty list, got {value!r}",
+        "pair_number": "{parent}: key {value!r} must be a pair number >= 1",
+        "pair_cells": "{where}: expected [EPIGENOME_A, EPIGENOME_B], got {value!r}",
+        "same_cells": "{where}: both cell types are {value[0]!r}",
+        "variant": "{where}: unknown variant {value!r}; expected any of {allowed}",
+        "aux_mode": "{where}: unknown mode {value!r}; expected any of {allowed}",
+        "number": "{where}: expected a number, got {value!r}",
+        "positive": "{where}: expected a number > 0, got {value!r}",
+        "searchable": "{where}: not a searchable field; expected one of " + ", ".join(SEARCHABLE),
+        "one_of": "{where}: expected one of {allowed}, got {value!r}",
+        "param_value": "{where}: {value!r} is not valid for {name}; expected {words}",
+        "says": "{where}: {message}",
+        "text": "{where}: expected a non-empty string, got {value!r}",
+        "selection": "{where}: expected all, a comma-separated string or a list, got {value!r}",
+        "count": "{where}: expected a whole number >= 1, got {value!r}",
+        "factor": "{where}: expected a finite number > 1, got {value!r}",
+        "genes": "{where}: expected {low} to {high} genes, got {value!r}",
+        "*": "{where}: expected {what}, got {value!r}",
+    })
+
+
 def load_grid(path: str | Path = PAPER_GRID) -> Grid:
     """Read and validate a grid file; every problem is a one-line `ConfigError` naming file and field."""
     path = Path(path)
@@ -167,138 +327,19 @@ def load_grid(path: str | Path = PAPER_GRID) -> Grid:
         mark = getattr(err, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
         raise ConfigError(f"{src}{where}: not valid YAML ({getattr(err, 'problem', None) or type(err).__name__})") from None
-    if not isinstance(doc, dict):
-        raise ConfigError(f"{src}: expected a mapping with sections {', '.join(SECTIONS)}")
-    unknown = sorted(set(doc) - set(SECTIONS))
-    if unknown:
-        raise ConfigError(f"{src}: unknown section {unknown[0]!r}; expected {', '.join(SECTIONS)}")
-    missing = [s for s in SECTIONS if s not in doc]
-    if missing:
-        raise ConfigError(f"{src}: missing section {missing[0]!r}")
-
-    pairs = _read_pairs(doc["pairs"], src)
-    variants = tuple(_list(doc["variants"], "variants", src))
-    for v in variants:
-        if v not in VARIANTS:
-            raise ConfigError(f"{src} variants: unknown variant {v!r}; expected any of {', '.join(VARIANTS)}")
-    aux_modes = tuple(_list(doc["aux_modes"], "aux_modes", src))
-    for mode in aux_modes:
-        if mode not in AUX_MODES:
-            raise ConfigError(f"{src} aux_modes: unknown mode {mode!r}; expected any of {', '.join(AUX_MODES)}")
-    margins = tuple(_number(m, "margins", src, positive=True) for m in _list(doc["margins"], "margins", src))
-    space = _read_space(doc["search_space"], src)
-    published = _read_published(doc["published"], space, src)
-    presets = _read_presets(doc["presets"], src)
-    grid = Grid(src, pairs, variants, aux_modes, margins, published, space, presets)
-    for name, preset in presets.items():  # a preset must select something that exists
+    spec = validate(GridFile, doc, grid_style(src))
+    grid = Grid(
+        src, {n: Pair(n, a, b) for n, (a, b) in sorted(spec.pairs.items())}, tuple(spec.variants), tuple(spec.aux_modes),
+        tuple(spec.margins), dict(spec.published), tuple(body.param(name) for name, body in spec.search_space.items()),
+        {str(name): preset.model_dump(exclude_unset=True) for name, preset in spec.presets.items()}, dict(spec.cell_types),
+    )
+    for name, preset in grid.presets.items():  # a preset must select something that exists
         grid.select_pairs(preset.get("pairs", "all"))
-        _choose_margins(preset.get("margins"), margins, f"{src} presets.{name}")
+        _choose_margins(preset.get("margins"), grid.margins, f"{src} presets.{name}")
     return grid
 
 
-def _read_pairs(section: Any, src: str) -> dict[int, Pair]:
-    if not isinstance(section, dict) or not section:
-        raise ConfigError(f"{src} pairs: expected a mapping number: [EPIGENOME_A, EPIGENOME_B]")
-    pairs: dict[int, Pair] = {}
-    for number, cells in section.items():
-        if isinstance(number, bool) or not isinstance(number, int) or number < 1:
-            raise ConfigError(f"{src} pairs: key {number!r} must be a pair number >= 1")
-        if not (isinstance(cells, list) and len(cells) == 2 and all(isinstance(c, str) and c for c in cells)):
-            raise ConfigError(f"{src} pairs.{number}: expected [EPIGENOME_A, EPIGENOME_B], got {cells!r}")
-        if cells[0] == cells[1]:
-            raise ConfigError(f"{src} pairs.{number}: both cell types are {cells[0]!r}")
-        pairs[number] = Pair(number, cells[0], cells[1])
-    return dict(sorted(pairs.items()))
-
-
-def _read_space(section: Any, src: str) -> tuple[Param, ...]:
-    if not isinstance(section, dict) or not section:
-        raise ConfigError(f"{src} search_space: expected a mapping field: {{kind: ..., ...}}")
-    params = []
-    for name, body in section.items():
-        where = f"{src} search_space.{name}"
-        if name not in SEARCHABLE:
-            raise ConfigError(f"{where}: not a searchable field; expected one of {', '.join(SEARCHABLE)}")
-        if not isinstance(body, dict):
-            raise ConfigError(f"{where}: expected a mapping with kind and its bounds or values")
-        extra = sorted(set(body) - {"kind", "low", "high", "values", "applies_to"})
-        if extra:
-            raise ConfigError(f"{where}: unknown key {extra[0]!r}; expected kind, low, high, values, applies_to")
-        kind = body.get("kind")
-        if kind not in PARAM_KINDS:
-            raise ConfigError(f"{where}.kind: expected one of {', '.join(PARAM_KINDS)}, got {kind!r}")
-        applies_to = body.get("applies_to", "all")
-        if applies_to not in APPLIES_TO:
-            raise ConfigError(f"{where}.applies_to: expected one of {', '.join(APPLIES_TO)}, got {applies_to!r}")
-        if kind == "choice":
-            values = tuple(_list(body.get("values"), f"search_space.{name}.values", src))
-            for value in values:
-                _check_value(name, value, f"{where}.values")
-            params.append(Param(name, kind, values=values, applies_to=applies_to))
-        else:
-            if SEARCHABLE[name] is not float:
-                raise ConfigError(f"{where}.kind: {name} takes whole numbers or words; use kind: choice")
-            low = _number(body.get("low"), f"search_space.{name}.low", src, positive=kind == "log_uniform")
-            high = _number(body.get("high"), f"search_space.{name}.high", src, positive=kind == "log_uniform")
-            if not low < high:
-                raise ConfigError(f"{where}: expected low < high, got low={low:g} high={high:g}")
-            params.append(Param(name, kind, low=low, high=high, applies_to=applies_to))
-    return tuple(params)
-
-
-def _check_value(name: str, value: Any, where: str) -> None:
-    kind = SEARCHABLE[name]
-    ok = isinstance(value, kind) and not isinstance(value, bool) or (kind is float and isinstance(value, int) and not isinstance(value, bool))
-    if name == "input_transform" and value not in INPUT_TRANSFORMS:
-        ok = False
-    if not ok:
-        expected = {int: "whole numbers", float: "numbers", str: f"one of {', '.join(INPUT_TRANSFORMS)}"}[kind]
-        raise ConfigError(f"{where}: {value!r} is not valid for {name}; expected {expected}")
-
-
-def _read_published(section: Any, space: tuple[Param, ...], src: str) -> dict[str, Any]:
-    if not isinstance(section, dict):
-        raise ConfigError(f"{src} published: expected a mapping field: value")
-    by_name = {p.name: p for p in space}
-    for name, value in section.items():
-        where = f"{src} published.{name}"
-        if name not in SEARCHABLE:
-            raise ConfigError(f"{where}: not a searchable field; expected one of {', '.join(SEARCHABLE)}")
-        _check_value(name, value, where)
-        if name in by_name and not by_name[name].contains(value):
-            raise ConfigError(f"{where}: {value!r} lies outside search_space.{name}; widen the space so the published setting is a valid first trial")
-    missing = [name for name in by_name if name not in section]
-    if missing:
-        raise ConfigError(f"{src} published: missing {missing[0]!r}; every searched field needs its published value")
-    # The published values must also be a valid run configuration.
-    try:
-        ModelConfig(**{k: v for k, v in section.items() if k in ModelConfig.__dataclass_fields__})
-        TrainConfig(**{k: float(v) if SEARCHABLE[k] is float else v for k, v in section.items() if k in TrainConfig.__dataclass_fields__})
-    except ConfigError as err:
-        raise ConfigError(f"{src} published: {err}") from None
-    return dict(section)
-
-
-def _read_presets(section: Any, src: str) -> dict[str, dict[str, Any]]:
-    if not isinstance(section, dict) or not section:
-        raise ConfigError(f"{src} presets: expected a mapping name: {{{', '.join(PRESET_KEYS)}}}")
-    presets = {}
-    for name, body in section.items():
-        if not isinstance(body, dict):
-            raise ConfigError(f"{src} presets.{name}: expected a mapping")
-        extra = sorted(set(body) - set(PRESET_KEYS))
-        if extra:
-            raise ConfigError(f"{src} presets.{name}: unknown key {extra[0]!r}; expected {', '.join(PRESET_KEYS)}")
-        for key in ("samples", "max_epochs", "grace_period", "synthetic_genes"):
-            if key in body and (isinstance(body[key], bool) or not isinstance(body[key], int) or body[key] < 1):
-                raise ConfigError(f"{src} presets.{name}.{key}: expected a whole number >= 1, got {body[key]!r}")
-        if "reduction_factor" in body:
-            _number(body["reduction_factor"], f"presets.{name}.reduction_factor", src, positive=True)
-        presets[str(name)] = dict(body)
-    return presets
-
-
-def _items(spec: str | list, flag: str) -> list[str]:
+def _selected(spec: str | list, flag: str) -> list[str]:
     raw = spec if isinstance(spec, (list, tuple)) else str(spec).split(",")
     items = [str(x).strip() for x in raw if str(x).strip()]
     if not items:
@@ -310,7 +351,7 @@ def _choose(flag: str, spec: str | list | None, allowed: tuple[str, ...], src: s
     if spec is None or str(spec).strip().lower() == "all":
         return allowed
     chosen = []
-    for item in _items(spec, flag):
+    for item in _selected(spec, flag):
         if item not in allowed:
             raise ConfigError(f"{flag} {item!r}: not in the grid {src}; expected all or any of {', '.join(allowed)}")
         if item not in chosen:
@@ -322,7 +363,7 @@ def _choose_margins(spec: str | list | None, allowed: tuple[float, ...], src: st
     if spec is None or str(spec).strip().lower() == "all":
         return allowed
     chosen = []
-    for item in _items(spec, "--margins"):
+    for item in _selected(spec, "--margins"):
         try:
             value = float(item)
         except ValueError:
@@ -333,17 +374,3 @@ def _choose_margins(spec: str | list | None, allowed: tuple[float, ...], src: st
         if match[0] not in chosen:
             chosen.append(match[0])
     return tuple(chosen)
-
-
-def _list(value: Any, field: str, src: str) -> list:
-    if not isinstance(value, list) or not value:
-        raise ConfigError(f"{src} {field}: expected a non-empty list, got {value!r}")
-    return value
-
-
-def _number(value: Any, field: str, src: str, *, positive: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ConfigError(f"{src} {field}: expected a number, got {value!r}")
-    if positive and value <= 0:
-        raise ConfigError(f"{src} {field}: expected a number > 0, got {value!r}")
-    return float(value)

@@ -1,38 +1,16 @@
-"""What a study runs: the run settings shared by all grid cells and one plan per grid cell (its searched
-space, the published first point, the fields it fixes, its trial count). No Ray, no Optuna."""
+"""What a study runs: one plan per grid cell (its searched space, the published first point, the fields it
+fixes, its trial count), from the grid and the study's run sizes (`deepdiff_study.schema.RunSizes`). No
+Ray, no Optuna."""
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from deepdiff_study.grid import Grid, GridCell, Param
 from deepdiff_study.records import encode_meta
-
-
-@dataclass(frozen=True)
-class StudySettings:
-    """Run-level settings shared by all grid cells."""
-
-    samples: int  # trials per grid cell, the published one included
-    max_epochs: int  # epochs of a trial that is never stopped early
-    grace_period: int  # ASHA: epochs before a trial may be stopped
-    reduction_factor: float  # ASHA: keep the best 1/reduction_factor at every rung
-    seed: int = 0  # seeds every grid cell's sampler (mixed with its key) and every trial's training
-    fixed: dict[str, Any] = field(default_factory=dict)  # extra config fields for every trial (e.g. eval_batch_size)
-
-    def rungs(self) -> list[float]:
-        """The epochs at which ASHA compares a grid cell's trials (its milestones below max_epochs)."""
-        rungs, t = [], min(self.grace_period, self.max_epochs)
-        while t < self.max_epochs:
-            rungs.append(round(t, 2))
-            t *= self.reduction_factor
-        return rungs
-
-    def stop_epochs(self) -> tuple[int, ...]:
-        """The epochs after which ASHA may stop a trial: the first whole epoch at or past each rung."""
-        return tuple(sorted({math.ceil(r) for r in self.rungs()}))
+from deepdiff_study.schema import RunSizes
 
 
 @dataclass(frozen=True)
@@ -50,16 +28,18 @@ class GridCellPlan:
         return self.cell.key
 
 
-def plan_grid_cells(grid: Grid, cells: list[GridCell], settings: StudySettings) -> list[GridCellPlan]:
-    """A `GridCellPlan` per grid cell: the grid's space for its variant, its published point, the fixed fields."""
+def plan_grid_cells(grid: Grid, cells: list[GridCell], sizes: RunSizes, *, seed: int = 0,
+                    fixed: Mapping[str, Any] | None = None) -> list[GridCellPlan]:
+    """A `GridCellPlan` per grid cell: the grid's space for its variant, its published point, the fixed fields.
+    `seed` seeds every trial's training; `fixed`: extra config fields for every trial (e.g. precision)."""
     plans = []
     for cell in cells:
-        fixed = {
-            **settings.fixed,
+        fields = {
+            **(fixed or {}),
             **cell.fixed_config(),
-            "epochs": settings.max_epochs,
-            "seed": settings.seed,
-            **encode_meta(cell.key, cell.pair.number, settings.stop_epochs()),
+            "epochs": sizes.max_epochs,
+            "seed": seed,
+            **encode_meta(cell.key, cell.pair.number, sizes.stop_epochs()),
         }
-        plans.append(GridCellPlan(cell, grid.space_for(cell), grid.published_for(cell), fixed, settings.samples))
+        plans.append(GridCellPlan(cell, grid.space_for(cell), grid.published_for(cell), fields, sizes.samples))
     return plans

@@ -10,7 +10,7 @@ from typing import TextIO
 
 from ray.tune import Callback
 
-from deepdiff_study.records import TrialStatus, error_reason, grid_cell_of, outcome_of
+from deepdiff_study.records import TUNE_ENDED, TrialStatus, TuneStatus, error_reason, grid_cell_of, outcome_of
 
 ESTIMATE_AFTER = 3  # trials ended in this session before a time estimate is shown
 
@@ -50,7 +50,7 @@ class ProgressLine(Callback):
     def _counts(self, trials: list) -> str:
         unheard = []
         for t in trials:
-            if t.status in ("TERMINATED", "ERROR") and t.trial_id not in self._ended:
+            if t.status in TUNE_ENDED and t.trial_id not in self._ended:
                 status, reason = outcome_of(t)
                 self._ended[t.trial_id] = status
                 if self._first:  # restored as ended by a resume: not this session's work
@@ -60,7 +60,7 @@ class ProgressLine(Callback):
         self._first = False
         for line in unheard:
             self._print(line)
-        running = sum(1 for t in trials if t.status == "RUNNING" and t.trial_id not in self._ended)
+        running = sum(1 for t in trials if t.status == TuneStatus.RUNNING and t.trial_id not in self._ended)
         pruned = sum(1 for s in self._ended.values() if s is TrialStatus.PRUNED)
         failed = sum(1 for s in self._ended.values() if s is TrialStatus.FAILED)
         elapsed = time.monotonic() - self._started

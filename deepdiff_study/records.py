@@ -6,7 +6,8 @@ study's results and reporting on it need nothing of the training stack.
 The layout (one MLflow experiment per study):
 
 - one **grid-cell run** per grid cell (tag ``kind=grid_cell``): tags `GRID_CELL_TAGS` (grid_cell,
-  variant, pair, pair_name, epigenome_a, epigenome_b, aux_mode, margin, data), metrics best_valid_pcc
+  variant, pair, pair_name, epigenome_a, epigenome_b, aux_mode, margin), data, cell_type_a / cell_type_b
+  (where the grid file names them), search_space (`encode_search_space`), metrics best_valid_pcc
   and best_test_pcc (the best trial's) and n_<status> counts; once all its trials ended, its best
   trial's config as params, so the MLflow compare view of grid cells shows them, and the best trial's
   model at its best valid-PCC epoch as the artifact `MODEL_ARTIFACT` (tag ``model``; tag
@@ -18,20 +19,22 @@ The layout (one MLflow experiment per study):
 - one **baseline run** per pair and baseline of `deepdiff.baselines` (tag ``kind=baseline``;
   `deepdiff_study.baseline_runs`), and the **report run** (tag ``kind=report``) holding the study
   report's files as artifacts (`deepdiff_study.report`);
-- with the report's ``--seeds K``, one **replicate run** per (grid cell, seed) (tag ``kind=replicate``;
+- with the study command's ``--replicates K``, one **replicate run** per (grid cell, seed) (tag ``kind=replicate``;
   `deepdiff_study.replicates`): the grid cell's tags, ``seed`` (one of `replicate_seeds`),
   ``replicate_of`` (the run id of the best trial whose configuration it retrains), status and
   status_reason as a trial's; params the retrained config; metrics the last epoch's values
   (best_valid_pcc, best_test_pcc, ...) and ``seconds`` (summed over epochs).
 
-"Not applicable" is spelled ``-`` in tags (aux_mode of raw_d, margin of aux).
+"Not applicable" is spelled ``-`` in tags (aux_mode of raw_d, margin of aux). Statuses are named once:
+a trial's outcome in the study (`TrialStatus`), MLflow's run statuses (`RunStatus`) and Ray Tune's trial
+statuses (`TuneStatus`), whose spellings are those libraries' own.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import fields
+from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -43,7 +46,7 @@ from deepdiff.config import ModelConfig, TrainConfig, applicable_fields, configs
 from deepdiff.errors import ConfigError
 from deepdiff.results import METRIC_NAMES, EpochStatus
 from deepdiff.variants import VARIANTS
-from deepdiff_study.grid import GridCell
+from deepdiff_study.grid import GridCell, Param
 from deepdiff_study.store import DEFAULT_EXPERIMENT, check_readable, default_mlflow_uri  # noqa: F401 (re-exported)
 
 NOT_APPLICABLE = "-"
@@ -58,7 +61,7 @@ class Kind(StrEnum):
     TRIAL = "trial"
     BASELINE = "baseline"  # one of deepdiff.baselines fitted once per pair of the study (no parent)
     REPORT = "report"  # the study report (deepdiff_study.report): its files are the run's artifacts
-    REPLICATE = "replicate"  # a grid cell's best configuration retrained with another seed (report --seeds)
+    REPLICATE = "replicate"  # a grid cell's best configuration retrained with another seed (--replicates)
 
 
 class TrialStatus(StrEnum):
@@ -79,9 +82,31 @@ class TrialStatus(StrEnum):
         return self in (TrialStatus.COMPLETED, TrialStatus.PRUNED)
 
 
+class RunStatus(StrEnum):
+    """MLflow's status of a run (`mlflow.entities.RunStatus`, by name), as the study writes and reads it."""
+
+    RUNNING = "RUNNING"
+    FINISHED = "FINISHED"
+    FAILED = "FAILED"
+    KILLED = "KILLED"
+
+
+class TuneStatus(StrEnum):
+    """Ray Tune's status of a trial (``Trial.status``), as the study reads it."""
+
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    PAUSED = "PAUSED"
+    TERMINATED = "TERMINATED"  # ended without raising (completed, stopped by ASHA, or stopped with the study)
+    ERROR = "ERROR"  # raised, retries spent
+
+
+TUNE_ENDED = frozenset({TuneStatus.TERMINATED, TuneStatus.ERROR})  # a trial Tune will not run again
+
 # The MLflow run status of an ended trial. A pruned trial is FINISHED (a green tick, not the red cross
 # MLflow draws for KILLED): ASHA stopping it is a result; the tag status=pruned says which it was.
-MLFLOW_RUN_STATUS = {TrialStatus.COMPLETED: "FINISHED", TrialStatus.PRUNED: "FINISHED", TrialStatus.FAILED: "FAILED"}
+MLFLOW_RUN_STATUS = {TrialStatus.COMPLETED: RunStatus.FINISHED, TrialStatus.PRUNED: RunStatus.FINISHED,
+                     TrialStatus.FAILED: RunStatus.FAILED}
 
 
 class Tag:
@@ -128,9 +153,9 @@ MODEL_DIR = "model"  # artifact folder of a grid-cell run holding its best model
 MODEL_ARTIFACT = f"{MODEL_DIR}/best.pt"  # deepdiff.train's best.pt: `deepdiff evaluate --checkpoint` reads it
 
 
-def grid_cell_tags(cell: GridCell) -> dict[str, str]:
+def grid_cell_tags(cell: GridCell, cell_names: tuple[str | None, str | None] = (None, None)) -> dict[str, str]:
     """The grid cell as string tags (`GRID_CELL_TAGS`; aux_mode / margin "-" where they do not apply;
-    ``imitates`` on a synthetic pair)."""
+    ``imitates`` on a synthetic pair; cell_type_a / cell_type_b where `cell_names` knows them)."""
     tags = {
         Tag.GRID_CELL: cell.key, Tag.VARIANT: cell.variant, Tag.PAIR: str(cell.pair.number),
         Tag.PAIR_NAME: cell.pair.name, Tag.EPIGENOME_A: cell.pair.epigenome_a, Tag.EPIGENOME_B: cell.pair.epigenome_b,
@@ -139,7 +164,17 @@ def grid_cell_tags(cell: GridCell) -> dict[str, str]:
     }
     if cell.pair.imitates:
         tags[Tag.IMITATES] = cell.pair.imitates
+    for tag, name in zip((Tag.CELL_TYPE_A, Tag.CELL_TYPE_B), cell_names):
+        if name:
+            tags[tag] = name
     return tags
+
+
+def encode_search_space(params: tuple[Param, ...]) -> str:
+    """A grid cell's searched params as the ``search_space`` tag: a JSON list in the grid file's order,
+    ``{"name", "kind", "low", "high"}`` (log_uniform, uniform) or ``{"name", "kind", "values"}`` (choice)."""
+    return json.dumps([{"name": p.name, "kind": p.kind, "values": list(p.values)} if p.kind == "choice" else
+                       {"name": p.name, "kind": p.kind, "low": p.low, "high": p.high} for p in params], sort_keys=True)
 
 
 def replicate_seeds(study_seed: int, k: int) -> list[int]:
@@ -263,7 +298,7 @@ def error_reason(trial) -> str:
 
 def outcome_of(trial) -> tuple[TrialStatus, str]:
     """(status, reason) of a Tune trial that has ended (Tune status TERMINATED or ERROR)."""
-    if trial.status == "ERROR":
+    if trial.status == TuneStatus.ERROR:
         return TrialStatus.FAILED, error_reason(trial)
     return trial_outcome(trial.last_result, trial.config.get("epochs"))
 
@@ -351,9 +386,38 @@ def _status(run) -> TrialStatus | None:
         return None
 
 
-def best_trials(tracking_uri: str, experiment: str) -> list[dict[str, Any]]:
-    """One row per grid cell of the study (order: pair, variant as in the paper, aux mode, margin)
-    with its best trial: the ended, scored trial with the highest best_valid_pcc."""
+@dataclass(frozen=True)
+class BestTrial:
+    """A grid cell of a study with its best trial (`best_trials`); the trial's fields are None (its PCCs
+    NaN) when the grid cell has no scored trial."""
+
+    grid_cell: str  # the grid cell's key
+    variant: str
+    pair: int
+    pair_name: str
+    epigenome_a: str
+    epigenome_b: str
+    aux_mode: str | None  # None where it does not apply
+    margin: float | None
+    best_valid_pcc: float
+    best_test_pcc: float  # at the best valid-PCC epoch
+    best_epoch: int | None
+    epochs_trained: int | None  # the trial's last epoch
+    trial_status: str | None  # a TrialStatus
+    trials: int  # trial runs of the grid cell
+    trial_id: str | None
+    run_id: str | None  # the best trial's MLflow run
+    data: dict[str, Any] | None  # the grid cell's data tag, parsed
+    run: Any = field(default=None, repr=False, compare=False)  # the best trial's MLflow run itself
+
+    def row(self) -> dict[str, Any]:
+        """The fields but `run`, as one row of a table."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "run"}
+
+
+def best_trials(tracking_uri: str, experiment: str) -> list[BestTrial]:
+    """One `BestTrial` per grid cell of the study (order: pair, variant as in the paper, aux mode, margin):
+    its best trial is the ended, scored trial with the highest best_valid_pcc."""
     client = open_store(tracking_uri)
     exp_id = experiment_id(client, experiment)
     parents = {run.data.tags[Tag.GRID_CELL]: run for run in study_runs(client, exp_id, Kind.GRID_CELL)}
@@ -369,24 +433,20 @@ def best_trials(tracking_uri: str, experiment: str) -> list[dict[str, Any]]:
         ]
         best = max(scored, key=lambda r: r.data.metrics["best_valid_pcc"]) if scored else None
         metrics = best.data.metrics if best else {}
-        rows.append({
-            "grid_cell": key, "variant": tags[Tag.VARIANT], "pair": int(tags[Tag.PAIR]), "pair_name": tags[Tag.PAIR_NAME],
-            "epigenome_a": tags[Tag.EPIGENOME_A], "epigenome_b": tags[Tag.EPIGENOME_B],
-            "aux_mode": None if tags[Tag.AUX_MODE] == NOT_APPLICABLE else tags[Tag.AUX_MODE],
-            "margin": None if tags[Tag.MARGIN] == NOT_APPLICABLE else float(tags[Tag.MARGIN]),
-            "best_valid_pcc": metrics.get("best_valid_pcc", math.nan),
-            "best_test_pcc": metrics.get("best_test_pcc", math.nan),
-            "best_epoch": int(metrics["best_epoch"]) if "best_epoch" in metrics else None,
-            "epochs_trained": int(metrics["epoch"]) if "epoch" in metrics else None,
-            "trial_status": best.data.tags.get(Tag.STATUS) if best else None,
-            "trials": len(children.get(key, [])),
-            "trial_id": best.data.tags.get(Tag.TRIAL_ID) if best else None,
-            "run_id": best.info.run_id if best else None,
-            "data": json.loads(tags[Tag.DATA]) if Tag.DATA in tags else None,
-            "_run": best,
-        })
+        rows.append(BestTrial(
+            grid_cell=key, variant=tags[Tag.VARIANT], pair=int(tags[Tag.PAIR]), pair_name=tags[Tag.PAIR_NAME],
+            epigenome_a=tags[Tag.EPIGENOME_A], epigenome_b=tags[Tag.EPIGENOME_B],
+            aux_mode=None if tags[Tag.AUX_MODE] == NOT_APPLICABLE else tags[Tag.AUX_MODE],
+            margin=None if tags[Tag.MARGIN] == NOT_APPLICABLE else float(tags[Tag.MARGIN]),
+            best_valid_pcc=metrics.get("best_valid_pcc", math.nan), best_test_pcc=metrics.get("best_test_pcc", math.nan),
+            best_epoch=int(metrics["best_epoch"]) if "best_epoch" in metrics else None,
+            epochs_trained=int(metrics["epoch"]) if "epoch" in metrics else None,
+            trial_status=best.data.tags.get(Tag.STATUS) if best else None, trials=len(children.get(key, [])),
+            trial_id=best.data.tags.get(Tag.TRIAL_ID) if best else None, run_id=best.info.run_id if best else None,
+            data=json.loads(tags[Tag.DATA]) if Tag.DATA in tags else None, run=best,
+        ))
     order = {v: i for i, v in enumerate(VARIANTS)}
-    rows.sort(key=lambda r: (r["pair"], order.get(r["variant"], 99), r["aux_mode"] or "", r["margin"] or 0.0))
+    rows.sort(key=lambda r: (r.pair, order.get(r.variant, 99), r.aux_mode or "", r.margin or 0.0))
     return rows
 
 

@@ -1,4 +1,5 @@
-"""The study report's ``--seeds K``: the best configuration of every grid cell retrained over K seeds.
+"""``deepdiff-ablation --replicates K``: the best configuration of every grid cell of a finished study
+retrained over K other seeds (`retrain`: train them, then write the study's report again).
 
 One Ray Tune run, one trial per (grid cell, seed) that MLflow does not hold yet: the study's trainable
 (`deepdiff_study.trainable.train_trial`) on the study's pairs (found again from the grid cells' ``data``
@@ -13,7 +14,7 @@ current best trial (tag ``replicate_of``) is not trained again; a failed one is.
 `storage` (default a temporary folder, removed at the end: MLflow is the record; on a multi-node
 cluster pass a storage every node reaches, e.g. the study's ``s3://`` URI).
 
-Imports Ray: `deepdiff_study.report` imports this module only when ``--seeds`` is given.
+Imports Ray: the command line (`deepdiff_study.driver`) imports this module only for ``--replicates``.
 """
 
 from __future__ import annotations
@@ -24,21 +25,23 @@ import shutil
 import tempfile
 import time
 from dataclasses import dataclass
-from types import SimpleNamespace
+from pathlib import Path
 from typing import Any, Callable
 
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 from ray.tune import Callback
 from ray.tune.search import Searcher
 
 from deepdiff.config import flat_config
+from deepdiff.errors import ConfigError, check_output_dir
 from deepdiff_study.grid import Pair
 from deepdiff_study.records import (
     EPOCH_METRICS,
     GRID_CELL_TAGS,
     MLFLOW_RUN_STATUS,
     Kind,
+    RunStatus,
     Tag,
     TrialStatus,
     best_trials,
@@ -53,6 +56,8 @@ from deepdiff_study.records import (
     replicate_seeds,
     study_runs,
 )
+from deepdiff_study.spec import StudySpec
+from deepdiff_study.store import default_mlflow_uri
 from deepdiff_study.tracker import PicklesSettings
 
 CELL_TAGS = (*GRID_CELL_TAGS, Tag.IMITATES, Tag.DATA)  # copied from the grid-cell run to its replicates
@@ -73,7 +78,7 @@ def recorded(client: MlflowClient, exp_id: str) -> set[tuple[str, int, str]]:
     return {
         (run.data.tags[Tag.GRID_CELL], int(run.data.tags[Tag.SEED]), run.data.tags.get(Tag.REPLICATE_OF, ""))
         for run in study_runs(client, exp_id, Kind.REPLICATE)
-        if run.info.status == "FINISHED" and run.data.tags.get(Tag.STATUS) == TrialStatus.COMPLETED
+        if run.info.status == RunStatus.FINISHED and run.data.tags.get(Tag.STATUS) == TrialStatus.COMPLETED
     }
 
 
@@ -84,22 +89,22 @@ def plan(tracking_uri: str, experiment: str, k: int) -> tuple[list[Replicate], i
     parents = {run.data.tags[Tag.GRID_CELL]: run for run in study_runs(client, exp_id, Kind.GRID_CELL)}
     done = recorded(client, exp_id)
     todo, reused, pairs = [], 0, {}
-    for row in best_trials(tracking_uri, experiment):
-        best, tags = row["_run"], parents[row["grid_cell"]].data.tags
+    for cell in best_trials(tracking_uri, experiment):
+        best, tags = cell.run, parents[cell.grid_cell].data.tags
         if best is None:
             continue  # no scored trial: no configuration to retrain
         model_cfg, train_cfg = decode_params(best.data.params, source=f"MLflow run {best.info.run_id}")
-        pair = Pair(row["pair"], row["epigenome_a"], row["epigenome_b"], tags.get(Tag.IMITATES))
-        if row["data"]:
-            pairs.setdefault(pair.number, (pair, row["data"]))
+        pair = Pair(cell.pair, cell.epigenome_a, cell.epigenome_b, tags.get(Tag.IMITATES))
+        if cell.data:
+            pairs.setdefault(pair.number, (pair, cell.data))
         cell_tags = {key: tags[key] for key in CELL_TAGS if key in tags}
         for seed in replicate_seeds(train_cfg.seed, k):
-            if (row["grid_cell"], seed, best.info.run_id) in done:
+            if (cell.grid_cell, seed, best.info.run_id) in done:
                 reused += 1
                 continue
             config = {**flat_config(model_cfg, dataclasses.replace(train_cfg, seed=seed)),
-                      **encode_meta(row["grid_cell"], row["pair"])}
-            todo.append(Replicate(row["grid_cell"], seed, config, {
+                      **encode_meta(cell.grid_cell, cell.pair)}
+            todo.append(Replicate(cell.grid_cell, seed, config, {
                 **cell_tags, Tag.KIND: str(Kind.REPLICATE), Tag.SEED: str(seed), Tag.REPLICATE_OF: best.info.run_id}))
     return todo, reused, pairs
 
@@ -180,10 +185,15 @@ def run_replicates(
 ) -> int:
     """Train every replicate of `plan` not recorded yet as one Tune run; returns how many were trained."""
     from deepdiff.data import default_cache_dir
-    from deepdiff_study import driver, pairs as pair_files, trainable
+    from deepdiff_study import pairs as pair_files, trainable
     from deepdiff_study.progress import ProgressLine
     from deepdiff_study.storage import StudyStorage
+    from deepdiff_study.tuner import quiet_logs, start_ray, trial_gpus
 
+    if k < 1:
+        raise ConfigError(f"--replicates {k}: expected a whole number >= 1")
+    if storage is not None and "://" not in storage:
+        check_output_dir(storage, "--replicate-storage")
     todo, reused, pairs = plan(tracking_uri, experiment, k)
     echo(f"replicates: {len(todo)} to train ({k} seed(s) per grid cell), {reused} already in MLflow")
     if not todo:
@@ -192,14 +202,14 @@ def run_replicates(
     sources = [pair_files.recorded_source(pairs[n][0], pairs[n][1], regenerate_root=default_cache_dir() / "synthetic")
                for n in sorted(needed)]
     data = pair_files.load_sources(sources, cache_dir=default_cache_dir())
-    driver.quiet_logs()
-    driver.start_ray(address)
+    quiet_logs()
+    start_ray(address)
     import ray
     from ray import tune
 
     refs = {number: ray.put(pair) for number, pair in data.items()}
     del data
-    gpus = driver.trial_gpus(SimpleNamespace(gpus_per_trial=gpus_per_trial))
+    gpus = trial_gpus(gpus_per_trial)
     bound = trainable.bind(train_fn or trainable.train_trial, refs, cpus=cpus_per_trial, gpus=gpus)
     client = open_store(tracking_uri)
     logger = ReplicateLogger(tracking_uri, experiment_id(client, experiment), todo)
@@ -223,6 +233,20 @@ def run_replicates(
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
     return len(todo)
+
+
+def retrain(spec: StudySpec, k: int, *, storage: str | None = None, train_fn=None) -> Path | None:
+    """``--replicates K``: every grid cell's best configuration of the finished study `spec` names
+    (experiment, MLflow store) retrained with K other seeds on its cluster (address, CPUs and GPUs per
+    trial; `storage`: Tune's files, default a temporary folder), then the study's report written again
+    (`deepdiff_study.summary.write_study_report`). Returns the report's index.html, or None if it failed."""
+    from deepdiff_study.storage import StudyStorage
+    from deepdiff_study.summary import write_study_report
+
+    uri = spec.mlflow_uri or default_mlflow_uri()
+    run_replicates(uri, spec.experiment, k, address=spec.address, cpus_per_trial=spec.cpus_per_trial,
+                   gpus_per_trial=spec.gpus_per_trial, storage=storage, train_fn=train_fn)
+    return write_study_report(uri, spec.experiment, StudyStorage.parse(spec.storage).experiment_dir(spec.experiment))
 
 
 def _dirname(trial) -> str:

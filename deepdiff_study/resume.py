@@ -3,9 +3,9 @@
 
 The whole story, in the order things happen:
 
-1. **What is saved while a study runs.** The driver writes `MANIFEST` (``deepdiff-study.json``: the
-   grid file, the selected grid cells, the run sizes, the seed, the data and the MLflow URI) into the
-   study's Tune folder before Tune starts; Tune itself saves ``tuner.pkl`` (the trainable, searcher and
+1. **What is saved while a study runs.** The driver writes `MANIFEST` (``deepdiff-study.json``, a
+   `deepdiff_study.spec.StudyManifest`: the grid file, the selected grid cells, the run sizes, the seed,
+   the data and the MLflow URI) into the study's Tune folder before Tune starts; Tune itself saves ``tuner.pkl`` (the trainable, searcher and
    scheduler as they were at the start) and, every few seconds, its experiment state (every trial,
    its config, status and last checkpoint) plus the searcher's own save. The searcher
    (`GridCellSearcher.save`) keeps every grid cell's Optuna study, the trial -> grid cell map and the
@@ -21,8 +21,9 @@ The whole story, in the order things happen:
    already holds runs of cannot start a new study (its runs would mix): choose another name.
 3. **Rebuilding the study** (`restore_tuner`): `Tuner.restore` reloads ``tuner.pkl`` and the
    experiment state; finished and failed trials are kept, unfinished ones continue from their last
-   checkpoint; the searcher is restored from its save. The driver re-reads the data the manifest
-   names and puts it in the object store again.
+   checkpoint; the searcher is restored from its save. The manifest is read back into the study's
+   `StudySpec` (`StudyManifest.spec`); the driver re-reads the data it names and puts it in the object
+   store again.
 4. **ASHA's rungs** (`replay_results`): Tune never saves a scheduler. When Tune adds a restored
    trial, `GridCellScheduler` replays the results that trial had reported (Tune's ``result.json``,
    the last line possibly cut short by the kill) into its grid cell's ASHA, so later trials are
@@ -55,11 +56,16 @@ import os
 from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from deepdiff.files import write_atomic
 from deepdiff.errors import ConfigError
 from deepdiff.results import diverged
-from deepdiff_study.records import Kind, Tag, TrialStatus, outcome_of, study_runs
+from deepdiff_study.records import TUNE_ENDED, Kind, RunStatus, Tag, TrialStatus, outcome_of, study_runs
+from deepdiff_study.spec import StudyManifest
+
+if TYPE_CHECKING:
+    from deepdiff_study.storage import RemotePath
 
 MANIFEST = "deepdiff-study.json"  # beside Tune's files: what --resume needs to rebuild the study
 TUNER_FILE = "tuner.pkl"  # written by Tune when the study starts
@@ -159,59 +165,25 @@ def _lock(path: Path, flag: str, busy: str):
     return handle
 
 
-def write_manifest(path: Path, manifest: dict[str, Any]) -> None:
+def write_manifest(path: Path | RemotePath, manifest: StudyManifest) -> None:
+    """Write the study's manifest whole: on a local folder through `deepdiff.files.write_atomic`; on a
+    URI storage as one object (a store's put is all or nothing)."""
+    text = manifest.dumps()
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True))
-    tmp.replace(path)
+    if isinstance(path, Path):
+        write_atomic(path, text)
+    else:
+        path.write_text(text)
 
 
-def read_manifest(path: Path) -> dict[str, Any]:
+def read_manifest(path: Path | RemotePath) -> StudyManifest:
     """The manifest the driver wrote, every field checked: a damaged one is one line naming the field."""
-    cannot = "the study cannot be resumed (restore the file, or start the study again under another --experiment)"
     try:
-        manifest = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ConfigError(f"{path}: unreadable study manifest ({type(err).__name__}); {cannot}") from None
-    problem = _manifest_problem(manifest)
-    if problem is not None:
-        raise ConfigError(f"{path}: {problem}; {cannot}")
-    return manifest
-
-
-def _manifest_problem(manifest: Any) -> str | None:
-    """What is wrong with a manifest's content (see `write_manifest`'s caller, the driver), or None."""
-    def is_int(v: Any, least: int = 0) -> bool:
-        return isinstance(v, int) and not isinstance(v, bool) and v >= least
-
-    def is_text(v: Any) -> bool:
-        return isinstance(v, str) and v != ""
-
-    if not isinstance(manifest, dict):
-        return "expected a JSON object (a study manifest)"
-    checks = {
-        "experiment": (is_text, "a study name"), "mlflow_uri": (is_text, "an MLflow tracking URI"),
-        "grid": (is_text, "the grid file's path"), "seed": (is_int, "an integer >= 0"),
-        "data": (lambda v: v is None or is_text(v), "the data folder or null (synthetic pairs)"),
-        "cells": (lambda v: isinstance(v, list) and v and all(is_text(c) for c in v), "a list of grid cell names"),
-        "pairs": (lambda v: isinstance(v, list) and v and all(
-            isinstance(p, list) and len(p) == 4 and is_int(p[0], 1) and is_text(p[1]) and is_text(p[2])
-            and (p[3] is None or is_text(p[3])) for p in v), "a list of [number, epigenome A, epigenome B, imitates]"),
-        "sizes": (lambda v: isinstance(v, dict), "the run sizes"),
-    }
-    for key, (ok, expected) in checks.items():
-        if key not in manifest:
-            return f"field {key} is missing; expected {expected}"
-        if not ok(manifest[key]):
-            return f"field {key}: expected {expected}, got {manifest[key]!r}"
-    sizes = manifest["sizes"]
-    for key in ("samples", "max_epochs", "grace_period", "synthetic_genes"):
-        if not is_int(sizes.get(key), 1):
-            return f"field sizes.{key}: expected an integer >= 1, got {sizes.get(key)!r}"
-    factor = sizes.get("reduction_factor")
-    if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not factor > 1 or factor == float("inf"):
-        return f"field sizes.reduction_factor: expected a number > 1, got {factor!r}"
-    return None
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: unreadable study manifest ({type(err).__name__}); the study cannot be resumed "
+                          "(restore the file, or start the study again under another --experiment)") from None
+    return StudyManifest.load(text, str(path))
 
 
 def check_saved_state(storage, name: str) -> None:
@@ -328,10 +300,10 @@ def reconcile(client, experiment_id: str, trials: list, *, finish: Callable, for
         if trial is None:  # Tune never saved it: it runs that work again under a new trial id
             client.delete_run(run.info.run_id)
             forget(trial_id)
-        elif run.info.status == "RUNNING" and trial.status in ("TERMINATED", "ERROR"):
+        elif run.info.status == RunStatus.RUNNING and trial.status in TUNE_ENDED:
             finish(trial, *outcome_of(trial))
     # A trial that ended while the store was failing (the driver stopped on it) has no run at all yet.
     for trial in trials:
-        if trial.trial_id not in recorded and trial.status in ("TERMINATED", "ERROR"):
+        if trial.trial_id not in recorded and trial.status in TUNE_ENDED:
             finish(trial, *outcome_of(trial))
 

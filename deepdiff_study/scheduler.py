@@ -14,7 +14,7 @@ from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, TrialSch
 
 from deepdiff.results import diverged
 from deepdiff_study import ray_private
-from deepdiff_study.records import grid_cell_of
+from deepdiff_study.records import TUNE_ENDED, grid_cell_of
 from deepdiff_study.resume import replay_results
 from deepdiff_study.searcher import METRIC, MODE, usable
 
@@ -50,7 +50,7 @@ class GridCellScheduler(FIFOScheduler):
         self._live.add(trial.trial_id)
         replay_results(trial, lambda result: asha.on_trial_result(tune_controller, trial, result),
                        usable=lambda result: self._time_attr in result and usable(result, self.metric))
-        if trial.status in ("TERMINATED", "ERROR"):  # restored as ended: its results stay in the rungs
+        if trial.status in TUNE_ENDED:  # restored as ended: its results stay in the rungs
             self._forget(tune_controller, trial)
 
     def on_trial_result(self, tune_controller, trial, result: dict) -> str:

@@ -37,7 +37,7 @@ from ray.tune.search.optuna import OptunaSearch
 from deepdiff.results import diverged
 from deepdiff_study.grid import Param
 from deepdiff_study.plan import GridCellPlan
-from deepdiff_study.records import Tag, grid_cell_of, warm_start_of
+from deepdiff_study.records import Tag, TuneStatus, grid_cell_of, warm_start_of
 from deepdiff_study.warmstart import WarmStarts
 
 METRIC = "best_valid_pcc"
@@ -206,9 +206,9 @@ class GridCellSearcher(Searcher):
             self._trial_cell[trial_id] = key
             self._suggested[key] += 1
             self._dirty.add(key)
-            if trial.status == "TERMINATED":
+            if trial.status == TuneStatus.TERMINATED:
                 self.on_trial_complete(trial_id, trial.last_result)
-            elif trial.status == "ERROR":
+            elif trial.status == TuneStatus.ERROR:
                 self.on_trial_complete(trial_id, error=True)
         self.reconciled = True
 

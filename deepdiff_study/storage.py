@@ -8,8 +8,8 @@ A URI may carry pyarrow's S3 options as a query, e.g. a private endpoint:
 query string (Ray's experiment paths would otherwise end in it).
 
 `StudyStorage.experiment_dir(name)` is a `pathlib.Path` for a folder and a `RemotePath` (the few
-`Path` methods the study uses: ``/``, ``is_file``, ``read_text``, ``write_text``, ``parent.mkdir``,
-``with_name``, ``replace``) for a URI, so `deepdiff_study.resume` reads and writes either alike.
+`Path` methods the study uses: ``/``, ``is_file``, ``read_text``, ``write_text``, ``parent.mkdir``)
+for a URI, so `deepdiff_study.resume` reads and writes either alike.
 """
 
 from __future__ import annotations
@@ -51,9 +51,6 @@ class RemotePath:
     def parent(self) -> RemotePath:
         return RemotePath(self.fs, posixpath.dirname(self.path), self.scheme)
 
-    def with_name(self, name: str) -> RemotePath:
-        return self.parent / name
-
     def is_file(self) -> bool:
         return self.fs.get_file_info(self.path).type == pyarrow.fs.FileType.File
 
@@ -65,11 +62,9 @@ class RemotePath:
             return fh.read().decode()
 
     def write_text(self, text: str) -> None:
+        """The object written whole: a reader sees the old one or the new one (one upload)."""
         with self.fs.open_output_stream(self.path) as fh:
             fh.write(text.encode())
-
-    def replace(self, target: RemotePath) -> None:
-        self.fs.move(self.path, target.path)
 
 
 @dataclass(frozen=True)

@@ -43,6 +43,7 @@ from deepdiff_study.records import (
     NOTE_TAG,
     PARENT_TAG,
     Kind,
+    RunStatus,
     Tag,
     TrialStatus,
     compute_dtype_tag,
@@ -152,7 +153,7 @@ class MlflowTracker(PicklesSettings, Callback):
         if self._has_ended(trial):
             return  # a trial that ended before a restart, handed back by the trainable: keep its record
         run_id = self._child(trial)
-        self.client.update_run(run_id, status="RUNNING")
+        self.client.update_run(run_id, status=RunStatus.RUNNING)
         self.client.set_tag(run_id, Tag.STATUS, TrialStatus.RUNNING)
 
     def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info) -> None:
@@ -275,7 +276,7 @@ class MlflowTracker(PicklesSettings, Callback):
             tags += [RunTag(Tag.BEST_TRIAL_ID, trial_id), RunTag(Tag.BEST_RUN_ID, outcome["run_id"])]
         self.client.log_batch(parent, metrics=metrics, tags=tags, synchronous=True)
         if step < self.planned.get(key, math.inf):
-            self.client.update_run(parent, status="RUNNING")
+            self.client.update_run(parent, status=RunStatus.RUNNING)
             return
         if best is not None and key not in self._finished_parents:
             # Params are write-once in MLflow: the grid cell's run gets its best trial's config when no
@@ -285,7 +286,7 @@ class MlflowTracker(PicklesSettings, Callback):
             self._finished_parents.add(key)
         if key not in self._models:
             self._log_model(key, parent, best)
-        self.client.set_terminated(parent, "FINISHED")
+        self.client.set_terminated(parent, RunStatus.FINISHED)
 
     # ---- the grid cell's best model ------------------------------------------------------------------
 

@@ -147,7 +147,7 @@ def _glibc():
 _LIBC = _glibc()
 RELEASE_MEMORY = True  # benchmarks/bench_tune.py turns it off to measure the difference
 _FROZEN = False  # gc.freeze() done in this worker
-# Set in every trial worker (driver.start_ray's runtime_env). Tune runs each trial in a new thread, and
+# Set in every trial worker (tuner.start_ray's runtime_env). Tune runs each trial in a new thread, and
 # glibc gives new threads new malloc arenas (up to 8 per core), each keeping the fragments of the trials
 # that used it: a reused worker grew by ~3 MB a trial even with the release above. Two arenas keep it flat.
 WORKER_ENV = {"MALLOC_ARENA_MAX": "2"}

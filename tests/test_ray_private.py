@@ -44,17 +44,17 @@ def test_asha_rungs_reads_what_asha_records():
 
 
 def test_the_study_s_stop_epochs_are_asha_s_milestones():
-    """Trials checkpoint at the epochs ASHA may stop them (StudySettings.stop_epochs); those must be
+    """Trials checkpoint at the epochs ASHA may stop them (RunSizes.stop_epochs); those must be
     the installed ASHA's milestones below max_t (at max_t a trial ends and checkpoints anyway)."""
     import math
 
-    from deepdiff_study.plan import StudySettings
+    from deepdiff_study.schema import RunSizes
 
     for max_t, grace, rf in ((6, 2, 2), (90, 10, 3), (8, 1, 2), (12, 2, 1.5), (4, 4, 2), (20, 3, 4)):
         asha = AsyncHyperBandScheduler(time_attr="epoch", metric="m", mode="max", max_t=max_t, grace_period=grace,
                                        reduction_factor=rf)
         below = sorted({math.ceil(m) for m in ray_private.asha_milestones(asha) if m < max_t})
-        settings = StudySettings(samples=1, max_epochs=max_t, grace_period=grace, reduction_factor=rf)
+        settings = RunSizes(samples=1, max_epochs=max_t, grace_period=grace, reduction_factor=rf)
         assert list(settings.stop_epochs()) == below, (max_t, grace, rf)
 
 
@@ -92,3 +92,12 @@ def test_the_worker_thread_timeout_switch_is_read_by_tune_s_function_trainable()
     assert ray_private.WORKER_ENV == ("TUNE_FUNCTION_THREAD_TIMEOUT_S",)
     assert 'os.environ.get("TUNE_FUNCTION_THREAD_TIMEOUT_S"' in inspect.getsource(function_trainable)
     assert set(ray_private.WORKER_ENV) <= set(ray_private.TUNE_ENV_DEFAULTS)
+
+
+def test_the_tune_status_names_are_tune_s_own():
+    from ray.tune.experiment import Trial
+
+    from deepdiff_study.records import TUNE_ENDED, TuneStatus
+
+    assert {s.value for s in TuneStatus} == {Trial.PENDING, Trial.RUNNING, Trial.PAUSED, Trial.TERMINATED, Trial.ERROR}
+    assert TUNE_ENDED == {Trial.TERMINATED, Trial.ERROR}

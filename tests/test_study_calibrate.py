@@ -11,7 +11,8 @@ from ray_session import write_tiny_grid
 from deepdiff.synthetic import write_synthetic_pair
 from deepdiff_study import calibrate
 from deepdiff_study.grid import load_grid
-from deepdiff_study.plan import StudySettings, plan_grid_cells
+from deepdiff_study.plan import plan_grid_cells
+from deepdiff_study.schema import RunSizes
 
 
 def test_trials_at_once_is_bounded_by_gpus_and_cpus_per_node():
@@ -24,14 +25,14 @@ def test_trials_at_once_is_bounded_by_gpus_and_cpus_per_node():
 
 
 def test_epochs_per_trial_with_ideal_asha():
-    most, pruned = calibrate.epochs_per_trial(StudySettings(20, 90, 10, 3.0))  # rungs 10, 30; 90
+    most, pruned = calibrate.epochs_per_trial(RunSizes(samples=20, max_epochs=90, grace_period=10, reduction_factor=3.0))  # rungs 10, 30; 90
     assert most == 90 and pruned == pytest.approx(10 + 20 / 3 + 60 / 9)
-    assert calibrate.epochs_per_trial(StudySettings(4, 5, 5, 2.0)) == (5.0, 5.0)  # no rung: no pruning
+    assert calibrate.epochs_per_trial(RunSizes(samples=4, max_epochs=5, grace_period=5, reduction_factor=2.0)) == (5.0, 5.0)  # no rung: no pruning
 
 
 def test_study_genes_from_the_training_file(tmp_path):
     grid = load_grid(write_tiny_grid(tmp_path))
-    plans = plan_grid_cells(grid, grid.grid_cells("1", "raw_d", None, None), StudySettings(1, 1, 1, 2.0))
+    plans = plan_grid_cells(grid, grid.grid_cells("1", "raw_d", None, None), RunSizes(samples=1, max_epochs=1, grace_period=1, reduction_factor=2.0))
     assert calibrate.study_genes(None, plans, 321) == 321
     write_synthetic_pair(tmp_path / "data", genes=200, seed=0, cell_a="E123", cell_b="E003")
     assert calibrate.study_genes(str(tmp_path / "data"), plans, 321) == pytest.approx(200, rel=0.05)
@@ -39,7 +40,7 @@ def test_study_genes_from_the_training_file(tmp_path):
 
 def test_the_estimate_is_the_measured_epoch_time_scaled(tmp_path):
     grid = load_grid(write_tiny_grid(tmp_path))
-    settings = StudySettings(samples=4, max_epochs=8, grace_period=2, reduction_factor=2.0)
+    settings = RunSizes(samples=4, max_epochs=8, grace_period=2, reduction_factor=2.0)
     plans = plan_grid_cells(grid, grid.grid_cells("1,2", "raw_d,aux", "regression", None), settings)
     measured = {"raw_d": calibrate.Measurement("raw_d", 1.5, 1000, "cuda", ("0",)),
                 "aux": calibrate.Measurement("aux", 3.0, 1000, "cuda", ("1",))}

@@ -208,7 +208,8 @@ def test_a_study_that_never_started_can_be_started_again(tmp_path):
     from deepdiff_study import resume
 
     exp_dir = tmp_path / "r" / "half"
-    resume.write_manifest(exp_dir / resume.MANIFEST, {"cells": []})  # as left by a failure before Tune saved
+    exp_dir.mkdir(parents=True)
+    (exp_dir / resume.MANIFEST).write_text('{"cells": []}')  # as left by a failure before Tune saved
     assert resume.check_start(exp_dir, "half", resume=False) is resume.StudyState.UNSTARTED
     with pytest.raises(Exception, match="never started; run the same command without --resume"):
         resume.check_start(exp_dir, "half", resume=True)
@@ -374,8 +375,8 @@ def test_resume_notes_the_flags_it_ignores():
 
     args = driver.build_parser().parse_args(["--resume", "--samples", "9", "--mlflow-uri", "sqlite:///x.db", "--cpus-per-trial", "2",
                                              "--precision", "float32"])
-    given = {flag for flag, value in driver.given_study_flags(args).items() if value is not None}
-    assert given == {"--samples", "--mlflow-uri", "--precision"}  # --cpus-per-trial may change on a resume: not a study setting
+    given = driver.spec_from_flags(args).saved_settings_set()
+    assert given == ["--samples", "--mlflow-uri", "--precision"]  # --cpus-per-trial may change on a resume: not a study setting
 
 
 def test_export_refuses_what_it_cannot_read_or_write_and_writes_nothing(tmp_path, capsys, monkeypatch):
@@ -452,3 +453,31 @@ def test_a_full_disk_while_the_driver_writes_its_files_is_one_line(tmp_path, cap
     monkeypatch.setattr(deepdiff_study.pairs, "ensure_synthetic_pair", full)
     proc = call(driver.main, ["--storage", str(tmp_path / "r"), "--synthetic-genes", "40"], tmp_path, capsys, monkeypatch)
     assert_one_line_error(proc, f"error: {os.strerror(errno.ENOSPC)}; fix it and rerun the same command", code=75)
+
+
+def test_flags_load_into_a_study_spec_and_unset_ones_leave_its_defaults():
+    from deepdiff_study import driver
+    from deepdiff_study.schema import RunSizes
+    from deepdiff_study.spec import StudySpec
+
+    args = driver.build_parser().parse_args(["--pairs", "1,3", "--samples", "5", "--reduction-factor", "2.5",
+                                             "--synthetic-genes", "300", "--gpus-per-trial", "0.5", "--storage", "s3://b/p",
+                                             "--experiment", "e2", "--precision", "float32", "--seed", "4"])
+    assert driver.spec_from_flags(args) == StudySpec(
+        pairs="1,3", sizes=RunSizes(samples=5, reduction_factor=2.5, synthetic_genes=300), gpus_per_trial=0.5,
+        storage="s3://b/p", experiment="e2", precision="float32", seed=4)
+    assert driver.spec_from_flags(driver.build_parser().parse_args([])) == StudySpec()
+    flags = {o for a in driver.build_parser()._actions for o in a.option_strings}
+    assert {"--dry-run", "--resume", "--replicates", "--replicate-storage", "--max-epochs", "--mlflow-uri"} <= flags
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--replicates", "2", "--resume"], "--replicates 2: retrains a finished study; drop --resume"),
+    (["--replicates", "2", "--dry-run"], "--replicates 2: retrains a finished study; drop --dry-run"),
+    (["--replicate-storage", "x"], "--replicate-storage: applies only with --replicates K"),
+])
+def test_replicate_flags_that_do_not_go_together_are_one_line_errors(tmp_path, args, fragment, capsys, monkeypatch):
+    from deepdiff_study import driver
+
+    assert_one_line_error(call(driver.main, args, tmp_path, capsys, monkeypatch), fragment)
+    assert not any(tmp_path.iterdir())

@@ -15,7 +15,7 @@ import torch
 from mlflow.tracking import MlflowClient
 from ray import tune
 
-from ray_session import TUNE_DIR, by_value, kill_after_trials, ray_session, write_tiny_grid  # noqa: F401
+from ray_session import TINY_GRID, TUNE_DIR, by_value, kill_after_trials, ray_session, write_tiny_grid  # noqa: F401
 from deepdiff.config import applicable_fields, load_config
 from deepdiff_study import driver as run_ablation
 from deepdiff_study.records import Kind, decode_params, study_runs
@@ -44,7 +44,7 @@ def runs_of(tmp: Path, experiment: str):
 def tiny_study(ray_session, tmp_path_factory):
     """3 grid cells (raw_d, aux regression, aux_siamese regression m=1) x 4 trials x <= 3 epochs, ~100 genes."""
     tmp = tmp_path_factory.mktemp("tiny_study")
-    grid = write_tiny_grid(tmp)
+    grid = write_tiny_grid(tmp, TINY_GRID + "cell_types: {E123: K562, E003: H1}\n")
     args = study_args(tmp, grid, "--variants", "raw_d,aux,aux_siamese", "--aux", "regression", "--margins", "1",
                       "--samples", "4", "--max-epochs", "3", "--grace-period", "1", "--reduction-factor", "2",
                       "--experiment", "tiny", "--precision", "float32")
@@ -66,6 +66,12 @@ def test_one_parent_run_per_grid_cell_and_one_child_run_per_trial(tiny_study):
             "pair": "1", "epigenome_a": "syn1A", "epigenome_b": "syn1B", "imitates": "E123-E003"}
         assert (tags["variant"], tags["aux_mode"], tags["margin"]) in {
             ("raw_d", "-", "-"), ("aux", "regression", "-"), ("aux_siamese", "regression", "1")}
+        assert (tags["cell_type_a"], tags["cell_type_b"]) == ("K562", "H1")  # the names of the pair it imitates
+        space = json.loads(tags["search_space"])  # the grid file's searched params that apply to the variant
+        assert [p["name"] for p in space] == ["lr", "batch_size", "dropout", "level1_hidden", "level2_hidden",
+                                              "input_transform", *{"raw_d": [], "aux": ["aux_weight"],
+                                                                   "aux_siamese": ["aux_weight", "gamma"]}[tags["variant"]]]
+        assert space[0] == {"name": "lr", "kind": "log_uniform", "low": 1e-4, "high": 3e-2}
         mine = [c for c in children if c.data.tags["mlflow.parentRunId"] == parent.info.run_id]
         assert len(mine) == 4 and all(c.data.tags["grid_cell"] == tags["grid_cell"] for c in mine)
         best = max(c.data.metrics["best_valid_pcc"] for c in mine if c.data.tags["status"] != "failed")
@@ -350,7 +356,7 @@ def test_a_worker_slow_to_end_its_trial_is_reused_without_losing_the_next(ray_se
 
 WORKER_PROBE = """
 import os, ray
-from deepdiff_study.driver import quiet_logs, start_ray
+from deepdiff_study.tuner import quiet_logs, start_ray
 quiet_logs()  # as the driver does: Tune's switches, then Ray
 start_ray(None)
 probe = ray.remote(lambda: (os.environ.get("MALLOC_ARENA_MAX"), os.environ.get("TUNE_FUNCTION_THREAD_TIMEOUT_S")))

@@ -124,3 +124,30 @@ def test_bad_grid_file_is_one_line_error_naming_file_and_field(tmp_path, old, ne
 def test_missing_grid_file(tmp_path):
     with pytest.raises(ConfigError, match="grid file not found"):
         load_grid(tmp_path / "nope.yaml")
+
+
+def test_cell_types_of_the_paper_and_a_grid_without_them(tmp_path):
+    from pathlib import Path
+
+    from ray_session import write_tiny_grid
+
+    paper = load_grid(Path(__file__).resolve().parents[1] / "ablations" / "paper.yaml")  # this tree's, not the installed
+    assert len(paper.cell_types) == 9 and paper.cell_types["E123"] == "K562"
+    assert {e for p in paper.pairs.values() for e in (p.epigenome_a, p.epigenome_b)} == set(paper.cell_types)
+    assert paper.cell_names(paper.pairs[1]) == ("K562", "H1")
+    assert paper.cell_names(paper.pairs[1].synthetic()) == ("K562", "H1")  # the real pair a stand-in imitates
+    tiny = load_grid(write_tiny_grid(tmp_path))
+    assert tiny.cell_types == {} and tiny.cell_names(tiny.pairs[1]) == (None, None)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("cell_types: [E123]\n", "cell_types: expected a mapping epigenome id: cell type name"),
+    ("cell_types: {E123: ''}\n", "cell_types.E123: expected a non-empty string, got ''"),
+])
+def test_bad_cell_types_are_one_line_errors(tmp_path, text, message):
+    from ray_session import TINY_GRID, write_tiny_grid
+
+    path = write_tiny_grid(tmp_path, TINY_GRID + text)
+    with pytest.raises(ConfigError) as err:
+        load_grid(path)
+    assert str(err.value) == f"{path} {message}"

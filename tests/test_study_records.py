@@ -77,3 +77,48 @@ def test_the_compute_dtype_tag_keeps_what_each_stretch_of_epochs_computed_in():
     assert moved == "float16, then bfloat16 from epoch 13"
     assert compute_dtype_tag(moved, "bfloat16", 14) == moved
     assert compute_dtype_tag(moved, "float32", 20) == "float16, then bfloat16 from epoch 13, then float32 from epoch 20"
+
+
+def test_the_status_names_are_mlflow_s_own():
+    from mlflow.entities import RunStatus as MlflowRunStatus
+
+    from deepdiff_study.records import RunStatus
+
+    known = {MlflowRunStatus.to_string(s) for s in MlflowRunStatus.all_status()}
+    assert {s.value for s in RunStatus} <= known
+    assert all(MlflowRunStatus.from_string(s) == getattr(MlflowRunStatus, s.name) for s in RunStatus)
+
+
+def test_grid_cell_tags_name_the_cell_types_where_known_and_the_search_space_as_json(tmp_path):
+    import json
+
+    from ray_session import write_tiny_grid
+    from deepdiff_study.grid import load_grid
+    from deepdiff_study.records import Tag, encode_search_space, grid_cell_tags
+
+    grid = load_grid(write_tiny_grid(tmp_path))
+    cell = grid.grid_cells("1", "aux", "regression", None)[0]
+    assert Tag.CELL_TYPE_A not in grid_cell_tags(cell)
+    tags = grid_cell_tags(cell, ("K562", None))
+    assert (tags[Tag.CELL_TYPE_A], Tag.CELL_TYPE_B in tags, tags[Tag.GRID_CELL]) == ("K562", False, "p1-aux-regression")
+    text = encode_search_space(grid.space_for(cell))
+    assert text == json.dumps(json.loads(text), sort_keys=True)
+    assert json.loads(text) == [
+        {"name": "lr", "kind": "log_uniform", "low": 1e-4, "high": 3e-2},
+        {"name": "batch_size", "kind": "choice", "values": [16, 32]},
+        {"name": "dropout", "kind": "uniform", "low": 0.0, "high": 0.5},
+        {"name": "level1_hidden", "kind": "choice", "values": [4]},
+        {"name": "level2_hidden", "kind": "choice", "values": [4]},
+        {"name": "input_transform", "kind": "choice", "values": ["raw", "log1p"]},
+        {"name": "aux_weight", "kind": "log_uniform", "low": 0.1, "high": 10.0},
+    ]
+
+
+def test_a_best_trial_row_is_the_export_summary_s_columns_and_its_data():
+    from deepdiff_study.export import SUMMARY_COLUMNS
+    from deepdiff_study.records import BestTrial
+
+    trial = BestTrial("p1-raw_d", "raw_d", 1, "E1-E2", "E1", "E2", None, None, 0.5, 0.4, 3, 4, "completed", 2, "t1",
+                      "r1", {"dir": "/d"}, run=object())
+    assert list(trial.row()) == [c for c in SUMMARY_COLUMNS if c != "config"][:15] + ["run_id", "data"]
+    assert trial == BestTrial(*[getattr(trial, k) for k in trial.row()], run=None)  # the run is not compared

@@ -68,7 +68,7 @@ def test_the_store_check_rides_out_another_process_creating_the_same_database(tm
 def test_a_study_short_of_trials_is_interrupted_unless_tune_failed_them_before_mlflow_saw_them(tmp_path):
     """After Ctrl-C or SIGTERM Tune marks the trials it stops TERMINATED, so the driver counts from MLflow:
     planned trials not ended there are unfinished (exit 130, --resume), unless Tune failed them unseen."""
-    from deepdiff_study.driver import trial_shortfall
+    from deepdiff_study.summary import trial_shortfall
 
     client = MlflowClient(f"sqlite:///{tmp_path / 'm.db'}")
     exp = client.create_experiment("s")

@@ -13,7 +13,8 @@ from ray.tune.search import Searcher
 from ray_session import by_value, ray_session, write_tiny_grid  # noqa: F401
 from deepdiff_study import ray_private
 from deepdiff_study.grid import load_grid
-from deepdiff_study.plan import StudySettings, plan_grid_cells
+from deepdiff_study.plan import plan_grid_cells
+from deepdiff_study.schema import RunSizes
 from deepdiff_study.records import TrialStatus, trial_outcome
 from deepdiff_study.scheduler import GridCellScheduler
 from deepdiff_study.searcher import METRIC, GridCellSearch, GridCellSearcher, SearcherSync, optuna_space
@@ -83,7 +84,7 @@ def test_asha_prunes_within_a_cell_and_reaching_max_t_is_not_pruning():
 def plans(tmp_path_factory):
     grid = load_grid(write_tiny_grid(tmp_path_factory.mktemp("grid")))
     cells = grid.grid_cells("1", variants="raw_d,aux_siamese", aux_modes="regression", margins="1,2")
-    return plan_grid_cells(grid, cells, StudySettings(samples=3, max_epochs=4, grace_period=1, reduction_factor=2, seed=5))
+    return plan_grid_cells(grid, cells, RunSizes(samples=3, max_epochs=4, grace_period=1, reduction_factor=2), seed=5)
 
 
 def test_plans_fix_the_cell_and_run_settings(plans):
@@ -348,15 +349,15 @@ def test_after_tuner_restore_the_searcher_agrees_with_the_trials_tune_restored(r
     lacks (run again, under a new id), and one Tune's list has and the searcher's save lacks (not run again)."""
     import json
 
-    from deepdiff_study.driver import make_tuner
+    from deepdiff_study.tuner import make_tuner
     from deepdiff_study.resume import restore_tuner
     from deepdiff_study.storage import StudyStorage
 
     grid = load_grid(write_tiny_grid(tmp_path))
-    settings = StudySettings(samples=2, max_epochs=1, grace_period=1, reduction_factor=2, seed=5)
-    plans = plan_grid_cells(grid, grid.grid_cells("1", variants="raw_d,raw_c", aux_modes=None, margins=None), settings)
+    sizes = RunSizes(samples=2, max_epochs=1, grace_period=1, reduction_factor=2)
+    plans = plan_grid_cells(grid, grid.grid_cells("1", variants="raw_d,raw_c", aux_modes=None, margins=None), sizes, seed=5)
     storage = StudyStorage.parse(str(tmp_path / "results"))
-    results = make_tuner(quick_trial, plans, settings, storage=storage, name="sync", callbacks=[], max_failures=0).fit()
+    results = make_tuner(quick_trial, plans, sizes, seed=5, storage=storage, name="sync", callbacks=[], max_failures=0).fit()
     assert len(results) == 4 and not results.errors
 
     exp = tmp_path / "results" / "sync"

@@ -7,6 +7,7 @@ import pytest
 
 from deepdiff.errors import ConfigError
 from deepdiff_study import resume
+from deepdiff_study.spec import StudyManifest
 from deepdiff_study.storage import LOCAL_WORK_DIR, RemotePath, StudyStorage
 
 
@@ -43,8 +44,8 @@ def test_resume_files_on_a_uri_storage(tmp_path):
     manifest = {"experiment": "exp", "mlflow_uri": "sqlite:///m.db", "grid": "g.yaml", "seed": 0, "data": None,
                 "cells": ["a"], "pairs": [[1, "syn1A", "syn1B", "E123-E003"]],
                 "sizes": {"samples": 2, "max_epochs": 2, "grace_period": 1, "reduction_factor": 2, "synthetic_genes": 40}}
-    resume.write_manifest(exp_dir / resume.MANIFEST, manifest)
-    assert resume.read_manifest(exp_dir / resume.MANIFEST) == manifest
+    resume.write_manifest(exp_dir / resume.MANIFEST, StudyManifest.model_validate(manifest))
+    assert resume.read_manifest(exp_dir / resume.MANIFEST) == StudyManifest.model_validate(manifest)
     assert (tmp_path / "store" / "exp" / resume.MANIFEST).is_file()
     assert not (tmp_path / "store" / "exp" / (resume.MANIFEST + ".tmp")).exists()
     assert resume.study_state(exp_dir) is resume.StudyState.UNSTARTED

@@ -15,7 +15,8 @@ from ray.tune.search import Searcher
 from ray_session import by_value, ray_session, write_tiny_grid  # noqa: F401
 from deepdiff_study import ray_private
 from deepdiff_study.grid import GridCell, Pair, Param, load_grid
-from deepdiff_study.plan import StudySettings, plan_grid_cells
+from deepdiff_study.plan import plan_grid_cells
+from deepdiff_study.schema import RunSizes
 from deepdiff_study.records import META_KEYS, Tag, decode_trial_config, warm_start_of
 from deepdiff_study.searcher import METRIC, GridCellSearcher
 from deepdiff_study.warmstart import (
@@ -96,7 +97,7 @@ def plans(tmp_path_factory):
     """p1-raw_d, p2-raw_d (related), p1-raw_c (unrelated to both); 7 trials each: 2 warm starts at most."""
     grid = load_grid(write_tiny_grid(tmp_path_factory.mktemp("grid")))
     cells = grid.grid_cells("1,2", variants="raw_d") + grid.grid_cells("1", variants="raw_c")
-    return plan_grid_cells(grid, cells, StudySettings(samples=7, max_epochs=2, grace_period=1, reduction_factor=2, seed=3))
+    return plan_grid_cells(grid, cells, RunSizes(samples=7, max_epochs=2, grace_period=1, reduction_factor=2), seed=3)
 
 
 def keys(plans):

@@ -87,11 +87,8 @@ def load_study(tracking_uri: str, experiment: str) -> Study:
 
 
 def _best_trial_rows(tracking_uri: str, experiment: str) -> list[dict[str, Any]]:
-    """`records.best_trials`' rows as plain dicts (the report's only use of it), without the run object."""
-    rows = best_trials(tracking_uri, experiment)
-    for row in rows:
-        row.pop("_run")
-    return rows
+    """`records.best_trials` as plain dicts (the report's only use of it), without the run object."""
+    return [trial.row() for trial in best_trials(tracking_uri, experiment)]
 
 
 def _cells(client, exp_id: str, tracking_uri: str, experiment: str) -> pd.DataFrame:
