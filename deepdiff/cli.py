@@ -27,7 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from deepdiff.command import OneLineParser, run_command, say
+from deepdiff.command import OneLineParser, run_command, say, shell_command
 from deepdiff.config import (
     AUX_FIELDS,
     INPUT_TRANSFORMS,
@@ -42,6 +42,7 @@ from deepdiff.config import (
 from deepdiff.errors import EXIT_NAN, ConfigError, check_output_dir
 from deepdiff.flags import add_config_flags, flag, given
 
+PROG = "deepdiff"  # the console script (pyproject.toml): what printed command lines start with
 ATTENTION_FILE = "attention.npz"  # what `deepdiff evaluate --out` writes (with attention.json)
 LARGE_COUNT = 1e6  # raw counts above this are a likelier cause of divergence than the learning rate
 # The parts of a model some variants lack, and the config fields only those parts read.
@@ -437,7 +438,7 @@ SUBCOMMANDS: tuple[Callable[[Subparsers], None], ...] = (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(prog="deepdiff", description=__doc__.split("\n\n")[0])
+    parser = OneLineParser(prog=PROG, description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=OneLineParser)
     for add_parser in SUBCOMMANDS:
         add_parser(sub)
@@ -448,9 +449,11 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     resumable = getattr(args, "resume", None) is not None and getattr(args, "out", None)  # a run --resume continues
+    # The same command with --resume, quoted for the shell: a path with a space runs as printed.
+    again = shell_command(PROG, *argv, *(() if getattr(args, "resume", False) else ("--resume",)))
     return run_command(
         lambda: args.handler(args),
-        interrupted="interrupted; everything written so far is kept" + (" (continue with --resume)" if resumable else ""),
+        interrupted="interrupted; everything written so far is kept" + (f"; continue with: {again}" if resumable else ""),
         memory_hint="the model or a batch is too large for this machine: lower --level1-hidden, --level2-hidden or --batch-size",
     )
 

@@ -385,6 +385,38 @@ def test_interrupt_leaves_the_run_consistent(small_synthetic_dir, tmp_path, caps
     assert [row["epoch"] for row in csv.DictReader((out / "metrics.csv").open())] == ["1", "2", "3", "4"]
 
 
+@pytest.mark.slow
+def test_the_printed_resume_command_runs_as_printed(small_synthetic_dir, tmp_path, capsys, monkeypatch):
+    """Ctrl-C prints the command that continues the run, quoted for a shell: with a space, a quote and shell
+    syntax in the paths, a shell runs it as printed (and runs nothing else)."""
+    import signal
+
+    import deepdiff.train
+
+    data = tmp_path / "my data; $(touch pwned)"
+    shutil.copytree(small_synthetic_dir, data)
+    out = tmp_path / "it's runs" / "r `x`"
+    save = deepdiff.train._atomic_save
+
+    def save_then_interrupt(state, path):
+        save(state, path)
+        if path.name == "last.pt" and state["epoch"] == 1:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(deepdiff.train, "_atomic_save", save_then_interrupt)
+    monkeypatch.chdir(tmp_path)
+    assert main(_train(data, out, "--variant", "raw_d", "--epochs", "2")) == 130
+    line = _error_line(capsys)
+    assert line.startswith("interrupted; everything written so far is kept; continue with: deepdiff train ")
+    command = line.split("; continue with: ", 1)[1]
+    done = subprocess.run(["sh", "-c", command], capture_output=True, text=True, cwd=tmp_path,
+                          env={"PATH": os.environ["PATH"], "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr
+    assert f"resuming {out} after epoch 1" in done.stderr
+    assert [row["epoch"] for row in csv.DictReader((out / "metrics.csv").open())] == ["1", "2"]
+    assert not any(tmp_path.rglob("pwned")) and not any(tmp_path.rglob("x"))
+
+
 def test_a_negative_number_reaches_the_validator(tmp_path):
     code, _, stderr = _run(["train", "--data", "d", "--pair", "Cell1", "Cell2", "--variant", "raw_d", "--lr", "-1e-3"], tmp_path)
     assert code == 2 and stderr.splitlines() == ["error: command line: field lr: expected a number > 0, got -0.001"]
