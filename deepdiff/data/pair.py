@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from deepdiff.data.parse import SPLITS, _ExprFile, _fail, _SplitFile, pair_files
+from deepdiff.data.parse import SPLITS, _ExprFile, _fail, _show_id, _SplitFile, pair_files
 
 SIMILARITY_THRESHOLD = 2.0
 
@@ -176,7 +176,7 @@ def _expression_of(split: _SplitFile, expr: _ExprFile) -> np.ndarray:
     pos = pd.Index(expr.gene_ids).get_indexer(split.gene_ids)
     if (pos < 0).any():
         i = int(np.argmax(pos < 0))
-        _fail(split.raw.path, f"gene {split.gene_ids[i]} is not in {expr.raw.path}; expected every gene of the "
+        _fail(split.raw.path, f"gene {_show_id(split.gene_ids[i])} is not in {expr.raw.path}; expected every gene of the "
               "histone-mark files in its cell's expression file", line=split.line_of_gene(i))
     return expr.values[pos]
 
@@ -191,10 +191,10 @@ def _pair_rows(a: _SplitFile, b: _SplitFile, unpaired: str) -> tuple[np.ndarray,
         lonely, other = (a, b) if not in_b.all() else (b, a)
         i = int(np.argmax(~in_b)) if lonely is a else int(np.argmax(only_b))
         if unpaired == "error":
-            _fail(lonely.raw.path, f"gene {lonely.gene_ids[i]} is not in {other.raw.path} (unpaired='error'); "
+            _fail(lonely.raw.path, f"gene {_show_id(lonely.gene_ids[i])} is not in {other.raw.path} (unpaired='error'); "
                   "expected both cells to list the same genes in each split", line=lonely.line_of_gene(i))
         count = int((~in_b).sum() + only_b.sum())
-        note = f"{a.raw.path} / {b.raw.path}: {count} genes only in one cell (e.g. {lonely.gene_ids[i]}), dropped"
+        note = f"{a.raw.path} / {b.raw.path}: {count} genes only in one cell (e.g. {_show_id(lonely.gene_ids[i])}), dropped"
     idx_a = np.flatnonzero(in_b)
     if len(idx_a) == 0:
         _fail(f"{a.raw.path} / {b.raw.path}", "no gene in common; expected both cells to share genes in each split")
