@@ -256,8 +256,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         say(f"note: {run.path} holds no {LAST_CHECKPOINT} to resume; starting a new run there")
     _ensure_data(data, args.config)
     pair = _load(args, data["dir"], data["cell_a"], data["cell_b"], n_bins=model_cfg.n_bins)
+    # What the run folder records of the data: the resume of this run must train on the same.
+    trained_on = {**data, "dir": str(Path(data["dir"]).resolve()), "fingerprint": pair.fingerprint()}
     if run is not None:
-        run.start(model_cfg, train_cfg, {**data, "dir": str(Path(data["dir"]).resolve())})
+        note = run.check_data(trained_on)
+        if note:
+            say(f"note: {note}")
+        run.start(model_cfg, train_cfg, trained_on)
         if run.resume_from is not None:
             say(f"resuming {run.path} after epoch {run.done}")
     say(f"training {model_cfg.variant} on {pair.cell_a} -> {pair.cell_b} "

@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 
 from deepdiff.cli import main
+from deepdiff.config import load_config
+from deepdiff.data import load_pair
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -179,6 +181,37 @@ def test_a_refused_resume_changes_nothing(small_synthetic_dir, tmp_path, capsys,
     assert main(_train(small_synthetic_dir, out, "--variant", "raw_d", "--resume")) == 2
     assert _error_line(capsys) == f"error: {out}: this run already finished 1 epochs; raise --epochs above 1 to train on"
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+@pytest.mark.slow
+def test_a_resume_on_other_data_is_refused_unchanged(small_synthetic_dir, tmp_path, capsys):
+    """--resume with the pair swapped or another folder's contents is refused before anything is written; the
+    same data copied elsewhere goes on, with a note, and config.yaml then names the new folder."""
+    out = tmp_path / "r"
+    assert main(_train(small_synthetic_dir, out, "--variant", "raw_d")) == 0
+    trained_on = load_config(out / "config.yaml")[2]
+    assert trained_on["fingerprint"] == load_pair(small_synthetic_dir, "Cell1", "Cell2").fingerprint()
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    swapped = _train(small_synthetic_dir, out, "--variant", "raw_d", "--epochs", "2", "--resume")
+    swapped[swapped.index("--pair") + 1 : swapped.index("--pair") + 3] = ["Cell2", "Cell1"]
+    assert main(swapped) == 2
+    assert _error_line(capsys) == (f"error: {out}: cannot resume on other data: it trained on Cell1 -> Cell2, now Cell2 -> "
+                                   "Cell1; pass --pair Cell1 Cell2 to continue it, or choose another --out for a new run")
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    other = tmp_path / "other"
+    shutil.copytree(small_synthetic_dir, other)
+    _edit_line(other / "Cell2.test.csv", 5, 1, "7")  # one count of one bin
+    assert main(_train(other, out, "--variant", "raw_d", "--epochs", "2", "--resume")) == 2
+    assert re.fullmatch(rf"error: {re.escape(str(out))}: cannot resume on other data: Cell1/Cell2 in {re.escape(str(other))}, "
+                        rf"not {re.escape(str(small_synthetic_dir))} it trained on, holds other contents \(fingerprint \w{{12}}, "
+                        rf"\w{{12}} in its config.yaml\); pass the --data it trained on \(--data \S+\) to continue it, or "
+                        "choose another --out for a new run", _error_line(capsys))
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    same = tmp_path / "same"
+    shutil.copytree(small_synthetic_dir, same)
+    assert main(_train(same, out, "--variant", "raw_d", "--epochs", "2", "--resume")) == 0
+    assert f"note: {out} trained on {small_synthetic_dir}; it goes on with the same data" in capsys.readouterr().err
+    assert load_config(out / "config.yaml")[2] == {**trained_on, "dir": str(same)}
 
 
 def test_numbers_in_a_config_file(small_synthetic_dir, tmp_path, capsys):

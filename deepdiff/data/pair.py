@@ -17,6 +17,8 @@ split's parsed files (`deepdiff.data.parse`) with the expression files and acros
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -152,6 +154,22 @@ class PairData:
     def to(self, device: torch.device | str) -> "PairData":
         """The same pair with every tensor on `device`."""
         return dataclasses.replace(self, **{name: self.split(name).to(device) for name in SPLITS})
+
+    def fingerprint(self) -> str:
+        """sha256 (hex) of what a model trains on: each split's gene ids, counts of A and B and expression of
+        A and B, and the medians (the classification targets' thresholds), cells in their order (a swapped
+        pair differs). Files that differ only in form (a header line, CRLF, row order of the expression
+        file) give the same fingerprint; a run folder records it (`deepdiff.rundir`) to refuse a resume on
+        other data. About a second per GB of counts."""
+        digest = hashlib.sha256(json.dumps([self.median_a, self.median_b]).encode())
+        for name in SPLITS:
+            split = self.split(name).to("cpu")
+            digest.update(json.dumps([name, split.gene_ids], ensure_ascii=False).encode())
+            for field in ("x_a", "x_b", "expr_a", "expr_b"):
+                tensor = getattr(split, field).contiguous()
+                digest.update(f"{field}{tuple(tensor.shape)}{tensor.dtype}".encode())
+                digest.update(tensor.numpy())
+        return digest.hexdigest()
 
 
 
