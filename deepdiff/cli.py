@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -41,6 +42,7 @@ from deepdiff.config import (
 )
 from deepdiff.errors import EXIT_NAN, ConfigError, check_output_dir
 from deepdiff.flags import add_config_flags, flag, given
+from deepdiff.threads import CpuSample, ThreadChoice, apply, decide, wait_policy_env
 
 PROG = "deepdiff"  # the console script (pyproject.toml): what printed command lines start with
 ATTENTION_FILE = "attention.npz"  # what `deepdiff evaluate --out` writes (with attention.json)
@@ -79,6 +81,16 @@ def _load(args: argparse.Namespace, data_dir: str, cell_a: str, cell_b: str, *, 
         say(f"note: {note}")
     check_trainable(pair, data_dir)
     return pair
+
+
+def _threads(args: argparse.Namespace, requested: int) -> ThreadChoice:
+    """Set torch's threads (`deepdiff.threads`): `requested`, or automatic (0), measuring the other processes'
+    use of the CPUs since the command started (`args.started`); notes a choice of fewer than usable."""
+    choice = decide(requested, os.environ, getattr(args, "started", None))
+    apply(choice)
+    if choice.note():
+        say(f"note: {choice.note()}")
+    return choice
 
 
 def _note_unused_flags(args: argparse.Namespace, variant: str, *configs: type) -> None:
@@ -245,8 +257,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     _note_unused_flags(args, model_cfg.variant, ModelConfig, TrainConfig)
     device = pick_device(args.device)
     dtype = autocast_dtype(device, train_cfg.precision)
+    # The threads are this command's to set (`_threads`), not part of what a checkpoint trains: fit() and the
+    # checkpoints see the default, so a --resume may use other --threads (config.yaml keeps the user's).
+    trained_cfg = dataclasses.replace(train_cfg, threads=TrainConfig().threads)
     # Everything that can refuse the run is checked before anything in --out is written.
-    run = RunFolder.open(args.out, model_cfg, train_cfg, resume=args.resume) if args.out else None
+    run = RunFolder.open(args.out, model_cfg, trained_cfg, resume=args.resume) if args.out else None
     if run is not None and run.resume_from is not None:
         before, now = run.trained_in, dtype_name(dtype)
         if before is not None and before != now:
@@ -265,8 +280,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         run.start(model_cfg, train_cfg, trained_on)
         if run.resume_from is not None:
             say(f"resuming {run.path} after epoch {run.done}")
-    say(f"training {model_cfg.variant} on {pair.cell_a} -> {pair.cell_b} "
-        f"({len(pair.train)} train genes) on {device}, {precision_label(dtype)}")
+    threads = _threads(args, train_cfg.threads).threads
+    say(f"training {model_cfg.variant} on {pair.cell_a} -> {pair.cell_b} ({len(pair.train)} train genes) on {device}"
+        f"{f' with {threads} thread' + 's' * (threads > 1) if device.type == 'cpu' else ''}, {precision_label(dtype)}")
 
     bar = tqdm(total=None, unit="batch", file=sys.stderr, dynamic_ncols=True, disable=None, leave=False)
     epochs_label = f"/{train_cfg.epochs}"
@@ -279,7 +295,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                 bar.reset(total=total)
             bar.update(1)
 
-        for result in fit(model_cfg, train_cfg, pair, device=device, checkpoint_dir=run.path if run else None,
+        for result in fit(model_cfg, trained_cfg, pair, device=device, checkpoint_dir=run.path if run else None,
                           resume_from=run.resume_from if run else None, on_batch=on_batch):
             bar.set_description(f"epoch {result.epoch + 1}{epochs_label}")
             tqdm.write(
@@ -382,6 +398,8 @@ def add_evaluate(sub: Subparsers) -> None:
     p.add_argument("--out", metavar="DIR", help=f"write {ATTENTION_FILE} (attention, predictions, targets) and "
                    f"{Path(ATTENTION_FILE).stem}.json (what each array is) here")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
+    p.add_argument("--threads", type=int, default=0, metavar="N",
+                   help=TrainConfig.__dataclass_fields__["threads"].metadata["help"] + " (default 0)")
     p.set_defaults(handler=cmd_evaluate)
 
 
@@ -392,6 +410,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from deepdiff.errors import DataError
     from deepdiff.train import check_shapes, evaluate, load_checkpoint, load_model, prepare_split
 
+    if args.threads < 0:
+        raise ConfigError(f"--threads {args.threads}: expected an integer >= 0 (0 = automatic)")
     checkpoint = Path(args.checkpoint)
     out = Path(args.out) if args.out else None
     if out is not None:  # refused before anything is read or written
@@ -414,6 +434,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         check_shapes(model_cfg, pair)
     except ConfigError as err:
         raise ConfigError(f"--checkpoint {checkpoint}: {err}") from None
+    _threads(args, args.threads)
     say(f"evaluating {model_cfg.variant} (epoch {epoch} of {checkpoint}) on {pair.cell_a} -> {pair.cell_b} on {device}")
     scores: dict[str, float] = {}
     for name in ("valid", "test"):
@@ -452,7 +473,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    if "torch" not in sys.modules:  # libgomp reads its wait policy once, when torch loads it (deepdiff.threads)
+        os.environ.update(wait_policy_env(os.environ))
+    started = CpuSample.now()  # the CPUs' use by other processes is measured from here to the threads' choice
     args = build_parser().parse_args(argv)
+    args.started = started
     resumable = getattr(args, "resume", None) is not None and getattr(args, "out", None)  # a run --resume continues
     # The same command with --resume, quoted for the shell: a path with a space runs as printed.
     again = shell_command(PROG, *argv, *(() if getattr(args, "resume", False) else ("--resume",)))
