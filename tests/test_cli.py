@@ -385,6 +385,44 @@ def test_a_truncated_checkpoint_is_refused_unchanged(small_synthetic_dir, tmp_pa
         assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
 
+class _Planted:
+    """Pickled, it tells the unpickler to call Path.touch(marker): code run by merely reading the file."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return Path.touch, (self.marker,)
+
+
+def test_a_checkpoint_or_config_that_would_run_code_is_refused(small_synthetic_dir, tmp_path, capsys, one_thread):
+    """A best.pt / last.pt from elsewhere holding a pickled object whose unpickling runs code (here: creates a
+    file), and a YAML config with a python/object tag, are one-line errors; the code never runs."""
+    import torch
+
+    out = tmp_path / "r"
+    assert main(_train(small_synthetic_dir, out, "--variant", "raw_d")) == 0
+    marker = tmp_path / "code-ran"
+    state = torch.load(out / "last.pt", weights_only=True)
+    torch.save({**state, "model": {**state["model"], "extra": _Planted(marker)}}, out / "last.pt")
+    torch.save({**state, "epoch": _Planted(marker)}, tmp_path / "best.pt")
+    capsys.readouterr()
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert main(_train(small_synthetic_dir, out, "--variant", "raw_d", "--epochs", "2", "--resume")) == 2
+    assert _error_line(capsys) == f"error: {out / 'last.pt'}: not a readable deepdiff checkpoint (UnpicklingError)"
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "best.pt"), "--data", str(small_synthetic_dir),
+                 "--pair", "Cell1", "Cell2", "--no-cache"]) == 2
+    assert _error_line(capsys) == f"error: --checkpoint {tmp_path / 'best.pt'}: not a readable deepdiff checkpoint (UnpicklingError)"
+    config = tmp_path / "c.yaml"
+    config.write_text(f"model:\n  variant: raw_d\ntrain: !!python/object/apply:pathlib.Path.touch [{str(marker)!r}]\n")
+    assert main(["train", "--config", str(config), "--data", str(small_synthetic_dir), "--pair", "Cell1", "Cell2"]) == 2
+    assert _error_line(capsys) == f"error: {config} line 3: not valid YAML/JSON (ConstructorError)"
+    assert not marker.exists()
+    torch.load(out / "last.pt", weights_only=False)  # the files do run code when read without the allow-list
+    assert marker.exists()
+
+
 def test_flags_a_variant_does_not_use_are_noted(small_synthetic_dir, capsys):
     assert main(_train(small_synthetic_dir, None, "--variant", "raw_d", "--aux", "classification", "--margin", "3")) == 0
     notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note: --")]
