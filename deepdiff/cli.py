@@ -42,7 +42,7 @@ from deepdiff.config import (
 )
 from deepdiff.errors import EXIT_NAN, ConfigError, check_output_dir
 from deepdiff.flags import add_config_flags, flag, given
-from deepdiff.threads import CpuSample, ThreadChoice, apply, decide, wait_policy_env
+from deepdiff.threads import CpuSample, ThreadChoice, apply, decide, decide_again, wait_policy_env
 
 PROG = "deepdiff"  # the console script (pyproject.toml): what printed command lines start with
 ATTENTION_FILE = "attention.npz"  # what `deepdiff evaluate --out` writes (with attention.json)
@@ -91,6 +91,10 @@ def _threads(args: argparse.Namespace, requested: int) -> ThreadChoice:
     if choice.note():
         say(f"note: {choice.note()}")
     return choice
+
+
+def _count(threads: int) -> str:
+    return f"{threads} thread{'s' * (threads > 1)}"
 
 
 def _note_unused_flags(args: argparse.Namespace, variant: str, *configs: type) -> None:
@@ -271,18 +275,18 @@ def cmd_train(args: argparse.Namespace) -> int:
         say(f"note: {run.path} holds no {LAST_CHECKPOINT} to resume; starting a new run there")
     _ensure_data(data, args.config)
     pair = _load(args, data["dir"], data["cell_a"], data["cell_b"], n_bins=model_cfg.n_bins)
-    # What the run folder records of the data: the resume of this run must train on the same.
-    trained_on = {**data, "dir": str(Path(data["dir"]).resolve()), "fingerprint": pair.fingerprint()}
     if run is not None:
+        # What the run folder records of the data: the resume of this run must train on the same.
+        trained_on = {**data, "dir": str(Path(data["dir"]).resolve()), "fingerprint": pair.fingerprint()}
         note = run.check_data(trained_on)
         if note:
             say(f"note: {note}")
         run.start(model_cfg, train_cfg, trained_on)
         if run.resume_from is not None:
             say(f"resuming {run.path} after epoch {run.done}")
-    threads = _threads(args, train_cfg.threads).threads
+    threads = _threads(args, train_cfg.threads)
     say(f"training {model_cfg.variant} on {pair.cell_a} -> {pair.cell_b} ({len(pair.train)} train genes) on {device}"
-        f"{f' with {threads} thread' + 's' * (threads > 1) if device.type == 'cpu' else ''}, {precision_label(dtype)}")
+        f"{f' with {_count(threads.threads)}' if device.type == 'cpu' else ''}, {precision_label(dtype)}")
 
     bar = tqdm(total=None, unit="batch", file=sys.stderr, dynamic_ncols=True, disable=None, leave=False)
     epochs_label = f"/{train_cfg.epochs}"
@@ -304,6 +308,13 @@ def cmd_train(args: argparse.Namespace) -> int:
             )
             if run is not None:
                 run.record(result)
+            if not train_cfg.threads and device.type == "cpu":  # automatic: chosen again from the epoch's CPU use
+                again = decide_again(threads, os.environ)
+                if again.threads != threads.threads:
+                    apply(again)
+                    tqdm.write(f"note: {_count(again.threads)} from epoch {result.epoch + 1}: other processes kept "
+                               f"{again.busy_elsewhere:.1f} of {again.usable} usable CPUs busy in epoch {result.epoch}", file=sys.stderr)
+                threads = again
             interrupt.check()
     bar.close()
     summary = {

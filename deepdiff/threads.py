@@ -4,19 +4,23 @@
   it is. Automatic (0): the CPUs this process may use (`usable_cpus`: its CPU affinity, a batch
   system's allocation, a cgroup CPU quota, ``OMP_NUM_THREADS``), less those that other processes keep
   busy (`CpuSample`: the CPU time others took on this process's CPUs over a window, from /proc/stat),
-  at least one. Measured, not the load average: the 1-minute load average still holds the previous run
-  (a second `deepdiff train` right after a first would see its own past and halve its threads).
+  at least one; `deepdiff train` chooses again after every epoch (`decide_again`). Measured, not the
+  load average: the 1-minute load average still holds the previous run (a second `deepdiff train`
+  right after a first would see its own past and halve its threads).
 - **How they wait** (`WAIT_POLICY`): after a parallel region libgomp's threads spin waiting for the next
   one (300,000 spins by default). On CPUs that other processes keep busy the spinning threads take
-  the CPU time the working ones need: two threads under a load of two CPU-burning processes ran
-  x1.9-2.8 the time of one thread (docs/performance.md). ``OMP_WAIT_POLICY=PASSIVE`` makes them sleep
-  at once. libgomp reads it once, when torch loads it, and the C kernel shares torch's libgomp
-  (`deepdiff.cpu_kernel`), so it must be in the environment before torch is imported:
-  `deepdiff.cli.main` sets it (`wait_policy_env`: unless the user set ``OMP_WAIT_POLICY`` or
-  ``GOMP_SPINCOUNT``), and the study sets it in its trial workers' environment.
+  the CPU time the working ones need: next to other jobs two threads ran x2.5 the time of one
+  (docs/performance.md, `benchmarks/bench_threads.py`). ``OMP_WAIT_POLICY=PASSIVE`` makes them sleep
+  at once (about 5% slower on free cores, measured once). Fewer threads and passive waiting together
+  were the one policy within x1.2 of one thread in every condition measured. libgomp reads the policy
+  once, when torch loads it, and the C kernel shares torch's libgomp (`deepdiff.cpu_kernel`), so it
+  must be in the environment before torch is imported: `deepdiff.cli.main` sets it (`wait_policy_env`:
+  unless the user set ``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT``), and the study sets it in its trial
+  workers' environment.
 
-Results do not depend on the number of threads (each thread computes whole channels, tests/test_threads.py).
-Functions here take the environment as an argument: only a command line's `main` reads ``os.environ``.
+Results do not depend on the number of threads beyond float rounding: training steps were the same to
+the bit on 1, 2 and 3 threads; evaluation sums in another order (PCCs within ~1e-7). Functions here
+take the environment as an argument: only a command line's `main` reads ``os.environ``.
 """
 
 from __future__ import annotations
@@ -161,6 +165,7 @@ class ThreadChoice:
     usable: int
     limit: str  # what limits `usable` (`usable_cpus`)
     busy_elsewhere: float | None
+    sample: CpuSample | None = None  # where the measured window ended: the start of the next one (`decide(since=)`)
 
     def note(self) -> str | None:
         if self.threads >= self.usable or self.busy_elsewhere is None:
@@ -176,7 +181,7 @@ def decide(requested: int, environ: Mapping[str, str], since: CpuSample | None =
     count, limit = usable_cpus(environ)
     if usable is not None and usable < count:
         count, limit = usable, "assigned"
-    busy = cpus = None
+    busy = cpus = later = None
     if requested <= 0:
         first = since or CpuSample.now()
         if first is not None:
@@ -184,7 +189,17 @@ def decide(requested: int, environ: Mapping[str, str], since: CpuSample | None =
             later = CpuSample.now()
             if later is not None and later.cpus == first.cpus:
                 busy, cpus = first.busy_elsewhere(later), later.cpus
-    return ThreadChoice(choose_threads(requested, count, busy, cpus), count, limit, busy)
+    return ThreadChoice(choose_threads(requested, count, busy, cpus), count, limit, busy, later)
+
+
+def decide_again(previous: ThreadChoice, environ: Mapping[str, str]) -> ThreadChoice:
+    """The automatic choice again, from the other processes' use of the CPUs since `previous` was made
+    (e.g. over a training epoch; this process's own CPU time is not counted): a burst of other work
+    when the run started, or work that began or ended since, changes the threads for what follows.
+    `previous` itself when it measured nothing, or less than `MIN_WINDOW` ago (nothing is waited for)."""
+    if previous.sample is None or time.monotonic() - previous.sample.at < MIN_WINDOW:
+        return previous
+    return decide(0, environ, previous.sample)
 
 
 def apply(choice: ThreadChoice | int) -> int:

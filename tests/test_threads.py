@@ -149,3 +149,21 @@ def test_train_threads_and_a_resume_with_others(small_synthetic_dir, tmp_path, c
                                                              "(0 = automatic), got -1")
     finally:
         torch.set_num_threads(before)
+
+
+def test_decide_again_follows_the_others_use_since_the_last_choice(monkeypatch):
+    """After an epoch the automatic choice is made again from the CPU time others took during it (this
+    process's own time left out); a choice that measured nothing, or just now, stays as it is."""
+    import time
+
+    monkeypatch.setattr(threads, "usable_cpus", lambda environ: (2, "CPU affinity"))
+    first = threads.ThreadChoice(1, 2, "CPU affinity", 1.9, CpuSample(0.0, 0.0, 0.0, 2))
+    # 10 s later: the CPUs were busy 12 s, 9 s of it this process's: 0.3 CPUs elsewhere
+    monkeypatch.setattr(CpuSample, "now", classmethod(lambda cls, stat=None: CpuSample(10.0, 12.0, 9.0, 2)))
+    again = threads.decide_again(first, {})
+    assert (again.threads, round(again.busy_elsewhere, 6), again.sample.at) == (2, 0.3, 10.0)
+    assert again.note() is None
+    unmeasured = threads.ThreadChoice(2, 2, "CPU affinity", None, None)
+    assert threads.decide_again(unmeasured, {}) is unmeasured
+    recent = threads.ThreadChoice(1, 2, "CPU affinity", 1.9, CpuSample(time.monotonic(), 0.0, 0.0, 2))
+    assert threads.decide_again(recent, {}) is recent
