@@ -80,10 +80,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--burners", type=int, help="CPU-burning processes of the loaded condition (default: usable CPUs)")
     parser.add_argument("--policies", default=",".join(POLICIES), help="comma list of " + ", ".join(POLICIES))
+    parser.add_argument("--conditions", default="idle,loaded", help="comma list of idle, loaded")
     args = parser.parse_args()
     usable, limit = usable_cpus(os.environ)
     burners = args.burners or usable
-    policies = args.policies.split(",")
+    policies, conditions = args.policies.split(","), args.conditions.split(",")
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
     import torch
 
@@ -95,7 +96,7 @@ def main() -> None:
         cache = Path(tmp)
         subprocess.run([sys.executable, "-m", "deepdiff.cli", "prepare", "--data", args.data, "--pair", *args.pair,
                         "--cache-dir", str(cache)], env={**os.environ, "PYTHONPATH": str(REPO)}, check=True, capture_output=True)
-        for condition in ("idle", "loaded"):
+        for condition in conditions:
             procs = []
             if condition == "loaded":
                 procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(burners)]
@@ -115,12 +116,13 @@ def main() -> None:
                     proc.wait()
             print(f"{condition}: load average (1 min) {min(loads):.2f}-{max(loads):.2f} during the runs"
                   + (f" with {burners} burners" if procs else ""), flush=True)
-    one = {c: statistics.median(r["seconds"] for r in results[c, "one thread"]) for c in ("idle", "loaded")} \
+    one = {c: statistics.median(r["seconds"] for r in results[c, "one thread"]) for c in conditions} \
         if "one thread" in policies else {}
-    old_idle = statistics.median(r["seconds"] for r in results["idle", "old default"]) if "old default" in policies else None
+    old_idle = statistics.median(r["seconds"] for r in results["idle", "old default"]) \
+        if "old default" in policies and "idle" in conditions else None
     print("\n| condition | policy | threads | seconds per epoch (median) | x one thread | x old default idle | CPU s per run |")
     print("|---|---|---|---:|---:|---:|---:|")
-    for condition in ("idle", "loaded"):
+    for condition in conditions:
         for policy in policies:
             runs = results[condition, policy]
             seconds = statistics.median(r["seconds"] for r in runs)
