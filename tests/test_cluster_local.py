@@ -18,7 +18,6 @@ import deepdiff_study
 from ray_session import write_tiny_grid
 from deepdiff_study.records import Kind, study_runs
 
-pytestmark = pytest.mark.slow
 
 SCRIPT = Path(__file__).with_name("multinode_study.py")
 GPUS_PER_TRIAL = 0.5  # 2 nodes x 1 GPU -> at most 4 trials at once (CPUs allow 16 at 0.25 each)
@@ -47,6 +46,7 @@ def study(tmp_path_factory):
     return tmp, json.loads(proc.stdout.strip().splitlines()[-1]), proc.stdout
 
 
+@pytest.mark.slow
 def test_the_study_completes_on_the_cluster(study):
     tmp, result, out = study
     assert result["exit"] == 0, out
@@ -54,12 +54,14 @@ def test_the_study_completes_on_the_cluster(study):
     assert len(result["trials"]) == SAMPLES
 
 
+@pytest.mark.slow
 def test_trials_spread_over_the_worker_nodes_and_never_run_on_the_head(study):
     _, result, _ = study
     nodes = Counter(t["node_id"] for t in result["trials"])
     assert set(nodes) == set(result["worker_nodes"]), nodes
 
 
+@pytest.mark.slow
 def test_fractional_gpus_pack_as_planned_and_never_more(study):
     _, result, _ = study
     trials = result["trials"]
@@ -70,6 +72,7 @@ def test_fractional_gpus_pack_as_planned_and_never_more(study):
     assert max(per_node) == int(1 / GPUS_PER_TRIAL), per_node  # two half-GPU trials shared one GPU, never three
 
 
+@pytest.mark.slow
 def test_each_trial_sees_its_assigned_gpu_and_falls_back_to_cpu(study):
     _, result, _ = study
     for t in result["trials"]:
@@ -78,6 +81,7 @@ def test_each_trial_sees_its_assigned_gpu_and_falls_back_to_cpu(study):
         assert t["cuda_available"] is False and t["device"] == "cpu", t  # pick_device's CPU fallback
 
 
+@pytest.mark.slow
 def test_pair_data_reaches_trials_through_the_object_store_only(study):
     tmp, result, _ = study
     assert (tmp / "data.moved").is_dir() and not (tmp / "data").exists()  # renamed before any trial ran
@@ -86,6 +90,7 @@ def test_pair_data_reaches_trials_through_the_object_store_only(study):
         assert t["deepdiff_study"] == deepdiff_study.__file__  # the same code on every node
 
 
+@pytest.mark.slow
 def test_mlflow_and_tune_hold_every_trial(study):
     tmp, result, _ = study
     client = MlflowClient(f"sqlite:///{tmp / 'mlruns.db'}")
@@ -100,6 +105,7 @@ def test_mlflow_and_tune_hold_every_trial(study):
     assert {t["status"] for t in trials} == {"TERMINATED"} and len(trials) == SAMPLES
 
 
+@pytest.mark.slow
 def test_dry_run_on_the_cluster_packs_and_calibrates_there(study):
     """--dry-run --address (run by the script before the study): trials at once from the nodes' resources
     and --gpus/--cpus-per-trial, and a calibration run as a Ray task with a trial's resources."""

@@ -17,7 +17,6 @@ from ray_session import ray_session, write_tiny_grid  # noqa: F401
 from deepdiff_study import driver
 from deepdiff_study.records import Kind, study_runs
 
-pytestmark = pytest.mark.slow
 
 
 def free_port() -> int:
@@ -58,6 +57,7 @@ def mlflow_server(tmp_path_factory):
             server.wait(timeout=10)
 
 
+@pytest.mark.slow
 def test_the_study_logs_to_a_tracking_server_over_http(mlflow_server, ray_session, tmp_path, capsys):
     uri, server_dir = mlflow_server
     grid = write_tiny_grid(tmp_path)
@@ -85,6 +85,7 @@ def test_the_study_logs_to_a_tracking_server_over_http(mlflow_server, ray_sessio
     assert (server_dir / "server.db").is_file()  # the runs are in the server's backend store
 
 
+@pytest.mark.slow
 def test_export_reads_the_server(mlflow_server, tmp_path):
     from deepdiff_study import export
 

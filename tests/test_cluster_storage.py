@@ -20,7 +20,6 @@ from mlflow.tracking import MlflowClient
 from ray_session import TUNE_DIR, kill_after_trials, write_tiny_grid
 from deepdiff_study.records import Kind, study_runs
 
-pytestmark = pytest.mark.slow
 
 BUCKET = "study-bucket"
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
@@ -54,6 +53,7 @@ def bucket_keys(client, prefix: str) -> list[str]:
             return keys
 
 
+@pytest.mark.slow
 def test_study_on_s3_resumes_from_the_bucket_alone_after_sigkill(s3, tmp_path):
     endpoint, client = s3
     # pyarrow's S3 options ride on the URI. allow_delayed_open: a small file goes up in one PUT (moto

@@ -216,6 +216,7 @@ def test_evaluation_keeps_no_buffers_for_a_backward(impl, monkeypatch):
     assert kept  # training keeps them
 
 
+@pytest.mark.slow
 def test_a_kernel_that_disagrees_is_not_used(monkeypatch, tmp_path):
     """The self-check is not vacuous: a kernel build computing the forget gate wrong is refused, and
     Level I then runs through torch ops (no error, the same results)."""
@@ -230,6 +231,7 @@ def test_a_kernel_that_disagrees_is_not_used(monkeypatch, tmp_path):
     assert level1_impl(torch.device("cpu"), 10) == "per_channel"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("openmp", [True, False])
 @pytest.mark.parametrize("threads", [1, 2, 3])
 def test_kernel_threads_split_the_work_without_changing_it(monkeypatch, tmp_path, openmp, threads):
@@ -272,6 +274,7 @@ def test_kernel_threads_split_the_work_without_changing_it(monkeypatch, tmp_path
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_profiling_builds_leave_out_the_parts_they_name(monkeypatch, tmp_path):
     """benchmarks/bench_kernel.py --parts times builds of the kernel with -DDD_OMIT=<parts>: they must
     still compile, and leave out what they say: the forward's parts change the forward, the backward's

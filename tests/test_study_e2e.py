@@ -22,7 +22,6 @@ from deepdiff_study.records import Kind, decode_params, study_runs
 
 by_value(__name__)  # the test trainables below reach Ray workers as code, not as an import of tests/
 
-pytestmark = pytest.mark.slow
 
 EPOCH_METRICS = ("train_loss", "valid_pcc", "valid_mse", "test_pcc", "test_mse")
 
@@ -52,6 +51,7 @@ def tiny_study(ray_session, tmp_path_factory):
     return tmp
 
 
+@pytest.mark.slow
 def test_one_parent_run_per_grid_cell_and_one_child_run_per_trial(tiny_study):
     client, parents, children = runs_of(tiny_study, "tiny")
     assert sorted(r.data.tags["grid_cell"] for r in parents) == ["p1-aux-regression", "p1-aux_siamese-regression-m1", "p1-raw_d"]
@@ -95,6 +95,7 @@ def test_one_parent_run_per_grid_cell_and_one_child_run_per_trial(tiny_study):
         assert child.data.tags["status_reason"]
 
 
+@pytest.mark.slow
 def test_an_ended_trial_s_kept_checkpoint_holds_its_last_and_its_best_epoch(tiny_study):
     """Trials checkpoint only where they may end (last epoch, ASHA stop epochs) or every few minutes;
     Tune keeps one checkpoint per trial, and it is the one of the trial's end, with its best model."""
@@ -124,6 +125,7 @@ def test_checkpoints_are_due_where_a_trial_may_end_or_after_a_while():
     assert checkpoint_due(epoch(3), stops, CHECKPOINT_SECONDS)
 
 
+@pytest.mark.slow
 def test_published_setting_is_the_first_trial_of_every_cell(tiny_study):
     _, _, children = runs_of(tiny_study, "tiny")
     for cell in {c.data.tags["grid_cell"] for c in children}:
@@ -131,6 +133,7 @@ def test_published_setting_is_the_first_trial_of_every_cell(tiny_study):
         assert (first.data.params["lr"], first.data.params["batch_size"], first.data.params["dropout"]) == ("0.001", "32", "0.1")
 
 
+@pytest.mark.slow
 def test_every_epoch_is_logged_with_its_step(tiny_study):
     client, _, children = runs_of(tiny_study, "tiny")
     for child in children:
@@ -142,6 +145,7 @@ def test_every_epoch_is_logged_with_its_step(tiny_study):
             assert sorted(steps) == list(range(1, epochs + 1)), (name, steps)
 
 
+@pytest.mark.slow
 def test_asha_stopped_trials_early(tiny_study):
     _, _, children = runs_of(tiny_study, "tiny")
     statuses = Counter(c.data.tags["status"] for c in children)
@@ -152,6 +156,7 @@ def test_asha_stopped_trials_early(tiny_study):
             assert "ASHA" in child.data.tags["status_reason"]
 
 
+@pytest.mark.slow
 def test_a_second_run_under_the_same_name_is_refused(tiny_study, capsys):
     args = study_args(tiny_study, write_tiny_grid(tiny_study), "--experiment", "tiny", "--samples", "1")
     assert run_ablation.main(args) == 2
@@ -166,6 +171,7 @@ def test_a_second_run_under_the_same_name_is_refused(tiny_study, capsys):
     assert not elsewhere.exists()
 
 
+@pytest.mark.slow
 def test_export_round_trip_reproduces_the_valid_pcc(tiny_study, tmp_path):
     from deepdiff import cli
     from deepdiff_study import export
@@ -194,6 +200,7 @@ def test_export_round_trip_reproduces_the_valid_pcc(tiny_study, tmp_path):
     assert result["test_pcc"] == pytest.approx(row["best_test_pcc"], abs=1e-6)
 
 
+@pytest.mark.slow
 def test_an_export_is_written_whole_or_not_at_all(tiny_study, tmp_path, capsys, monkeypatch):
     """A full disk halfway used to leave a partial export (an earlier one half replaced); --overwrite
     left configs of grid cells the new export no longer has."""
@@ -236,6 +243,7 @@ def flaky_train(config, pairs, ended=None):
     train_trial(config, pairs, ended)
 
 
+@pytest.mark.slow
 def test_failed_trials_are_recorded_with_their_reason_and_the_study_goes_on(ray_session, tmp_path):
     grid = write_tiny_grid(tmp_path)
     args = run_ablation.build_parser().parse_args(study_args(
@@ -257,6 +265,7 @@ def test_failed_trials_are_recorded_with_their_reason_and_the_study_goes_on(ray_
 
 # ---- resume after SIGKILL -------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_resume_after_sigkill_finishes_the_study_without_repeating_a_trial(tmp_path):
     """The driver runs as a subprocess (its own local Ray); killed with SIGKILL after a few trials ended."""
     grid = write_tiny_grid(tmp_path)
@@ -297,6 +306,7 @@ def crash_once(config, pairs, ended=None):
     train_trial(config, pairs, ended)
 
 
+@pytest.mark.slow
 def test_a_crashed_trial_is_retried_from_its_checkpoint_and_ends_as_if_never_interrupted(ray_session, tmp_path):
     from deepdiff.data import load_pair
     from deepdiff.train import fit
@@ -339,6 +349,7 @@ def slow_to_end(config, pairs, ended=None):
         time.sleep(4)
 
 
+@pytest.mark.slow
 def test_a_worker_slow_to_end_its_trial_is_reused_without_losing_the_next(ray_session, tmp_path, capsys):
     """Tune reuses a worker for the next trial only if the last one's thread ended within
     TUNE_FUNCTION_THREAD_TIMEOUT_S (2 s by default); past that the next trial was marked ERROR before it
@@ -364,6 +375,7 @@ print("worker", *ray.get(probe.remote()))
 """
 
 
+@pytest.mark.slow
 def test_the_driver_s_ray_workers_get_the_worker_environment():
     """Trial workers get MALLOC_ARENA_MAX=2 (glibc reads it at process start: a reused worker's memory stays
     flat over hundreds of trials, benchmarks/bench_tune.py) and Tune's worker-thread timeout."""
@@ -399,6 +411,7 @@ print("frozen", frozen > 10_000, gc.get_freeze_count() == frozen, gc.collect())
 """
 
 
+@pytest.mark.slow
 def test_the_memory_release_freezes_what_the_worker_started_with_once_and_still_collects_a_trial_s_cycles():
     done = subprocess.run([sys.executable, "-c", RELEASE_PROBE], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]

@@ -21,7 +21,6 @@ from mlflow.tracking import MlflowClient
 from ray_session import TUNE_DIR, ray_session, read_until, write_tiny_grid  # noqa: F401
 from deepdiff_study.records import Kind, study_runs
 
-pytestmark = pytest.mark.slow
 
 
 def free_port() -> int:
@@ -87,6 +86,7 @@ def trial_ids(uri: str, experiment: str) -> tuple[Counter, list]:
     return Counter(r.data.tags["trial_id"] for r in runs if "trial_id" in r.data.tags), runs
 
 
+@pytest.mark.slow
 def test_the_mlflow_server_dying_mid_study_stops_it_with_one_line_and_resume_finishes_it(tmp_path):
     port = free_port()
     uri = f"http://127.0.0.1:{port}"
@@ -133,6 +133,7 @@ def epochs_logged(uri: str) -> int:
     return int(value or 0)
 
 
+@pytest.mark.slow
 def test_a_ray_worker_killed_mid_trial_is_retried_and_the_study_finishes(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
     epochs = 40  # long enough (several seconds) that the kill lands mid-trial
@@ -163,6 +164,7 @@ def test_a_ray_worker_killed_mid_trial_is_retried_and_the_study_finishes(tmp_pat
     assert any(r.data.tags.get("retries") == "1" for r in trials), "the killed trial was retried"
 
 
+@pytest.mark.slow
 def test_a_reader_polling_the_sqlite_store_never_fails_the_study(ray_session, tmp_path):
     """`mlflow ui` or a script reading the database from the study's first second on."""
     from deepdiff_study import driver
@@ -196,6 +198,7 @@ def test_a_reader_polling_the_sqlite_store_never_fails_the_study(ray_session, tm
     assert len(ids) == 6
 
 
+@pytest.mark.slow
 def test_a_store_that_stops_taking_writes_mid_study_stops_it_with_one_line_and_resume_finishes_it(ray_session, tmp_path, capsys):
     """Another process holds the SQLite store's write lock past the driver's timeout: each write of the
     study fails as it would on a read-only or full disk (a folder that turns read-only under open files
@@ -248,6 +251,7 @@ def _trial_runs(uri: str, experiment: str) -> list:
         return []
 
 
+@pytest.mark.slow
 def test_sigterm_stops_the_study_as_ctrl_c_does(tmp_path):
     """`ray job stop`, a batch scheduler or `kill` send SIGTERM: Tune saves its state, the driver says to
     --resume and exits 130 (it used to die in Ray's signal handler with a C++ stack dump)."""
