@@ -148,6 +148,30 @@ def test_cli_prints_one_parseable_line_per_baseline(sample_dir, tmp_path, capsys
     assert len(matches[1].group(11).split("=")[1].split(",")) == N_BINS // 20
 
 
+def test_cli_baseline_names_expand_groups_in_one_order():
+    from deepdiff.cli import baseline_names
+
+    assert baseline_names("all") == ["linear", "svr", "svr2", "ridge", "rbf_svr", "gboost", "best_simple"]
+    assert baseline_names("simple") == ["ridge", "rbf_svr", "gboost", "best_simple"]
+    assert baseline_names("best_simple, linear,paper") == ["linear", "svr", "svr2", "best_simple"]
+    with pytest.raises(ConfigError, match=re.escape("--baselines 'ridge,lasso': expected a comma-separated subset of "
+                                                    "linear,svr,svr2,ridge,rbf_svr,gboost,best_simple (or all, paper, simple)")):
+        baseline_names("ridge,lasso")
+
+
+@pytest.mark.slow  # every simple model's candidates on the real sample: ~15 CPU seconds
+def test_cli_prints_the_best_simple_model_after_the_models_asked_for(sample_dir, tmp_path, capsys):
+    assert main(["baselines", "--data", str(sample_dir), "--pair", "Cell1", "Cell2", "--cache-dir", str(tmp_path),
+                 "--baselines", "best_simple,ridge"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [line.split()[1] for line in lines] == ["baseline=ridge", "baseline=best_simple"]
+    ridge, best = (dict(field.split("=", 1) for field in line.split()[1:]) for line in lines)
+    assert best["model"] == "ridge" and best["candidates"] == "136" and ridge["candidates"] == "24"
+    assert {k: v for k, v in best.items() if k not in ("baseline", "candidates", "seconds")} == {
+        k: v for k, v in ridge.items() if k not in ("baseline", "candidates", "seconds")}
+    assert (best["input_transform"], best["features"], best["test_pcc"]) == ("log1p", "regions", "0.6795")
+
+
 @pytest.mark.parametrize("args, message", [
     (["--data", "nowhere", "--pair", "Cell1", "Cell2"], "nowhere"),
     (["--pair", "Cell1", "Cell9"], "Cell9"),
@@ -366,7 +390,7 @@ def test_best_of_keeps_the_best_valid_pcc_every_candidate_and_the_total_time():
 
 def test_simple_result_line_is_parseable(log_pair):
     line = run_simple_model("ridge", log_pair, forms=("regions",)).line()
-    assert re.fullmatch(r"result simple=ridge pair=A-B input_transform=log1p features=regions params=alpha:[\d.e+]+ "
+    assert re.fullmatch(r"result baseline=ridge model=ridge pair=A-B input_transform=log1p features=regions params=alpha:[\d.e+]+ "
                         r"valid_pcc=[\d.]+ valid_mse=[\d.]+ test_pcc=[\d.]+ test_mse=[\d.]+ candidates=12 "
                         r"train_genes=240 seconds=[\d.]+", line), line
 
