@@ -386,8 +386,9 @@ def add_baselines(sub: Subparsers) -> None:
     p.add_argument("--max-train-genes", type=int, default=2000,
                    help="the SVRs fit on a random subset of at most this many training genes (default 2000)")
     p.add_argument("--jobs", type=int, default=1, help="the paper's baselines: processes for cross-validation (default 1)")
-    p.add_argument("--threads", type=int, default=1,
-                   help="the simple models: threads of scikit-learn's native pools (default 1)")
+    p.add_argument("--threads", type=int, default=0, metavar="N",
+                   help="the simple models: threads of scikit-learn's native pools, chosen as train's --threads "
+                        "(default 0: one per usable CPU that other processes leave free)")
     p.set_defaults(handler=cmd_baselines)
 
 
@@ -416,8 +417,8 @@ def cmd_baselines(args: argparse.Namespace) -> int:
         raise ConfigError(f"--seed {args.seed}: expected an integer in [0, 2**32)")
     if args.jobs == 0:
         raise ConfigError("--jobs 0: expected a number of processes >= 1 (or -1 for every core)")
-    if args.threads < 1:
-        raise ConfigError(f"--threads {args.threads}: expected at least 1")
+    if args.threads < 0:
+        raise ConfigError(f"--threads {args.threads}: expected an integer >= 0 (0 = automatic)")
     pair = _load(args, args.data, *args.pair)
     for name in [n for n in names if n in PAPER_BASELINES]:
         say(f"fitting {name} on {pair.cell_a} -> {pair.cell_b} ({len(pair.train)} train genes)")
@@ -428,14 +429,16 @@ def cmd_baselines(args: argparse.Namespace) -> int:
     models = list(SIMPLE_MODELS) if BEST_SIMPLE in names else [n for n in names if n in SIMPLE_MODELS]
     if not models:
         return 0
-    say(f"fitting {', '.join(models)} on {pair.cell_a} -> {pair.cell_b}: {candidate_count(models)} candidates "
-        "(transform x features x hyperparameters), each fitted on the train genes and scored on the valid genes")
+    threads = _threads(args, args.threads).threads  # libgomp waits passively (`main`): no spinning at barriers
+    say(f"fitting {', '.join(models)} on {pair.cell_a} -> {pair.cell_b} with {_count(threads)}: "
+        f"{candidate_count(models)} candidates (transform x features x hyperparameters), each fitted on the train "
+        "genes and scored on the valid genes")
     results = []
     with tqdm(total=candidate_count(models), unit="candidate", file=sys.stderr, dynamic_ncols=True, disable=None,
               leave=False) as bar:
         for model in models:
             results.append(run_simple_model(model, pair, seed=args.seed, max_train_genes=args.max_train_genes,
-                                            threads=args.threads, progress=lambda candidate: bar.update()))
+                                            threads=threads, progress=lambda candidate: bar.update()))
             if model in names:
                 tqdm.write(results[-1].line(), file=sys.stdout)
                 sys.stdout.flush()

@@ -331,6 +331,8 @@ def test_synth_into_a_read_only_folder(tmp_path, capsys):
          "--baselines '': expected a comma-separated subset of linear,svr,svr2,ridge,rbf_svr,gboost,best_simple "
          "(or all, paper, simple)"),
         (["baselines", "--data", "{data}", "--pair", "Cell1", "Cell2", "--seed", "-1"], "--seed -1: expected an integer in [0, 2**32)"),
+        (["baselines", "--data", "{data}", "--pair", "Cell1", "Cell2", "--threads", "-1"],
+         "--threads -1: expected an integer >= 0 (0 = automatic)"),
         (["baselines", "--data", "{data}", "--pair", "Cell1", "Cell2", "--seed", str(2**32)],
          f"--seed {2**32}: expected an integer in [0, 2**32)"),
         (["baselines", "--data", "{data}", "--pair", "Cell1", "Cell2", "--jobs", "0"],
