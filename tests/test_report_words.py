@@ -71,6 +71,10 @@ def test_the_simple_model_sentence_wins_loses_or_cannot_tell():
     above = words.baseline_sentence(_against([("raw_d", "above")]), "simple", name)
     assert above.startswith("Every DeepDiff variant scores above the best simple model (ridge) on the one pair: ")
     assert above.endswith("Single runs: differences this small can be seed noise (see the note at the top).")
+    single = words.baseline_sentence(_against([("raw_d", "below"), ("aux", "equal")]), "simple", name)
+    assert single == ("The best simple model (ridge) scores above 1 of the 2 variant-pair comparisons (Raw:d (0.500 vs "
+                      "0.600)): there a simple model wins; 1 has the same test PCC (Aux (0.500 vs 0.600)): too close to "
+                      "call. Single runs: differences this small can be seed noise (see the note at the top).")
     assert words.baseline_sentence(_against([("raw_d", "")]), "simple", name) is None
 
 

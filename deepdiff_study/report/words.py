@@ -59,8 +59,9 @@ def baseline_sentence(against: pd.DataFrame, which: str, name: str) -> str | Non
         if len(above):
             parts.append(f"{len(above)} {'is' if len(above) == 1 else 'are'} above it{every} ({listed(above)})")
         if len(unclear):
-            parts.append(f"{len(unclear)} {'has' if len(unclear) == 1 else 'have'} seeds on both sides of it "
-                         f"({listed(unclear)}): too close to call")
+            how = "seeds on both sides of it" if seeded else "the same test PCC"
+            parts.append(f"{len(unclear)} {'has' if len(unclear) == 1 else 'have'} {how} ({listed(unclear)}): "
+                         "too close to call")
         sentence = "; ".join(parts) + "."
         sentence = sentence[0].upper() + sentence[1:]
     if not seeded:
