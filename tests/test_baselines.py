@@ -36,6 +36,7 @@ def sample_results(sample_pair):
     return {name: run_baseline(name, sample_pair, input_transform="log1p", seed=0) for name in BASELINE_NAMES}
 
 
+@pytest.mark.slow  # the module's fit of all three on the real sample: ~8 s
 @pytest.mark.parametrize("name", BASELINE_NAMES)
 def test_every_baseline_scores_the_real_sample(sample_results, name):
     result = sample_results[name]
@@ -57,11 +58,13 @@ def _assert_c_is_the_cv_argmax(search, chosen, folds=5):
     assert search.best_estimator_.named_steps["svr"].C == chosen
 
 
+@pytest.mark.slow  # sample_results: ~8 s
 def test_svr_c_is_chosen_by_cross_validation_over_the_grid(sample_results):
     result = sample_results["svr"]
     _assert_c_is_the_cv_argmax(result.model, result.c)
 
 
+@pytest.mark.slow  # sample_results: ~8 s
 def test_two_layer_svr_chooses_c_per_region_and_for_the_second_layer(sample_results):
     result = sample_results["svr2"]
     model = result.model
@@ -135,6 +138,7 @@ def test_bad_arguments_are_config_errors(sample_pair, kwargs, message):
         run_baseline(kwargs.pop("name"), sample_pair, **kwargs)
 
 
+@pytest.mark.slow  # linear and svr2 on the real sample: ~7 s
 def test_cli_prints_one_parseable_line_per_baseline(sample_dir, tmp_path, capsys):
     code = main(["baselines", "--data", str(sample_dir), "--pair", "Cell1", "Cell2", "--cache-dir", str(tmp_path),
                  "--baselines", "linear,svr2", "--input-transform", "log1p"])
@@ -198,6 +202,7 @@ PAPER_SAMPLE_SCORES = {  # (valid PCC, test PCC) on the real sample, seed 0, bef
 }
 
 
+@pytest.mark.slow  # sample_results: ~8 s
 @pytest.mark.parametrize("name", BASELINE_NAMES)
 def test_paper_baselines_score_as_before_on_log1p(sample_results, name):
     result = sample_results[name]
