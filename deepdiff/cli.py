@@ -4,7 +4,7 @@
     deepdiff prepare --data DIR --pair A B              validate a pair and cache it (Arrow IPC)
     deepdiff train --data DIR --pair A B --variant V    train one model; last stdout line is the result
     deepdiff describe --variant V [--aux MODE]          module tree and exact trainable parameter count
-    deepdiff baselines --data DIR --pair A B            linear regression, one- and two-layer SVR; a result line each
+    deepdiff baselines --data DIR --pair A B            the paper's baselines and the best simple model; a result line each
     deepdiff evaluate --checkpoint FILE --data DIR --pair A B [--out DIR]
                                                         a saved model's PCCs; with --out its attention arrays (.npz)
     deepdiff build-pair MANIFEST --out DIR              a pair from bigWig/BAM tracks, an annotation and expression
@@ -364,37 +364,86 @@ def cmd_describe(args: argparse.Namespace) -> int:
 # deepdiff baselines
 
 
+def _baseline_groups() -> dict[str, tuple[str, ...]]:
+    """Names --baselines accepts for several baselines at once (`deepdiff.baselines` names the rest)."""
+    from deepdiff.baselines import ALL_BASELINES, BEST_SIMPLE, PAPER_BASELINES, SIMPLE_MODELS
+
+    return {"all": ALL_BASELINES, "paper": PAPER_BASELINES, "simple": (*SIMPLE_MODELS, BEST_SIMPLE)}
+
+
 def add_baselines(sub: Subparsers) -> None:
-    p = sub.add_parser("baselines", help="fit the paper's baselines (linear regression, one- and two-layer SVR)")
+    p = sub.add_parser("baselines", help="fit the paper's baselines (linear regression, one- and two-layer SVR) and "
+                                         "the strongest simple models (ridge, RBF SVR, gradient boosting)")
     _add_data_args(p, required=True)
-    p.add_argument("--baselines", metavar="NAMES",
-                   help="comma-separated subset, e.g. linear,svr2 (default all: linear, svr, svr2)")
+    p.add_argument("--baselines", metavar="NAMES", default="all",
+                   help="comma-separated: linear, svr, svr2 (the paper's), ridge, rbf_svr, gboost (simple models "
+                        "choosing transform, features and hyperparameters on the valid genes), best_simple (the one "
+                        "of those with the best valid PCC); or paper, simple, all (default all)")
     p.add_argument("--input-transform", choices=INPUT_TRANSFORMS, default="raw",
-                   help="applied to the counts as for the deep models (default raw)")
-    p.add_argument("--seed", type=int, default=0, help="cross-validation folds and SVR subsample")
+                   help="the paper's baselines: applied to the counts as for the deep models (default raw); the "
+                        "simple models choose their own")
+    p.add_argument("--seed", type=int, default=0, help="cross-validation folds, SVR subsample, boosting")
     p.add_argument("--max-train-genes", type=int, default=2000,
                    help="the SVRs fit on a random subset of at most this many training genes (default 2000)")
-    p.add_argument("--jobs", type=int, default=1, help="processes for cross-validation (default 1)")
+    p.add_argument("--jobs", type=int, default=1, help="the paper's baselines: processes for cross-validation (default 1)")
+    p.add_argument("--threads", type=int, default=0, metavar="N",
+                   help="the simple models: threads of scikit-learn's native pools, chosen as train's --threads "
+                        "(default 0: one per usable CPU that other processes leave free)")
     p.set_defaults(handler=cmd_baselines)
 
 
-def cmd_baselines(args: argparse.Namespace) -> int:
-    from deepdiff.baselines import BASELINE_NAMES, run_baseline
+def baseline_names(given: str) -> list[str]:
+    """The baselines --baselines names, in `deepdiff.baselines.ALL_BASELINES` order; a `ConfigError` otherwise."""
+    from deepdiff.baselines import ALL_BASELINES
 
-    given_names = ",".join(BASELINE_NAMES) if args.baselines is None else args.baselines
-    names = [name.strip() for name in given_names.split(",") if name.strip()]
-    if not names or any(name not in BASELINE_NAMES for name in names):
-        raise ConfigError(f"--baselines {args.baselines!r}: expected a comma-separated subset of {','.join(BASELINE_NAMES)}")
+    groups = _baseline_groups()
+    names = [name.strip() for name in given.split(",") if name.strip()]
+    if not names or any(name not in ALL_BASELINES and name not in groups for name in names):
+        raise ConfigError(f"--baselines {given!r}: expected a comma-separated subset of {','.join(ALL_BASELINES)} "
+                          f"(or {', '.join(groups)})")
+    chosen = {member for name in names for member in groups.get(name, (name,))}
+    return [name for name in ALL_BASELINES if name in chosen]
+
+
+def cmd_baselines(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from deepdiff.baselines import (
+        BEST_SIMPLE, PAPER_BASELINES, SIMPLE_MODELS, best_of, candidate_count, run_baseline, run_simple_model,
+    )
+
+    names = baseline_names(args.baselines)
     if not 0 <= args.seed < 2**32:  # scikit-learn's folds and numpy's legacy seeding
         raise ConfigError(f"--seed {args.seed}: expected an integer in [0, 2**32)")
     if args.jobs == 0:
         raise ConfigError("--jobs 0: expected a number of processes >= 1 (or -1 for every core)")
+    if args.threads < 0:
+        raise ConfigError(f"--threads {args.threads}: expected an integer >= 0 (0 = automatic)")
     pair = _load(args, args.data, *args.pair)
-    for name in names:
+    for name in [n for n in names if n in PAPER_BASELINES]:
         say(f"fitting {name} on {pair.cell_a} -> {pair.cell_b} ({len(pair.train)} train genes)")
         result = run_baseline(name, pair, input_transform=args.input_transform, seed=args.seed,
                               max_train_genes=args.max_train_genes, n_jobs=args.jobs)
         print(result.line(), flush=True)
+    # best_simple is the best of every simple model: each is fitted once, whichever lines are asked for
+    models = list(SIMPLE_MODELS) if BEST_SIMPLE in names else [n for n in names if n in SIMPLE_MODELS]
+    if not models:
+        return 0
+    threads = _threads(args, args.threads).threads  # libgomp waits passively (`main`): no spinning at barriers
+    say(f"fitting {', '.join(models)} on {pair.cell_a} -> {pair.cell_b} with {_count(threads)}: "
+        f"{candidate_count(models)} candidates (transform x features x hyperparameters), each fitted on the train "
+        "genes and scored on the valid genes")
+    results = []
+    with tqdm(total=candidate_count(models), unit="candidate", file=sys.stderr, dynamic_ncols=True, disable=None,
+              leave=False) as bar:
+        for model in models:
+            results.append(run_simple_model(model, pair, seed=args.seed, max_train_genes=args.max_train_genes,
+                                            threads=threads, progress=lambda candidate: bar.update()))
+            if model in names:
+                tqdm.write(results[-1].line(), file=sys.stdout)
+                sys.stdout.flush()
+    if BEST_SIMPLE in names:
+        print(best_of(results).line(BEST_SIMPLE), flush=True)
     return 0
 
 

@@ -13,17 +13,23 @@ The layout (one MLflow experiment per study):
   model at its best valid-PCC epoch as the artifact `MODEL_ARTIFACT` (tag ``model``; tag
   ``model_missing`` says why when it could not be stored);
 - one **trial run** per Tune trial (tag ``kind=trial``), a child of its grid-cell run: tags trial_id,
-  status (a `TrialStatus`), status_reason, epoch_status, and warm_start_from on a warm start (the trial
-  whose configuration it ran, `deepdiff_study.warmstart`); params: the config fields that apply to its
-  variant (`encode_params`); metrics: every `EpochResult` field per epoch with ``step=epoch``;
+  status (a `TrialStatus`), status_reason, epoch_status (`epoch_status_tag`: never "running" on an ended
+  trial), and warm_start_from on a warm start (the trial whose configuration it ran,
+  `deepdiff_study.warmstart`); params: the config fields that apply to its variant (`encode_params`);
+  metrics: every `EpochResult` field per epoch with ``step=epoch``;
 - one **baseline run** per pair and baseline of `deepdiff.baselines` (tag ``kind=baseline``;
   `deepdiff_study.baseline_runs`), and the **report run** (tag ``kind=report``) holding the study
   report's files as artifacts (`deepdiff_study.report`);
-- with the study command's ``--replicates K``, one **replicate run** per (grid cell, seed) (tag ``kind=replicate``;
-  `deepdiff_study.replicates`): the grid cell's tags, ``seed`` (one of `replicate_seeds`),
-  ``replicate_of`` (the run id of the best trial whose configuration it retrains), status and
-  status_reason as a trial's; params the retrained config; metrics the last epoch's values
-  (best_valid_pcc, best_test_pcc, ...) and ``seconds`` (summed over epochs).
+- with the study command's ``--replicates K``, one **replicate run** per (grid cell, seed) (tag
+  ``kind=replicate``; `deepdiff_study.replicates`), a child of its grid-cell run: the grid cell's tags,
+  ``seed`` (one of `replicate_seeds`), ``replicate_of`` (the run id of the best trial whose configuration
+  it retrains), status and status_reason as a trial's; params the retrained config; metrics the last
+  epoch's values (best_valid_pcc, best_test_pcc, ...) and ``seconds`` (summed over epochs).
+
+`SCORE_METRICS` (best_valid_pcc, best_test_pcc) are "the model's score" on every kind of run: a grid cell's
+best trial's, a trial's best epoch's so far, a replicate's, a baseline's (its valid and test PCC), so one
+column of MLflow's runs table ranks them all. A grid-cell run's start and end are its first trial's start
+and its last trial's end.
 
 "Not applicable" is spelled ``-`` in tags (aux_mode of raw_d, margin of aux). Statuses are named once:
 a trial's outcome in the study (`TrialStatus`), MLflow's run statuses (`RunStatus`) and Ray Tune's trial
@@ -130,7 +136,7 @@ class Tag:
     TRIAL_ID = "trial_id"
     STATUS = "status"  # a TrialStatus
     STATUS_REASON = "status_reason"
-    EPOCH_STATUS = "epoch_status"  # the trainer's EpochStatus of the last epoch ("error" if it raised)
+    EPOCH_STATUS = "epoch_status"  # how the trainer's last epoch ended: an EpochStatus, EPOCH_ERROR or EPOCH_STOPPED
     RETRIES = "retries"
     LAST_ERROR = "last_error"
     BASELINE = "baseline"  # a baseline run's name in deepdiff.baselines.BASELINE_NAMES (linear, svr, svr2)
@@ -145,10 +151,14 @@ class Tag:
     WARM_START_FROM = "warm_start_from"  # a trial run that was a warm start: its source, GRID_CELL/TRIAL_ID (`warmstart`)
 
 
+SCORE_METRICS = ("best_valid_pcc", "best_test_pcc")  # the model's score, on every kind of run (module docstring)
 GRID_CELL_TAGS = (Tag.GRID_CELL, Tag.VARIANT, Tag.PAIR, Tag.PAIR_NAME, Tag.EPIGENOME_A, Tag.EPIGENOME_B,
                   Tag.AUX_MODE, Tag.MARGIN)
 EPOCH_METRICS = frozenset(METRIC_NAMES)  # logged per epoch with step=epoch (plus ``epoch`` itself)
 EPOCH_ERROR = "error"  # Tag.EPOCH_STATUS of a trial that raised (no epoch status)
+# Tag.EPOCH_STATUS of a pruned trial: its trainer's last epoch said "running" (more epochs were to follow)
+# when ASHA stopped it; recorded as "stopped" so that no ended trial reads running (`epoch_status_tag`).
+EPOCH_STOPPED = "stopped"
 MODEL_DIR = "model"  # artifact folder of a grid-cell run holding its best model
 MODEL_ARTIFACT = f"{MODEL_DIR}/best.pt"  # deepdiff.train's best.pt: `deepdiff evaluate --checkpoint` reads it
 
@@ -280,6 +290,17 @@ def trial_outcome(last: dict[str, Any] | None, planned_epochs: int | None) -> tu
     )
 
 
+def epoch_status_tag(status: TrialStatus, last: dict[str, Any]) -> str:
+    """Tag.EPOCH_STATUS of a trial that ended with `status` after the last reported result `last`: the
+    trainer's own status of that epoch when it ended the run itself (completed, early_stopped, nan,
+    diverged); when it was still running, EPOCH_STOPPED for a pruned trial (ASHA stopped it) and
+    EPOCH_ERROR for a failed one (it raised), so no ended trial reads "running". `last_result` reads it back."""
+    reported = str(last.get("status") or "")
+    if reported and reported != EpochStatus.RUNNING:
+        return reported
+    return {TrialStatus.PRUNED: EPOCH_STOPPED, TrialStatus.FAILED: EPOCH_ERROR}.get(status, reported)
+
+
 def error_reason(trial) -> str:
     """The last line of a Tune trial's error (the exception type and message).
 
@@ -355,11 +376,12 @@ def study_runs(client: MlflowClient, experiment_id: str, kind: Kind) -> list:
 
 def last_result(run) -> dict[str, Any]:
     """A trial run's last epoch as reported: the latest value of every epoch metric, the epoch, and
-    the trainer's epoch status."""
+    the trainer's epoch status (EPOCH_STOPPED read back as the "running" its trainer reported)."""
     last: dict[str, Any] = {k: v for k, v in run.data.metrics.items() if k in EPOCH_METRICS}
     if "epoch" in run.data.metrics:
         last["epoch"] = int(run.data.metrics["epoch"])
-    last["status"] = run.data.tags.get(Tag.EPOCH_STATUS, "")
+    status = run.data.tags.get(Tag.EPOCH_STATUS, "")
+    last["status"] = EpochStatus.RUNNING.value if status == EPOCH_STOPPED else status
     return last
 
 

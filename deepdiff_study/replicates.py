@@ -7,7 +7,8 @@ tags, `deepdiff_study.pairs.recorded_source`, and put in the object store once),
 configs (`FixedConfigs`, a searcher that hands them out in order: no search; no scheduler, so no ASHA). A replicate's config is its grid cell's best trial's params (`records.decode_params`, the
 planned epochs, not the epoch ASHA may have stopped it at) with ``seed`` = one of
 `records.replicate_seeds`. `ReplicateLogger` (a Tune callback on the driver) records every ended trial
-as an MLflow run tagged ``kind=replicate`` in the study's experiment (layout in `deepdiff_study.records`).
+as an MLflow run tagged ``kind=replicate`` in the study's experiment, nested under its grid cell's run
+beside the trials (layout in `deepdiff_study.records`).
 
 Re-running reuses what MLflow holds: a (grid cell, seed) with a completed replicate of the grid cell's
 current best trial (tag ``replicate_of``) is not trained again; a failed one is. Tune's own files go to
@@ -40,6 +41,7 @@ from deepdiff_study.records import (
     EPOCH_METRICS,
     GRID_CELL_TAGS,
     MLFLOW_RUN_STATUS,
+    PARENT_TAG,
     Kind,
     RunStatus,
     Tag,
@@ -105,7 +107,8 @@ def plan(tracking_uri: str, experiment: str, k: int) -> tuple[list[Replicate], i
             config = {**flat_config(model_cfg, dataclasses.replace(train_cfg, seed=seed)),
                       **encode_meta(cell.grid_cell, cell.pair)}
             todo.append(Replicate(cell.grid_cell, seed, config, {
-                **cell_tags, Tag.KIND: str(Kind.REPLICATE), Tag.SEED: str(seed), Tag.REPLICATE_OF: best.info.run_id}))
+                **cell_tags, Tag.KIND: str(Kind.REPLICATE), Tag.SEED: str(seed), Tag.REPLICATE_OF: best.info.run_id,
+                PARENT_TAG: parents[cell.grid_cell].info.run_id}))
     return todo, reused, pairs
 
 

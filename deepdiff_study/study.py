@@ -204,7 +204,7 @@ def _run(spec: StudySpec, resume: bool, train_fn, held: list) -> int:
     print(f"preparing data for {len(pairs)} pair(s)" + ("" if manifest.data else
           f" (synthetic, {spec.sizes.synthetic_genes} genes each, in {storage.local_dir / 'synthetic'})"), flush=True)
     pair_data = pair_files.load_sources(sources, cache_dir=storage.local_dir / "cache")
-    from deepdiff_study.baseline_runs import study_baselines  # linear, svr, svr2 per pair: once, on the driver
+    from deepdiff_study.baseline_runs import study_baselines, study_simple_models  # once per pair, on the driver
 
     study_baselines(mlflow_uri, experiment, pairs, pair_data, grid_file=manifest.grid, seed=manifest.seed)
 
@@ -263,7 +263,10 @@ def _run(spec: StudySpec, resume: bool, train_fn, held: list) -> int:
     # (After Ctrl-C or SIGTERM Tune marks the trials it stops TERMINATED in memory, so statuses in
     # `results` cannot tell a finished study from an interrupted one; MLflow's records can.)
     tune_errors = {Path(r.path).name.rsplit("-", 1)[-1] for r in results if r.error is not None}
-    status = closing_summary(experiment, manifest, exp_dir, wall, tune_errors=tune_errors)
+    # The simple models after the trials (minutes per pair at the paper's size: they never delay a trial),
+    # each pair's data fetched back from the object store when it is needed.
+    status = closing_summary(experiment, manifest, exp_dir, wall, tune_errors=tune_errors, when_ended=lambda: (
+        study_simple_models(mlflow_uri, experiment, pairs, lambda number: ray.get(refs[number]), seed=manifest.seed)))
     if status != EXIT_INTERRUPTED:  # every trial ended: Tune's last snapshot names each one's last checkpoint
         storage.prune_checkpoints(experiment)
     return status

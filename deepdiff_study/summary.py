@@ -37,10 +37,11 @@ def trial_shortfall(runs: list, planned: int, tune_errors: set[str]) -> tuple[in
 
 
 def closing_summary(experiment: str, manifest: StudyManifest, exp_dir, wall: float, *,
-                    tune_errors: frozenset[str] | set[str] = frozenset()) -> int:
+                    tune_errors: frozenset[str] | set[str] = frozenset(), when_ended=None) -> int:
     """The closing summary of study `experiment`: best PCC per grid cell in plan order (the winner of each
     variant and pair marked), trial counts, the data, where everything is and how to look at it.
-    `tune_errors`: ids of the trials Tune failed. Returns the driver's exit status."""
+    `tune_errors`: ids of the trials Tune failed. `when_ended`: called before the report is written when
+    no trial is left unfinished (the study's simple models). Returns the driver's exit status."""
     from mlflow.tracking import MlflowClient
 
     from deepdiff_study.export import format_table, winners
@@ -80,9 +81,11 @@ def closing_summary(experiment: str, manifest: StudyManifest, exp_dir, wall: flo
     print(f"               {experiment!r}; tick grid-cell runs and press Compare (params = each one's best trial).")
     print(f"Export:        python tune/export_best.py --experiment {experiment} --out best_configs"
           + ("" if mlflow_uri == default_mlflow_uri() else f" --mlflow-uri {mlflow_uri}"))
-    write_study_report(mlflow_uri, experiment, exp_dir)
     planned = len(manifest.cells) * manifest.sizes.samples
     unfinished, lost = trial_shortfall(runs, planned, set(tune_errors))
+    if when_ended is not None and not unfinished:
+        when_ended()
+    write_study_report(mlflow_uri, experiment, exp_dir)
     if unfinished:
         print(f"\ninterrupted: {unfinished} of the {planned} trials unfinished; rerun the same command with --resume "
               "to finish the study", file=sys.stderr)

@@ -2,7 +2,8 @@
 needs no locking). What it writes, and the names, are defined in `deepdiff_study.records`; how it
 continues after a restart is told in `deepdiff_study.resume`.
 
-- A grid-cell run per grid cell, created when its first trial starts; after every ended trial its
+- A grid-cell run per grid cell, created when its first trial starts and ended at its last trial's end
+  (its MLflow duration is its trials' span, not the study's); after every ended trial its
   best_valid_pcc / best_test_pcc (the best scored trial's), n_<status> counts and best_trial_id; when
   all its planned trials have ended it is FINISHED and gets the best trial's config as params and its
   model as the artifact ``model/best.pt``: the ``best.pt`` (model at the best valid-PCC epoch) of the
@@ -35,7 +36,6 @@ from mlflow.tracking import MlflowClient
 from ray.tune import Callback
 
 from deepdiff_study.records import (
-    EPOCH_ERROR,
     EPOCH_METRICS,
     MLFLOW_RUN_STATUS,
     MODEL_ARTIFACT,
@@ -48,6 +48,7 @@ from deepdiff_study.records import (
     TrialStatus,
     compute_dtype_tag,
     encode_params,
+    epoch_status_tag,
     ensure_experiment,
     error_reason,
     grid_cell_of,
@@ -136,7 +137,8 @@ class MlflowTracker(PicklesSettings, Callback):
                 self._dtypes[trial_id] = tags[Tag.COMPUTE_DTYPE]
             status = TrialStatus(tags.get(Tag.STATUS, TrialStatus.RUNNING))
             if status.ended:
-                self._record_end(tags[Tag.GRID_CELL], trial_id, status, run.info.run_id, run.data.metrics)
+                self._record_end(tags[Tag.GRID_CELL], trial_id, status, run.info.run_id, run.data.metrics,
+                                 run.info.end_time)
 
     # ---- Tune hooks --------------------------------------------------------------------------------
 
@@ -233,9 +235,10 @@ class MlflowTracker(PicklesSettings, Callback):
         self.client  # noqa: B018 - loads the record of a resumed study
         return trial.trial_id in self._ended.get(grid_cell_of(trial.config), {})
 
-    def _record_end(self, key: str, trial_id: str, status: TrialStatus, run_id: str, metrics: dict) -> None:
+    def _record_end(self, key: str, trial_id: str, status: TrialStatus, run_id: str, metrics: dict,
+                    end_time: int | None) -> None:
         self._ended.setdefault(key, {})[trial_id] = {
-            "status": status, "run_id": run_id,
+            "status": status, "run_id": run_id, "end_time": end_time,
             "best_valid_pcc": metrics.get("best_valid_pcc", math.nan) if status.scored else math.nan,
             "best_test_pcc": metrics.get("best_test_pcc", math.nan) if status.scored else math.nan,
             "best_epoch": metrics.get("best_epoch"),
@@ -248,16 +251,15 @@ class MlflowTracker(PicklesSettings, Callback):
         run_id = self._child(trial)
         last = trial.last_result or {}
         self.on_trial_result(0, [], trial, last)  # its last epoch, if the run never got it (no-op otherwise)
-        tags = [
-            RunTag(Tag.STATUS, status), RunTag(Tag.STATUS_REASON, reason),
-            RunTag(Tag.EPOCH_STATUS, str(last.get("status", EPOCH_ERROR if status is TrialStatus.FAILED else ""))),
-        ]
+        tags = [RunTag(Tag.STATUS, status), RunTag(Tag.STATUS_REASON, reason),
+                RunTag(Tag.EPOCH_STATUS, epoch_status_tag(status, last))]
         if status is TrialStatus.PRUNED:
             tags.append(RunTag(NOTE_TAG, f"Pruned (not a failure): {reason}."))
         self.client.log_batch(run_id, tags=tags)
-        self.client.set_terminated(run_id, MLFLOW_RUN_STATUS[status])
+        end_time = int(time.time() * 1000)
+        self.client.set_terminated(run_id, MLFLOW_RUN_STATUS[status], end_time=end_time)
         key = grid_cell_of(trial.config)
-        self._record_end(key, trial.trial_id, status, run_id, last)
+        self._record_end(key, trial.trial_id, status, run_id, last, end_time)
         self._update_parent(key)
 
     def _update_parent(self, key: str) -> None:
@@ -286,7 +288,9 @@ class MlflowTracker(PicklesSettings, Callback):
             self._finished_parents.add(key)
         if key not in self._models:
             self._log_model(key, parent, best)
-        self.client.set_terminated(parent, RunStatus.FINISHED)
+        # Its time is its trials' time: it started with its first trial, it ends with its last one's end.
+        ends = [o["end_time"] for o in ended.values() if o.get("end_time")]
+        self.client.set_terminated(parent, RunStatus.FINISHED, end_time=max(ends) if ends else None)
 
     # ---- the grid cell's best model ------------------------------------------------------------------
 

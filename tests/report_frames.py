@@ -42,14 +42,17 @@ def study(cells, baselines=(), trials=(), replicates=(), experiment="e") -> Stud
                  baselines, pairs, [], pd.DataFrame(list(replicates), columns=REPLICATE_COLUMNS))
 
 
-def baseline(pair, name, test_pcc, valid_pcc=0.1):
+def baseline(pair, name, test_pcc, valid_pcc=0.1, **extra):
+    """A baseline run's row; a simple model's choice as `extra` (model, input_transform, features, choice)."""
     return {"pair": pair, "pair_name": f"E{pair}A-E{pair}B", "baseline": name, "test_pcc": test_pcc,
-            "valid_pcc": valid_pcc, "input_transform": "raw"}
+            "valid_pcc": valid_pcc, "input_transform": "raw"} | extra
 
 
-def trial(grid_cell, run_id, status="completed", valid=0.5, test=0.4, seconds=10.0, **params):
+def trial(grid_cell, run_id, status="completed", valid=0.5, test=0.4, seconds=10.0, start=0, warm="", **params):
+    """A trial run's row: `start` orders a grid cell's trials (the run's start time), `warm` its warm_start_from."""
     return {"grid_cell": grid_cell, "run_id": run_id, "status": status, "best_valid_pcc": valid, "best_test_pcc": test,
-            "seconds": seconds, "params": {k: str(v) for k, v in params.items()}}
+            "seconds": seconds, "params": {k: str(v) for k, v in params.items()}, "start_time": start,
+            "warm_start_from": warm}
 
 
 def replicate(grid_cell, seed, pcc, of, status="completed"):

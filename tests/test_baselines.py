@@ -36,6 +36,7 @@ def sample_results(sample_pair):
     return {name: run_baseline(name, sample_pair, input_transform="log1p", seed=0) for name in BASELINE_NAMES}
 
 
+@pytest.mark.slow  # the module's fit of all three on the real sample: ~8 s
 @pytest.mark.parametrize("name", BASELINE_NAMES)
 def test_every_baseline_scores_the_real_sample(sample_results, name):
     result = sample_results[name]
@@ -57,11 +58,13 @@ def _assert_c_is_the_cv_argmax(search, chosen, folds=5):
     assert search.best_estimator_.named_steps["svr"].C == chosen
 
 
+@pytest.mark.slow  # sample_results: ~8 s
 def test_svr_c_is_chosen_by_cross_validation_over_the_grid(sample_results):
     result = sample_results["svr"]
     _assert_c_is_the_cv_argmax(result.model, result.c)
 
 
+@pytest.mark.slow  # sample_results: ~8 s
 def test_two_layer_svr_chooses_c_per_region_and_for_the_second_layer(sample_results):
     result = sample_results["svr2"]
     model = result.model
@@ -135,6 +138,7 @@ def test_bad_arguments_are_config_errors(sample_pair, kwargs, message):
         run_baseline(kwargs.pop("name"), sample_pair, **kwargs)
 
 
+@pytest.mark.slow  # linear and svr2 on the real sample: ~7 s
 def test_cli_prints_one_parseable_line_per_baseline(sample_dir, tmp_path, capsys):
     code = main(["baselines", "--data", str(sample_dir), "--pair", "Cell1", "Cell2", "--cache-dir", str(tmp_path),
                  "--baselines", "linear,svr2", "--input-transform", "log1p"])
@@ -146,6 +150,30 @@ def test_cli_prints_one_parseable_line_per_baseline(sample_dir, tmp_path, capsys
     assert all(m.group(2) == "Cell1-Cell2" and m.group(3) == "log1p" for m in matches)
     assert matches[0].group(8) == "none" and float(matches[1].group(8)) in C_GRID
     assert len(matches[1].group(11).split("=")[1].split(",")) == N_BINS // 20
+
+
+def test_cli_baseline_names_expand_groups_in_one_order():
+    from deepdiff.cli import baseline_names
+
+    assert baseline_names("all") == ["linear", "svr", "svr2", "ridge", "rbf_svr", "gboost", "best_simple"]
+    assert baseline_names("simple") == ["ridge", "rbf_svr", "gboost", "best_simple"]
+    assert baseline_names("best_simple, linear,paper") == ["linear", "svr", "svr2", "best_simple"]
+    with pytest.raises(ConfigError, match=re.escape("--baselines 'ridge,lasso': expected a comma-separated subset of "
+                                                    "linear,svr,svr2,ridge,rbf_svr,gboost,best_simple (or all, paper, simple)")):
+        baseline_names("ridge,lasso")
+
+
+@pytest.mark.slow  # every simple model's candidates on the real sample: ~15 CPU seconds
+def test_cli_prints_the_best_simple_model_after_the_models_asked_for(sample_dir, tmp_path, capsys):
+    assert main(["baselines", "--data", str(sample_dir), "--pair", "Cell1", "Cell2", "--cache-dir", str(tmp_path),
+                 "--baselines", "best_simple,ridge"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [line.split()[1] for line in lines] == ["baseline=ridge", "baseline=best_simple"]
+    ridge, best = (dict(field.split("=", 1) for field in line.split()[1:]) for line in lines)
+    assert best["model"] == "ridge" and best["candidates"] == "136" and ridge["candidates"] == "24"
+    assert {k: v for k, v in best.items() if k not in ("baseline", "candidates", "seconds")} == {
+        k: v for k, v in ridge.items() if k not in ("baseline", "candidates", "seconds")}
+    assert (best["input_transform"], best["features"], best["test_pcc"]) == ("log1p", "regions", "0.6795")
 
 
 @pytest.mark.parametrize("args, message", [
@@ -174,6 +202,7 @@ PAPER_SAMPLE_SCORES = {  # (valid PCC, test PCC) on the real sample, seed 0, bef
 }
 
 
+@pytest.mark.slow  # sample_results: ~8 s
 @pytest.mark.parametrize("name", BASELINE_NAMES)
 def test_paper_baselines_score_as_before_on_log1p(sample_results, name):
     result = sample_results[name]
@@ -366,7 +395,7 @@ def test_best_of_keeps_the_best_valid_pcc_every_candidate_and_the_total_time():
 
 def test_simple_result_line_is_parseable(log_pair):
     line = run_simple_model("ridge", log_pair, forms=("regions",)).line()
-    assert re.fullmatch(r"result simple=ridge pair=A-B input_transform=log1p features=regions params=alpha:[\d.e+]+ "
+    assert re.fullmatch(r"result baseline=ridge model=ridge pair=A-B input_transform=log1p features=regions params=alpha:[\d.e+]+ "
                         r"valid_pcc=[\d.]+ valid_mse=[\d.]+ test_pcc=[\d.]+ test_mse=[\d.]+ candidates=12 "
                         r"train_genes=240 seconds=[\d.]+", line), line
 

@@ -328,8 +328,11 @@ def test_synth_into_a_read_only_folder(tmp_path, capsys):
         (["synth", "{tmp}/s", "--split-fractions", "-1e-1", "0.5"],  # a negative value of a two-value flag
          "synth: split_fractions=(-0.1, 0.5): expected two positive train/valid shares summing below 1"),
         (["baselines", "--data", "{data}", "--pair", "Cell1", "Cell2", "--baselines", ""],
-         "--baselines '': expected a comma-separated subset of linear,svr,svr2"),
+         "--baselines '': expected a comma-separated subset of linear,svr,svr2,ridge,rbf_svr,gboost,best_simple "
+         "(or all, paper, simple)"),
         (["baselines", "--data", "{data}", "--pair", "Cell1", "Cell2", "--seed", "-1"], "--seed -1: expected an integer in [0, 2**32)"),
+        (["baselines", "--data", "{data}", "--pair", "Cell1", "Cell2", "--threads", "-1"],
+         "--threads -1: expected an integer >= 0 (0 = automatic)"),
         (["baselines", "--data", "{data}", "--pair", "Cell1", "Cell2", "--seed", str(2**32)],
          f"--seed {2**32}: expected an integer in [0, 2**32)"),
         (["baselines", "--data", "{data}", "--pair", "Cell1", "Cell2", "--jobs", "0"],

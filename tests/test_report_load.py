@@ -1,6 +1,7 @@
 """What the report reads from MLflow (`deepdiff_study.report.load`) and `write_report` over it, on a study
-logged by hand with MlflowClient (no Ray, no training): two pairs, raw_d and aux grid cells, trials,
-baselines (one logged twice, one failed), replicate runs; names with markup in them. Also
+logged by hand with MlflowClient (no Ray, no training): two pairs, raw_d and aux grid cells, trials (one a
+warm start), baselines (one logged twice, one failed; the paper's under the metric names of older studies,
+the simple models' under best_valid_pcc / best_test_pcc), replicate runs; names with markup in them. Also
 `records.decode_search_space`, the reader of the grid cells' search-space tag."""
 
 import json
@@ -36,6 +37,7 @@ TRIALS = {  # grid cell -> (valid, test, lr, batch_size, dropout, seconds per ep
 STATUSES = ("completed", "pruned", "failed")
 BASELINES = {(1, "linear"): 0.30, (1, "svr"): 0.35, (1, "svr2"): 0.25, (2, "linear"): 0.2, (2, "svr"): 0.3, (2, "svr2"): 0.5}
 REPLICATES = {"p1-raw_d": (0.41, 0.47), "p1-aux-regression": (0.55, 0.58)}  # seeds 1, 2 of the best trial
+SIMPLE = {"ridge": (0.70, 0.62), "best_simple": (0.70, 0.62)}  # (valid, test) of pair 1's simple-model runs
 
 
 def _run(client, exp_id, tags, *, metrics=(), params=None, status="FINISHED"):
@@ -64,8 +66,10 @@ def store(tmp_path_factory):
             tags[Tag.SEARCH_SPACE] = "[{\"name\": \"lr\"}]"
         parent = _run(client, exp_id, tags, status="FINISHED")
         for i, ((valid, test, lr, batch, dropout, seconds), status) in enumerate(zip(TRIALS[cell.key], STATUSES)):
+            warm = {Tag.WARM_START_FROM: "p1-raw_d/p1-raw_d-1"} if (cell.key, i) == ("p2-raw_d", 1) else {}
             run_id = _run(client, exp_id, {Tag.KIND: Kind.TRIAL, Tag.GRID_CELL: cell.key, Tag.VARIANT: cell.variant,
-                                           Tag.STATUS: status, Tag.TRIAL_ID: f"{cell.key}-{i}", "mlflow.parentRunId": parent},
+                                           Tag.STATUS: status, Tag.TRIAL_ID: f"{cell.key}-{i}", "mlflow.parentRunId": parent,
+                                           **warm},
                           metrics=[("best_valid_pcc", valid, len(seconds)), ("best_test_pcc", test, len(seconds)),
                                    *[("seconds", s, e + 1) for e, s in enumerate(seconds)]],
                           params={"variant": cell.variant, "lr": lr, "batch_size": batch, "dropout": dropout, "seed": 0},
@@ -79,6 +83,11 @@ def store(tmp_path_factory):
         _run(client, exp_id, tags, metrics=[("test_pcc", pcc, 0), ("valid_pcc", pcc, 0)], params={"input_transform": "raw"})
     _run(client, exp_id, {Tag.KIND: Kind.BASELINE, Tag.PAIR: "2", Tag.BASELINE: "svr2"},
          metrics=[("test_pcc", 0.0, 0)], status="FAILED")
+    for name, (valid, test) in SIMPLE.items():
+        _run(client, exp_id, {Tag.KIND: Kind.BASELINE, Tag.PAIR: "1", Tag.PAIR_NAME: PAIRS[1].name, Tag.BASELINE: name},
+             metrics=[("best_valid_pcc", valid, 0), ("best_test_pcc", test, 0), ("valid_pcc", valid, 0), ("test_pcc", test, 0)],
+             params={"model": "ridge", "input_transform": "log1p", "features": "regions", "alpha": "100",
+                     "candidates": "24", "train_genes": "200", "seed": "0"})
     for key, pccs in REPLICATES.items():
         for seed, pcc in zip((1, 2), pccs):
             _run(client, exp_id, {Tag.KIND: Kind.REPLICATE, Tag.GRID_CELL: key, Tag.SEED: str(seed), Tag.STATUS: "completed",
@@ -101,9 +110,14 @@ def test_the_study_as_read(store):
     assert cells.loc["p1-aux-regression", "search_space"] is None and cells.loc["p1-raw_d", "model"] is None
     assert list(study.pairs["label"]) == ["E123 K562 vs E003 H1", "E116 vs E003"]
     assert study.baselines[["pair", "baseline", "test_pcc"]].values.tolist() == [
-        [1, "linear", 0.30], [2, "linear", 0.2], [1, "svr", 0.35], [2, "svr", 0.3], [1, "svr2", 0.25], [2, "svr2", 0.5]]
+        [1, "linear", 0.30], [2, "linear", 0.2], [1, "svr", 0.35], [2, "svr", 0.3], [1, "svr2", 0.25], [2, "svr2", 0.5],
+        [1, "ridge", 0.62], [1, "best_simple", 0.62]]
+    simple = study.baselines.set_index("baseline").loc["best_simple"]
+    assert (simple["valid_pcc"], simple["model"], simple["features"], simple["choice"]) == (0.70, "ridge", "regions", "alpha=100")
+    assert study.baselines[study.baselines["baseline"] == "svr"]["choice"].isna().all()  # no C logged by hand
     trials = study.trials.set_index("run_id")
     assert trials.loc[store["best"]["p1-raw_d"], "seconds"] == 4.5 and len(trials) == 12
+    assert (trials["warm_start_from"] != "").sum() == 1 and trials["start_time"].notna().all()
     assert sorted(study.replicates["seed"]) == [1, 1, 2, 2, 3, 3, 4, 4]
     assert cells.loc["p2-aux-regression", "search_space_problem"] == (
         f"grid-cell run {cells.loc['p2-aux-regression', 'cell_run_id']} tag search_space: item 0 needs a name and a "
@@ -126,19 +140,25 @@ def test_write_report_writes_every_file_and_logs_them(store, tmp_path):
     tests = pd.read_csv(out / "replicate_tests.csv").set_index(["comparison", "against"])
     assert tests.loc[("Aux", "Raw:d"), "mean_diff"] == pytest.approx(np.mean([0.55 - 0.41, 0.58 - 0.47]))
     assert tests.loc[("Aux", "SVR (two layers)"), "mean_diff"] == pytest.approx(np.mean([0.55, 0.58]) - 0.25)
+    # with replicates, Table 3 is of the mean over seeds (pair 1), a grid cell without them keeps its run (pair 2)
     t3 = pd.read_csv(out / "table3.csv").set_index("variant")
-    assert t3.loc["aux", "pair 1"] == pytest.approx(100 * (0.52 - 0.25) / 0.25)
-    assert t3.loc["raw_d", "pair 2"] == pytest.approx(100 * (0.33 - 0.5) / 0.5)
+    assert t3.loc["aux", "pair 1"] == pytest.approx(100 * (np.mean([0.55, 0.58]) - 0.25) / 0.25)
+    assert t3.loc["aux", "pair 1 sd"] == pytest.approx(100 * np.std([0.55, 0.58], ddof=1) / 0.25)
+    assert t3.loc["raw_d", "pair 2"] == pytest.approx(100 * (0.33 - 0.5) / 0.5) and np.isnan(t3.loc["raw_d", "pair 2 sd"])
+    against = pd.read_csv(out / "against_baselines.csv").set_index(["pair", "variant"])
+    assert against.loc[(1, "aux"), "simple_side"] == "below" and against.loc[(1, "aux"), "simple_pcc"] == 0.62
     importance = pd.read_csv(out / "importance.csv")
-    assert set(importance["grid_cell"]) == {"p1-raw_d", "p2-raw_d"} and set(importance["trials"]) == {2}
+    assert importance.empty  # 2 scored trials per grid cell: below the threshold
     html = (out / "index.html").read_text()
     assert EXPERIMENT not in html and f"<h1>DeepDiff ablation study: {markupsafe.escape(EXPERIMENT)}</h1>" in html
     assert "No attention maps: no grid cell has a stored model (their runs have no model artifact" in html
-    assert ("No importances for 1 grid cell(s) whose runs record no search space (a study recorded before it was; "
-            "its log scales are not guessed): p1-aux-regression.") in html
-    assert "p2-aux-regression: grid-cell run " in html and "got {&#39;name&#39;: &#39;lr&#39;}; importance skipped." in html
+    assert ("Hyperparameter importance omitted for 4 of 4 grid cell(s): they have fewer than 10 scored trials (at "
+            "most 2)") in html
+    assert "<b>Means over seeds.</b>" in html and "2 grid cell(s) without replicates show their one run." in html
     cost = pd.read_csv(out / "cost.csv").set_index("grid_cell")
-    assert cost.loc["p1-raw_d", ["trials", "pruned", "failed", "trial_seconds"]].tolist() == [3, 1, 1, 3.0 + 4.0 + 2.0 + 2.5 + 1.0]
+    assert cost.loc["p1-raw_d", ["trials", "pruned", "failed"]].tolist() == [3, 1, 1]
+    assert cost.loc["p1-raw_d", "trial_hours"] == pytest.approx((3.0 + 4.0 + 2.0 + 2.5 + 1.0) / 3600)
+    assert cost.loc["p1-raw_d", "trials_to_best"] == 2 and cost.loc["p2-raw_d", "warm_starts"] == 1
 
 
 @pytest.mark.slow

@@ -1,5 +1,5 @@
-"""The report's statistics on hand-made DataFrames: Table 3, the axes, cost and the replicate tables,
-each against a hand computation (no MLflow, no files)."""
+"""The report's statistics on hand-made DataFrames: Table 3, each variant against both baselines, the axes,
+cost, and the means over seeds and replicate tables, each against a hand computation (no MLflow, no files)."""
 
 import math
 
@@ -9,7 +9,7 @@ from scipy.stats import wilcoxon
 
 from report_frames import baseline, cell, replicate, study, trial
 from deepdiff.variants import VARIANTS, VariantSpec
-from deepdiff_study.report import stats
+from deepdiff_study.report import seeds, stats
 
 
 def _two_pairs():
@@ -75,15 +75,34 @@ def test_an_eighth_variant_is_one_row_of_the_table(monkeypatch):
     assert list(stats.axes_table(s)["comparison"]) == ["Raw:c+Aux vs Raw:d"]
 
 
-def test_cost_sums_trial_seconds_and_counts_outcomes():
+def test_cost_is_trial_hours_and_what_the_search_took_to_reach_its_best():
     key = "p1-raw_d"
-    s = study([cell(1, "raw_d", valid=0.5, test=0.4), cell(1, "raw_c", valid=0.5, test=math.nan)], trials=[
-        trial(key, "a", seconds=1800.0), trial(key, "b", "pruned", seconds=900.0), trial(key, "c", "failed", seconds=0.0),
-        trial("p1-raw_c", "d", "failed", seconds=0.0)])
+    s = study([cell(1, "raw_d", valid=0.6, test=0.4), cell(1, "raw_c", valid=0.5, test=math.nan)], trials=[
+        trial(key, "a", valid=0.5, seconds=1800.0, start=1), trial(key, "c", "failed", seconds=0.0, start=3),
+        trial(key, "b", "pruned", valid=0.6, seconds=900.0, start=2, warm="p1-raw/t7"),  # reached the best 2nd
+        trial(key, "d", valid=0.6, seconds=3600.0, start=4),  # reached it again, later
+        trial("p1-raw_c", "e", "failed", seconds=0.0)])
     cost = stats.cost_table(s).set_index("grid_cell")
-    assert cost.loc[key, ["trials", "pruned", "failed"]].tolist() == [3, 1, 1]
-    assert cost.loc[key, "trial_seconds"] == 2700.0 and cost.loc[key, "pcc_per_trial_hour"] == pytest.approx(0.4 / 0.75)
-    assert math.isnan(cost.loc["p1-raw_c", "pcc_per_trial_hour"])
+    assert "pcc_per_trial_hour" not in cost.columns
+    assert cost.loc[key, ["trials", "pruned", "failed", "warm_starts"]].tolist() == [4, 1, 1, 1]
+    assert cost.loc[key, "trial_hours"] == pytest.approx(1.75) and cost.loc[key, "best_test_pcc"] == 0.4
+    assert cost.loc[key, "trials_to_best"] == 2 and cost.loc[key, "hours_to_best"] == pytest.approx(0.75)
+    assert cost.loc[key, "best_from"] == "p1-raw/t7"
+    assert math.isnan(cost.loc["p1-raw_c", "trials_to_best"]) and cost.loc["p1-raw_c", "best_from"] == ""
+    assert stats.study_trial_hours(s) == pytest.approx(1.75)
+
+
+def test_each_variant_against_both_baselines_single_runs():
+    s = seeds.with_seeds(study(
+        [cell(1, "raw_d", valid=0.5, test=0.60), cell(1, "aux", "regression", valid=0.6, test=0.70)],
+        [baseline(1, "svr2", 0.58), baseline(1, "best_simple", 0.68, model="ridge")]))
+    rows = stats.against_baselines(s).set_index("variant")
+    assert list(rows.index) == ["raw_d", "aux"] and set(rows["seeds"]) == {1}
+    assert rows.loc["raw_d", "vs_svr2"] == pytest.approx(0.02) and rows.loc["raw_d", "svr2_side"] == "above"
+    assert rows.loc["raw_d", "vs_simple"] == pytest.approx(-0.08) and rows.loc["raw_d", "simple_side"] == "below"
+    assert rows.loc["aux", "simple_side"] == "above"
+    bare = stats.against_baselines(seeds.with_seeds(study([cell(1, "raw_d", valid=0.5, test=0.6)])))
+    assert bare["simple_side"].tolist() == [""] and math.isnan(bare["simple_pcc"].iloc[0])
 
 
 def _replicated(pairs):
@@ -96,37 +115,77 @@ def _replicated(pairs):
                      replicate(a["grid_cell"], seed, pa + pair / 100, a["run_id"])]
         reps += [replicate(d["grid_cell"], 4, 0.9, "an older best trial"),  # not of the current best trial
                  replicate(d["grid_cell"], 5, 0.9, d["run_id"], status="failed")]
-    return study(cells, [baseline(p, "svr2", 0.3) for p in pairs], replicates=reps)
+    return study(cells, [baseline(p, "svr2", 0.3) for p in pairs] + [baseline(p, "best_simple", 0.55) for p in pairs],
+                 replicates=reps)
+
+
+def test_with_seeds_every_test_pcc_is_the_mean_over_the_fresh_seeds():
+    s = seeds.with_seeds(_replicated([1]))
+    assert seeds.with_seeds(s) is s  # applied twice, the same
+    cells = s.cells.set_index("grid_cell")
+    aux = [0.56, 0.51, 0.62]
+    assert cells.loc["p1-aux-regression", "best_test_pcc"] == pytest.approx(np.mean(aux))
+    assert cells.loc["p1-aux-regression", "search_test_pcc"] == 0.5  # the search's run is kept aside, not a seed
+    assert cells.loc["p1-aux-regression", "test_sd"] == pytest.approx(np.std(aux, ddof=1))
+    assert (cells.loc["p1-aux-regression", "test_min"], cells.loc["p1-aux-regression", "test_max"]) == (0.51, 0.62)
+    assert cells.loc["p1-aux-regression", "seeds"] == 3 and cells.loc["p1-raw_d", "seed_test_pccs"] == {
+        1: pytest.approx(0.41), 2: pytest.approx(0.43), 3: pytest.approx(0.39)}
+    assert cells.loc["p1-aux-regression", "best_valid_pcc"] == 0.6  # selection stays on the search's valid PCC
+    assert stats.has_seeds(s.cells) and not stats.has_seeds(seeds.with_seeds(study([cell(1, "raw_d", valid=0.5)])).cells)
+
+
+def test_table3_and_the_comparisons_use_the_mean_over_seeds_and_its_spread():
+    s = seeds.with_seeds(_replicated([1]))
+    t3 = stats.table3(s).set_index("variant")
+    assert list(t3.columns) == ["pair 1", "pair 1 sd", "mean", "median"]
+    aux = np.array([0.56, 0.51, 0.62])
+    assert t3.loc["aux", "pair 1"] == pytest.approx(100 * (aux.mean() - 0.3) / 0.3)
+    assert t3.loc["aux", "pair 1 sd"] == pytest.approx(100 * aux.std(ddof=1) / 0.3)
+    rows = stats.against_baselines(s).set_index("variant")
+    assert rows.loc["aux", "test_pcc"] == pytest.approx(aux.mean()) and rows.loc["aux", "seeds"] == 3
+    assert rows.loc["aux", "simple_side"] == "both sides"  # seeds 0.51 .. 0.62 around the simple model's 0.55
+    assert rows.loc["raw_d", "simple_side"] == "below" and rows.loc["aux", "svr2_side"] == "above"
+
+
+def test_one_matched_grid_cell_with_seeds_is_compared_over_its_seeds():
+    s = seeds.with_seeds(_replicated([1]))
+    row = stats.axes_table(s).set_index("comparison").loc["Aux vs Raw:d"]
+    diffs = np.array([0.55 - 0.40, 0.50 - 0.42, 0.61 - 0.38])
+    assert (row["n"], row["over"]) == (3, "seeds of pair 1") and row["mean_diff"] == pytest.approx(diffs.mean())
+    assert row["ci_low"] > 0 and "n=3 seeds of pair 1" in row["sentence"]
+    single = stats.axes_table(_replicated([1])).set_index("comparison").loc["Aux vs Raw:d"]  # without with_seeds
+    assert (single["n"], single["over"]) == (1, "grid cells")
 
 
 def test_replicate_table_is_mean_and_sample_sd_over_the_best_trials_seeds():
     s = _replicated([1])
-    runs = stats.replicate_runs(s)
+    runs = seeds.replicate_runs(s)
     assert sorted(set(runs["seed"])) == [1, 2, 3]
-    table = stats.replicate_table(s, runs).set_index("grid_cell")
+    table = seeds.replicate_table(s, runs).set_index("grid_cell")
     aux = [0.56, 0.51, 0.62]
     assert table.loc["p1-aux-regression", "seeds"] == "1 2 3" and table.loc["p1-aux-regression", "n"] == 3
     assert table.loc["p1-aux-regression", "mean_test_pcc"] == pytest.approx(np.mean(aux))
     assert table.loc["p1-aux-regression", "sd_test_pcc"] == pytest.approx(np.std(aux, ddof=1))
     assert table.loc["p1-aux-regression", "study_test_pcc"] == 0.5
+    assert seeds.replicate_table(seeds.with_seeds(s), runs).equals(table.reset_index())  # the search's run either way
 
 
 def test_replicate_tests_over_the_seeds_of_one_pair():
     s = _replicated([1])
-    tests = stats.replicate_tests(s, stats.replicate_runs(s)).set_index(["comparison", "against"])
+    tests = seeds.replicate_tests(s, seeds.replicate_runs(s)).set_index(["comparison", "against"])
     assert list(tests.index) == [("Raw:d", "SVR (two layers)"), ("Aux", "Raw:d"), ("Aux", "SVR (two layers)")]
     diffs = np.array([0.55 - 0.40, 0.50 - 0.42, 0.61 - 0.38])
     row = tests.loc[("Aux", "Raw:d")]
     assert (row["over"], row["n"]) == ("seeds of pair 1", 3) and row["mean_diff"] == pytest.approx(diffs.mean())
     assert row["wilcoxon_p"] == pytest.approx(wilcoxon(diffs).pvalue) == 0.25
-    assert row["sentence"].endswith("with n=3 no p below 0.25 is possible, so this cannot show a difference at the 5% level.")
+    assert row["smallest_possible_p"] == 0.25
     assert tests.loc[("Aux", "SVR (two layers)"), "mean_diff"] == pytest.approx(np.mean([0.56, 0.51, 0.62]) - 0.3)
 
 
 def test_replicate_tests_over_pairs_use_each_pairs_mean():
     s = _replicated([1, 2])
-    tests = stats.replicate_tests(s, stats.replicate_runs(s)).set_index(["comparison", "against"])
+    tests = seeds.replicate_tests(s, seeds.replicate_runs(s)).set_index(["comparison", "against"])
     row = tests.loc[("Aux", "Raw:d")]
     assert (row["over"], row["n"]) == ("pairs (means over seeds)", 2)
     assert row["mean_diff"] == pytest.approx(np.mean([0.55, 0.50, 0.61]) - np.mean([0.40, 0.42, 0.38]))
-    assert stats.smallest_wilcoxon_p(2) == 0.5 and stats.smallest_wilcoxon_p(6) == 2 / 64
+    assert seeds.smallest_wilcoxon_p(2) == 0.5 and seeds.smallest_wilcoxon_p(6) == 2 / 64

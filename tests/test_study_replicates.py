@@ -51,6 +51,7 @@ def test_replicates_train_each_grid_cell_twice_once_and_the_report_is_the_runs(s
         best = study["client"].get_run(cell.data.tags["best_run_id"])
         assert rep.data.tags["replicate_of"] == best.info.run_id and rep.data.tags["status"] == "completed"
         assert rep.info.status == "FINISHED" and rep.data.tags["imitates"] == "E123-E003"
+        assert rep.data.tags["mlflow.parentRunId"] == cell.info.run_id  # nested under its grid cell, beside its trials
         assert {k: v for k, v in rep.data.params.items() if k != "seed"} == {
             k: v for k, v in best.data.params.items() if k != "seed"}
     capsys.readouterr()
@@ -79,11 +80,16 @@ def test_replicates_train_each_grid_cell_twice_once_and_the_report_is_the_runs(s
     row = tests.loc[("Aux", "Raw:d")]
     assert (row["over"], row["n"]) == ("seeds of pair 1", 2) and row["mean_diff"] == pytest.approx(np.mean(diffs))
     assert float(row["wilcoxon_p"]) == pytest.approx(wilcoxon(diffs).pvalue)
-    svr2 = [r for r in _runs(study, Kind.BASELINE) if r.data.tags["baseline"] == "svr2"][0].data.metrics["test_pcc"]
+    svr2 = [r for r in _runs(study, Kind.BASELINE) if r.data.tags["baseline"] == "svr2"][0].data.metrics["best_test_pcc"]
     assert tests.loc[("Aux", "SVR (two layers)"), "mean_diff"] == pytest.approx(np.mean([pcc[(aux, s)] - svr2 for s in (1, 2)]))
     page = (report / "index.html").read_text()
-    for sentence in pd.read_csv(report / "replicate_tests.csv")["sentence"]:
-        assert sentence.replace("'", "&#x27;") in page
+    # the top of the page: means over the 2 seeds, the first table's test PCCs as mean +- sd
+    assert "<b>Means over seeds.</b> Every test PCC on this page is the mean over 2 fresh training runs" in page
+    assert "Single runs." not in page
+    first = page.split("<h2>Each variant against the baselines</h2>", 1)[1].split("</table>", 1)[0]
+    raw_d = (pcc[("p1-raw_d", 1)], pcc[("p1-raw_d", 2)])
+    assert f"<td>{np.mean(raw_d):.3f} \u00b1 {np.std(raw_d, ddof=1):.3f}</td>" in first
+    assert "no p-value can fall below 0.5" in page  # the paired tests over 2 seeds, said once
     for link in re.findall(r"""(?:src|href)=['"]([^'"]+)['"]""", page):
         assert (report / link).is_file(), link
 

@@ -57,6 +57,7 @@ from deepdiff.errors import ConfigError
 from deepdiff.metrics import mse, pcc
 
 Params = tuple[tuple[str, Any], ...]  # one hyperparameter setting, ((name, value), ...) in the grid's order
+BEST_SIMPLE = "best_simple"  # the name of a pair's best simple model (`best_simple_model`) in tables, MLflow, the CLI
 
 
 def _grid(**axes: tuple) -> tuple[Params, ...]:
@@ -133,11 +134,13 @@ class SimpleResult:
     def hyperparameters(self) -> dict[str, Any]:
         return dict(self.params)
 
-    def line(self) -> str:
-        """One parseable stdout line for this result (``result simple=...``), like `BaselineResult.line`."""
+    def line(self, name: str | None = None) -> str:
+        """One parseable stdout line for this result, ``result baseline=NAME model=MODEL ...`` like
+        `BaselineResult.line` (NAME: `name`, e.g. `BEST_SIMPLE`, else the model's own)."""
         fields = {
-            "simple": self.model, "pair": self.pair, "input_transform": self.input_transform,
-            "features": self.features, "params": ",".join(f"{k}:{v:g}" for k, v in self.params),
+            "baseline": name or self.model, "model": self.model, "pair": self.pair,
+            "input_transform": self.input_transform, "features": self.features,
+            "params": ",".join(f"{k}:{v:g}" for k, v in self.params),
             "valid_pcc": f"{self.valid_pcc:.4f}", "valid_mse": f"{self.valid_mse:.4f}",
             "test_pcc": f"{self.test_pcc:.4f}", "test_mse": f"{self.test_mse:.4f}",
             "candidates": len(self.candidates), "train_genes": self.train_genes, "seconds": f"{self.seconds:.2f}",

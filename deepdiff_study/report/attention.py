@@ -7,6 +7,12 @@ The model is the grid-cell artifact ``model/best.pt`` (`records.MODEL_ARTIFACT`)
 in kb from the TSS) and mark attention as bars. The pair's data is found from the grid cell's ``data``
 tag (a synthetic pair is regenerated from its recorded settings if its folder is gone). Without a model
 or the data the section is one sentence saying why, never an error. torch is imported at call time only.
+
+The words follow the data (`mark_words`, `bin_words`, pure functions of the arrays): attention is "close
+to uniform" unless a mark's (a bin's) mean weight departs from uniform (1/M over the M channels of an
+encoder; 1/T over the T bins) by more than its spread (sd) across the genes averaged; only marks and bins
+that depart are named, with their sd. The figures' colour scales are anchored on uniform (see
+`deepdiff_study.report.figures`).
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ if TYPE_CHECKING:
 
 ATTENTION_FILES = ("attention_bins.png", "attention_marks.png", "attention_marks.csv")  # when a model and data are there
 ATTENTION_GENES = 20  # most up- and most down-regulated test genes averaged (fewer: half the test genes each)
+ROUNDING = 1e-6  # a departure from uniform below this share of uniform is float rounding, never "departs"
 
 
 @dataclass
@@ -77,22 +84,83 @@ def attention_section(study: Study, out: Path, pair: int | None) -> AttentionPar
              for channel, value in zip(maps.mark_channels[path], beta.mean(axis=0))]
     pd.DataFrame(marks).to_csv(out / "attention_marks.csv", index=False)
     main = next(iter(up.mark_attention))
-    top = {g: max(((c, float(v)) for c, v in zip(m.mark_channels[main], m.mark_attention[main].mean(axis=0))),
-                  key=lambda cv: cv[1]) for g, m in (("up", up), ("down", down))}
     model = (f"the best stored model of pair {int(cell.pair)} (grid cell {cell.grid_cell}, "
              f"{info['variant']}, its best trial's model at epoch {info['epoch']}, "
-             f"test PCC {float(cell.best_test_pcc):.3f}; {info['pair_label']})")
+             f"test PCC {float(getattr(cell, 'search_test_pcc', cell.best_test_pcc)):.3f}; {info['pair_label']})")
     genes = (f"the {k} most up-regulated and the {k} most down-regulated of its {info['test_genes']} test genes "
              f"(true log2 fold change of {info['cell_b']} vs {info['cell_a']})")
+    bins = bin_words({path: {"up": up.bin_attention[path], "down": down.bin_attention[path]} for path in up.bin_attention},
+                     {path: up.bin_channels[path] for path in up.bin_attention}, up.n_bins)
+    marks = mark_words({"up": up.mark_attention[main], "down": down.mark_attention[main]}, up.mark_channels[main])
     return AttentionPart(files=list(ATTENTION_FILES), sentences={
         "attention_bins.png": (f"Where along the promoter region {model} looks, averaged over {genes}: one heat map per "
-                               "encoder, one row per histone mark, the 200 bins from -10 to +10 kb around the TSS; 1 is "
-                               "uniform attention, brighter bins weigh more in the prediction."),
-        "attention_marks.png": (f"How much the same model weighs each mark (mark attention, mean over the same genes; "
-                                f"{PATH_TITLES[main].format(**info)}): for up-regulated genes {top['up'][0]} most "
-                                f"({top['up'][1]:.3f}), for down-regulated genes {top['down'][0]} ({top['down'][1]:.3f}); "
-                                f"uniform would be {1 / len(up.mark_channels[main]):.3f}. Values in attention_marks.csv."),
+                               "encoder, one row per histone mark, the 200 bins from -10 to +10 kb around the TSS; "
+                               f"white is uniform attention (1 x uniform), red more, blue less. {bins}"),
+        "attention_marks.png": (f"How much the same model weighs each mark (mark attention, mean over the same genes, "
+                                f"bars: sd across genes; {PATH_TITLES[main].format(**info)}): {marks} Values in "
+                                "attention_marks.csv."),
     })
+
+
+def _spread(values: np.ndarray) -> np.ndarray:
+    """The sd across genes (axis 0; ddof 1, or 0 for one gene)."""
+    return values.std(axis=0, ddof=1 if len(values) > 1 else 0)
+
+
+def mark_words(groups: dict[str, np.ndarray], channels: Any) -> str:
+    """A sentence on one encoder's mark attention: `groups` maps "up" / "down" to (genes, M) weights (each
+    row sums to 1). Close to uniform (1/M) unless a mark's mean over genes departs from it by more than its
+    sd across genes; then those marks, with mean and sd."""
+    channels = [str(c) for c in channels]
+    uniform = 1.0 / len(channels)
+    means = {g: beta.mean(axis=0) for g, beta in groups.items()}
+    sds = {g: _spread(beta) for g, beta in groups.items()}
+    departs = [(g, c, float(m), float(s)) for g in groups for c, m, s in zip(channels, means[g], sds[g])
+               if abs(m - uniform) > max(s, ROUNDING * uniform)]
+    if not departs:
+        low = min(float(m.min()) for m in means.values())
+        high = max(float(m.max()) for m in means.values())
+        return (f"close to uniform: every mark gets between {low:.3f} and {high:.3f} (uniform {uniform:.3f}), "
+                f"within its spread across genes (sd up to {max(float(s.max()) for s in sds.values()):.3f}).")
+    said = []
+    for group in groups:
+        mine = sorted((d for d in departs if d[0] == group), key=lambda d: -d[2])
+        if mine:
+            said.append(f"for {group}-regulated genes " + ", ".join(
+                f"{c} {m:.3f} ({'above' if m > uniform else 'below'} uniform; sd {s:.3f})" for _, c, m, s in mine))
+    return (f"departs from uniform ({uniform:.3f}) by more than its spread across genes: " + "; ".join(said) +
+            "; every other mark is within its spread.")
+
+
+def bin_words(groups: dict[str, dict[str, np.ndarray]], channels: dict[str, Any], n_bins: int) -> str:
+    """A sentence on bin attention: `groups` maps each Level I path to "up" / "down" -> (genes, channels, T)
+    weights (each channel's T bins sum to 1). Close to uniform (1/T) unless a bin's mean over genes departs
+    from it by more than its sd across genes; then how many bins do, and the largest departure."""
+    from deepdiff.attention import bin_centers_kb
+
+    centers = bin_centers_kb(n_bins)
+    departing, total, extreme, ratios = 0, 0, None, []
+    for path, by_group in groups.items():
+        for group, alpha in by_group.items():
+            scaled = alpha * n_bins  # 1 = uniform
+            mean, sd = scaled.mean(axis=0), _spread(scaled)
+            ratios += [float(mean.min()), float(mean.max())]
+            mask = np.abs(mean - 1.0) > np.maximum(sd, ROUNDING)
+            departing += int(mask.sum())
+            total += mask.size
+            if mask.any():
+                excess = np.where(mask, np.abs(mean - 1.0) - np.maximum(sd, ROUNDING), -np.inf)
+                ch, b = np.unravel_index(int(np.argmax(excess)), excess.shape)
+                if extreme is None or excess[ch, b] > extreme[0]:
+                    extreme = (float(excess[ch, b]), path, group, str(channels[path][ch]), float(centers[b]),
+                               float(mean[ch, b]), float(sd[ch, b]))
+    if extreme is None:
+        return (f"The attention is close to uniform: no bin's mean weight departs from uniform by more than its "
+                f"spread across genes (means from {min(ratios):.2f} to {max(ratios):.2f} x uniform).")
+    _, path, group, channel, kb, mean, sd = extreme
+    return (f"{departing} of {total} bin means depart from uniform by more than their spread across genes; the "
+            f"clearest: {channel} at {kb:+.1f} kb in {PATH_TITLES[path].split(' (')[0]} for {group}-regulated genes "
+            f"({mean:.2f} x uniform, sd across genes {sd:.2f}).")
 
 
 def _attention_maps(study: Study, cell: Any):

@@ -1,11 +1,15 @@
 """The report's figures (matplotlib, Agg backend, imported at call time), each written to one PNG:
 
 - `plot_by_variant` (``test_pcc_by_variant.png``, the paper's Figure 2 style): test PCC of each variant's
-  best grid cell per pair, their mean, the baselines as extra columns;
+  best grid cell per pair (with seeds: the mean, an error bar of +-1 sd over seeds), their mean, the
+  paper's baselines and the best simple model as extra columns;
 - `plot_aux_mode` (``aux_mode.png``): regression vs classification aux heads, matched grid cells joined;
 - `plot_margin` (``margin.png``): best test PCC against the contrastive margin;
 - `plot_bin_attention` / `plot_mark_attention` (``attention_bins.png`` / ``attention_marks.png``): the
-  attention maps `deepdiff_study.report.attention` computed.
+  attention maps `deepdiff_study.report.attention` computed, their scales anchored on uniform attention
+  (a diverging map white at 1 x uniform spanning at least 0..2 x uniform; bars from 0 to at least twice
+  uniform, with the sd across genes), so that flat attention looks flat;
+- `plot_importance` (``importance.png``): fANOVA importances as a heat map, grid cells x params.
 """
 
 from __future__ import annotations
@@ -17,8 +21,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from deepdiff_study.records import NOT_APPLICABLE
-from deepdiff_study.report.names import baseline_label, variant_label
-from deepdiff_study.report.stats import variant_best, variants_in
+from deepdiff_study.report.names import MODEL_LABELS, baseline_label, variant_label
+from deepdiff_study.report.stats import has_seeds, variant_best, variants_in
 
 if TYPE_CHECKING:
     from deepdiff_study.report.load import Study
@@ -44,23 +48,34 @@ def _pair_colors(study: Study) -> dict[int, Any]:
 
 
 def plot_by_variant(study: Study, path: Path) -> None:
-    """Test PCC of each variant's best grid cell per pair (points) and their mean (bar), baselines as extra columns."""
+    """Test PCC of each variant's best grid cell per pair (points; with seeds the mean over them and +-1 sd)
+    and their mean over pairs (bar), the paper's baselines and the best simple model as extra columns."""
     plt = _pyplot()
     best = variant_best(study.cells)
+    seeded = has_seeds(best)
     variants = variants_in(best["variant"])
-    columns = [(variant_label(v), best[best["variant"] == v][["pair", "best_test_pcc"]].to_numpy()) for v in variants]
-    columns += [(baseline_label(b), study.baselines[study.baselines["baseline"] == b][["pair", "test_pcc"]].to_numpy())
-                for b in study.baselines["baseline"].unique()]  # in deepdiff.baselines' order (`load`)
+    sd = "test_sd" if "test_sd" in best.columns else None
+
+    def points(frame, pcc: str, spread: str | None):
+        return [(int(r["pair"]), float(r[pcc]), float(r[spread]) if spread else math.nan) for _, r in frame.iterrows()]
+
+    columns = [(variant_label(v), points(best[best["variant"] == v], "best_test_pcc", sd)) for v in variants]
+    # every baseline but the single simple models, which the best simple model stands for (`load`'s order)
+    columns += [(baseline_label(b), points(study.baselines[study.baselines["baseline"] == b], "test_pcc", None))
+                for b in study.baselines["baseline"].unique() if b not in MODEL_LABELS]
     colors = _pair_colors(study)
     fig, ax = plt.subplots(figsize=(max(6.5, 0.9 * len(columns) + 2), 5.0))
     labelled = set()
-    for x, (_, points) in enumerate(columns):
-        for k, (pair, pcc) in enumerate(points):
-            jitter = (k - (len(points) - 1) / 2) * 0.06
-            label = None if int(pair) in labelled else f"pair {int(pair)}"
-            labelled.add(int(pair))
-            ax.scatter(x + jitter, pcc, color=colors.get(int(pair), "grey"), s=28, zorder=3, label=label)
-        finite = [p for _, p in points if math.isfinite(p)]
+    for x, (_, pts) in enumerate(columns):
+        for k, (pair, pcc, spread) in enumerate(pts):
+            jitter = (k - (len(pts) - 1) / 2) * 0.06
+            label = None if pair in labelled else f"pair {pair}"
+            labelled.add(pair)
+            color = colors.get(pair, "grey")
+            if math.isfinite(spread):
+                ax.errorbar(x + jitter, pcc, yerr=spread, color=color, capsize=3, linewidth=1, zorder=3)
+            ax.scatter(x + jitter, pcc, color=color, s=28, zorder=3, label=label)
+        finite = [p for _, p, _ in pts if math.isfinite(p)]
         if finite:
             ax.hlines(np.mean(finite), x - 0.3, x + 0.3, color="black", linewidth=2, zorder=4,
                       label="mean over pairs" if x == 0 else None)
@@ -69,7 +84,9 @@ def plot_by_variant(study: Study, path: Path) -> None:
     ax.set_xticks(range(len(columns)), [c for c, _ in columns], rotation=35, ha="right")
     ax.set_ylabel("test PCC (Pearson r, unitless)")
     ax.set_xlabel("DeepDiff variant (best grid cell per pair by valid PCC)  |  baselines")
-    ax.set_title("Test PCC of predicted vs true log2 fold change, per variant and pair")
+    runs = (f"mean +- sd over {int(best['seeds'].max())} seeds" if seeded else
+            "single runs: one training run per setting, no seeds")
+    ax.set_title(f"Test PCC of predicted vs true log2 fold change, per variant and pair\n({runs})")
     ax.axhline(0, color="grey", linewidth=0.5)
     ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
@@ -157,7 +174,10 @@ def plot_bin_attention(up, down, path: Path, info: dict) -> None:
     paths = list(up.bin_attention)
     n_bins = up.n_bins
     means = {(p, g): m.bin_attention[p].mean(axis=0) * n_bins for p in paths for g, m in (("up", up), ("down", down))}
-    vmin, vmax = min(float(v.min()) for v in means.values()), max(float(v.max()) for v in means.values())
+    # white = uniform (1); the scale spans at least 0..2 x uniform, so a few percent off uniform stays near white
+    from matplotlib.colors import TwoSlopeNorm
+
+    norm = TwoSlopeNorm(vcenter=1.0, vmin=0.0, vmax=max(2.0, max(float(v.max()) for v in means.values())))
     heights = [max(1.6, 0.28 * up.bin_attention[p].shape[1] + 0.6) for p in paths]
     fig, axes = plt.subplots(len(paths), 2, figsize=(11.5, sum(heights) + 1.3), squeeze=False, layout="constrained",
                              gridspec_kw={"height_ratios": heights})
@@ -168,11 +188,11 @@ def plot_bin_attention(up, down, path: Path, info: dict) -> None:
         channels = up.bin_channels[p]
         for col, (group, maps) in enumerate((("up", up), ("down", down))):
             ax = axes[row][col]
-            image = ax.imshow(means[(p, group)], aspect="auto", cmap="viridis", vmin=vmin, vmax=vmax, interpolation="nearest",
+            image = ax.imshow(means[(p, group)], aspect="auto", cmap="RdBu_r", norm=norm, interpolation="nearest",
                               extent=(centers[0] - half, centers[-1] + half, len(channels) - 0.5, -0.5))
             ax.set_yticks(range(len(channels)), channels if col == 0 else [""] * len(channels), fontsize=8)
             ax.set_xticks([-8, -4, 0, 4, 8])  # not the edges: neighbouring panels' end labels would touch
-            ax.axvline(0, color="white", linewidth=0.6, linestyle=":")
+            ax.axvline(0, color="grey", linewidth=0.6, linestyle=":")
             if row == len(paths) - 1:
                 ax.set_xlabel("position relative to the TSS (kb)")
             else:
@@ -180,7 +200,7 @@ def plot_bin_attention(up, down, path: Path, info: dict) -> None:
             what = f"{len(maps.gene_ids)} most {'up' if group == 'up' else 'down'}-regulated test genes"
             ax.set_title(f"{PATH_TITLES[p].format(**info)}\n{what}" if row == 0 else PATH_TITLES[p].format(**info), fontsize=9)
     fig.suptitle(f"Bin attention of {info['grid_cell']} ({info['variant']})\npair {info['pair_label']}", fontsize=10)
-    fig.colorbar(image, ax=axes, shrink=0.9, aspect=30).set_label(f"mean bin attention x {n_bins} (1 = uniform)")
+    fig.colorbar(image, ax=axes, shrink=0.9, aspect=30).set_label(f"mean bin attention x {n_bins} (1 = uniform, white)")
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
@@ -198,18 +218,43 @@ def plot_mark_attention(up, down, path: Path, info: dict) -> None:
     for ax, p in zip(axes[:, 0], paths):
         channels = up.mark_channels[p]
         y = np.arange(len(channels))
-        ax.barh(y - 0.2, up.mark_attention[p].mean(axis=0), height=0.4, color="tab:red",
-                label=f"{len(up.gene_ids)} most up-regulated test genes")
-        ax.barh(y + 0.2, down.mark_attention[p].mean(axis=0), height=0.4, color="tab:blue",
-                label=f"{len(down.gene_ids)} most down-regulated test genes")
+        top = 2.0 / len(channels)  # the axis reaches at least twice uniform: small departures look small
+        for offset, maps, color, which in ((-0.2, up, "tab:red", "up"), (0.2, down, "tab:blue", "down")):
+            beta = maps.mark_attention[p]
+            sd = beta.std(axis=0, ddof=1) if len(beta) > 1 else np.zeros(beta.shape[1])
+            ax.barh(y + offset, beta.mean(axis=0), height=0.4, color=color, xerr=sd, capsize=2,
+                    error_kw={"linewidth": 0.8}, label=f"{len(maps.gene_ids)} most {which}-regulated test genes")
+            top = max(top, float((beta.mean(axis=0) + sd).max()))
         ax.axvline(1 / len(channels), color="black", linestyle=":", linewidth=1, label="uniform attention")
+        ax.set_xlim(0, top * 1.05)
         ax.set_yticks(y, channels, fontsize=8)
         ax.set_ylim(len(channels) - 0.5, -0.5)
         ax.xaxis.set_major_locator(MaxNLocator(5))
-        ax.set_xlabel("mean mark attention (sums to 1 over the channels of this encoder)", fontsize=9)
+        ax.set_xlabel("mean mark attention (sums to 1 over the channels of this encoder); bars: sd across genes",
+                      fontsize=9)
         ax.set_title(PATH_TITLES[p].format(**info), fontsize=9)
     handles, labels = axes[0, 0].get_legend_handles_labels()
     fig.legend(handles, labels, fontsize=8, loc="outside lower center", ncol=3, frameon=False)  # never over a bar
     fig.suptitle(f"Mark attention of {info['grid_cell']} ({info['variant']})\npair {info['pair_label']}", fontsize=10)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_importance(importance, path: Path) -> None:
+    """fANOVA importances (`deepdiff_study.report.importance`) as a heat map: a row per grid cell, a column per
+    searched param (blank where it was not searched or did not vary), 0..1 on one colour scale."""
+    plt = _pyplot()
+    table = importance.pivot_table(index="grid_cell", columns="param", values="importance", aggfunc="first")
+    table = table[table.max().sort_values(ascending=False).index]  # the params that mattered most on the left
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.7 * table.shape[1] + 3.5), max(2.5, 0.32 * table.shape[0] + 1.8)),
+                           layout="constrained")
+    image = ax.imshow(table.to_numpy(dtype=float), aspect="auto", cmap="Greens", vmin=0.0, vmax=1.0,
+                      interpolation="nearest")
+    ax.set_xticks(range(table.shape[1]), list(table.columns), rotation=35, ha="right", fontsize=8)
+    ax.set_yticks(range(table.shape[0]), list(table.index), fontsize=8)
+    counts = importance.groupby("grid_cell")["trials"].first()
+    ax.set_title(f"Share of the variation in valid PCC each searched setting explains (fANOVA; "
+                 f"{int(counts.min())}-{int(counts.max())} scored trials per grid cell)", fontsize=9)
+    fig.colorbar(image, ax=ax, shrink=0.9).set_label("importance (sums to 1 per grid cell)")
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -4,9 +4,11 @@ Each grid cell's scored trial runs (completed or pruned, with a finite best vali
 an Optuna study over the distributions its grid-cell run recorded (tag ``search_space``,
 `records.decode_search_space`: log-uniform, uniform or a choice, as the grid file said), and
 `optuna.importance.FanovaImportanceEvaluator(seed=0)` shares the variation of best valid PCC among the
-searched params that varied. A grid cell without a recorded search space (a study from before it was
-recorded), with fewer than two scored trials, or whose trials lie outside it gets a note instead: log
-scales are never guessed. Optuna is imported at call time (a note when it is missing).
+searched params that varied. Only grid cells with at least `MIN_TRIALS` scored trials are looked at:
+with fewer, fANOVA's shares are noise, and one sentence says how many were left out and why. A grid
+cell without a recorded search space (a study from before it was recorded), or whose trials lie outside
+it, gets a note instead: log scales are never guessed. Optuna is imported at call time (a note when it
+is missing).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ if TYPE_CHECKING:
     from deepdiff_study.report.load import Study
 
 COLUMNS = ["grid_cell", "param", "importance", "trials"]
+MIN_TRIALS = 10  # scored trials (completed, or stopped early by ASHA with a valid PCC) a grid cell needs
 SHOWN_NAMES = 10  # grid cells named in the note about missing search spaces (then "and N more")
 
 
@@ -74,23 +77,33 @@ def cell_importance(grid_cell: str, space: tuple, trials: list[tuple[dict[str, A
 
 
 def importance_table(study: Study) -> tuple[pd.DataFrame, list[str]]:
-    """(grid_cell, param, importance, trials) of every grid cell that has them, and the notes of those that do not."""
+    """(grid_cell, param, importance, trials) of every grid cell that has them, and the notes of those that do
+    not (the first, when some have fewer than `MIN_TRIALS` scored trials, says how many and why)."""
     try:
         import optuna
     except ImportError:
         return pd.DataFrame(columns=COLUMNS), ["optuna is not installed: no hyperparameter importances."]
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    rows, notes, unrecorded = [], [], []
+    rows, notes, unrecorded, few = [], [], [], {}
     for cell in study.cells.itertuples():
+        trials = scored_trials(study, cell.grid_cell)
+        if len(trials) < MIN_TRIALS:
+            few[cell.grid_cell] = len(trials)
+            continue
         if cell.search_space is None:
             if isinstance(cell.search_space_problem, str):
                 notes.append(f"{cell.grid_cell}: {cell.search_space_problem}; importance skipped.")
             else:
                 unrecorded.append(cell.grid_cell)
             continue
-        found, note = cell_importance(cell.grid_cell, cell.search_space, scored_trials(study, cell.grid_cell))
+        found, note = cell_importance(cell.grid_cell, cell.search_space, trials)
         rows += found
         notes += [note] if note else []
+    if few:
+        most = max(few.values())
+        notes.insert(0, f"Hyperparameter importance omitted for {len(few)} of {len(study.cells)} grid cell(s): they have "
+                        f"fewer than {MIN_TRIALS} scored trials (at most {most}), and fANOVA over so few is noise; "
+                        f"--samples {MIN_TRIALS} or more gives them.")
     if unrecorded:
         shown = ", ".join(unrecorded[:SHOWN_NAMES]) + (f" and {len(unrecorded) - SHOWN_NAMES} more"
                                                         if len(unrecorded) > SHOWN_NAMES else "")

@@ -31,9 +31,16 @@ from deepdiff_study.records import (
 )
 from deepdiff_study.report.names import pair_label
 
-TRIAL_COLUMNS = ["grid_cell", "run_id", "status", "best_valid_pcc", "best_test_pcc", "seconds", "params"]
+TRIAL_COLUMNS = ["grid_cell", "run_id", "status", "best_valid_pcc", "best_test_pcc", "seconds", "params",
+                 "start_time", "warm_start_from"]
 BASELINE_COLUMNS = ["pair", "pair_name", "baseline", "imitates", "input_transform", "valid_pcc", "valid_mse",
-                    "test_pcc", "test_mse", "seconds"]
+                    "test_pcc", "test_mse", "seconds", "model", "features", "choice"]
+# A baseline's valid / test PCC: the score every kind of run carries (records.SCORE_METRICS), else the names
+# baseline runs had before it (a study recorded then).
+BASELINE_SCORES = {"valid_pcc": ("best_valid_pcc", "valid_pcc"), "test_pcc": ("best_test_pcc", "test_pcc")}
+# Params of a simple-model run that are not its hyperparameters (deepdiff_study.baseline_runs.simple_params).
+# (and region_C: svr2's ten first-layer C, in MLflow).
+CHOICE_EXCLUDES = frozenset({"model", "input_transform", "features", "candidates", "train_genes", "seed", "region_C"})
 PAIR_COLUMNS = ["pair", "pair_name", "epigenome_a", "epigenome_b", "imitates", "cell_type_a", "cell_type_b", "label"]
 REPLICATE_COLUMNS = ["grid_cell", "seed", "status", "replicate_of", "best_valid_pcc", "best_test_pcc", "run_id"]
 
@@ -66,7 +73,8 @@ def load_study(tracking_uri: str, experiment: str) -> Study:
         "best_valid_pcc": run.data.metrics.get("best_valid_pcc", math.nan),
         "best_test_pcc": run.data.metrics.get("best_test_pcc", math.nan),
         "seconds": float(sum(m.value for m in client.get_metric_history(run.info.run_id, "seconds"))),
-        "params": dict(run.data.params),
+        "params": dict(run.data.params), "start_time": run.info.start_time,
+        "warm_start_from": run.data.tags.get(Tag.WARM_START_FROM, ""),
     } for run in study_runs(client, exp_id, Kind.TRIAL)], columns=TRIAL_COLUMNS)
     baselines = _baselines(client, exp_id)
     pairs = cells[PAIR_COLUMNS[:-1]].drop_duplicates("pair").sort_values("pair")
@@ -114,21 +122,30 @@ def _cells(client, exp_id: str, tracking_uri: str, experiment: str) -> pd.DataFr
     return pd.DataFrame(rows)
 
 
+def _metric(metrics: dict[str, float], names: tuple[str, ...]) -> float:
+    return next((metrics[n] for n in names if n in metrics), math.nan)
+
+
 def _baselines(client, exp_id: str) -> pd.DataFrame:
     """The finished baseline runs, one per (pair, baseline) (the latest should there be more), in the order
-    of `deepdiff.baselines.BASELINE_NAMES` (a baseline it does not name comes last)."""
-    from deepdiff.baselines import BASELINE_NAMES  # torch and scikit-learn: at call time, as everywhere here
+    of `deepdiff.baselines.ALL_BASELINES` (a baseline it does not name comes last). A simple model's
+    ``model`` and ``features`` and every baseline's ``choice`` (its chosen hyperparameters, "alpha=100") from
+    its params."""
+    from deepdiff.baselines import ALL_BASELINES  # torch and scikit-learn: at call time, as everywhere here
 
     rows = []
     for run in study_runs(client, exp_id, Kind.BASELINE):  # newest first
         if run.info.status != "FINISHED":
             continue
-        tags, m = run.data.tags, run.data.metrics
+        tags, m, params = run.data.tags, run.data.metrics, run.data.params
+        choice = " ".join(f"{k}={v}" for k, v in sorted(params.items()) if k not in CHOICE_EXCLUDES and v != "none")
         rows.append({"pair": int(tags[Tag.PAIR]), "pair_name": tags.get(Tag.PAIR_NAME), "baseline": tags[Tag.BASELINE],
-                     "imitates": tags.get(Tag.IMITATES), "input_transform": run.data.params.get("input_transform"),
-                     **{k: m.get(k, math.nan) for k in ("valid_pcc", "valid_mse", "test_pcc", "test_mse", "seconds")}})
+                     "imitates": tags.get(Tag.IMITATES), "input_transform": params.get("input_transform"),
+                     **{k: _metric(m, names) for k, names in BASELINE_SCORES.items()},
+                     **{k: m.get(k, math.nan) for k in ("valid_mse", "test_mse", "seconds")},
+                     "model": params.get("model"), "features": params.get("features"), "choice": choice or None})
     frame = pd.DataFrame(rows, columns=BASELINE_COLUMNS).drop_duplicates(["pair", "baseline"], keep="first")
-    order = {name: i for i, name in enumerate(BASELINE_NAMES)}
+    order = {name: i for i, name in enumerate(ALL_BASELINES)}
     rank = frame["baseline"].map(lambda b: order.get(b, len(order)))
     return frame.assign(_rank=rank).sort_values(["_rank", "baseline", "pair"], kind="stable").drop(
         columns="_rank").reset_index(drop=True)

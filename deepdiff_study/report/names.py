@@ -3,7 +3,8 @@
 Every name comes from where it is defined: a variant's label from its `deepdiff.variants.VariantSpec`
 row, a cell type's name from the grid-cell run's tags (`records.Tag.CELL_TYPE_A` / ``CELL_TYPE_B``,
 written from the grid file's ``cell_types``), the baselines' names from `deepdiff.baselines` (read by
-`deepdiff_study.report.load`). What stays here is the wording of the page: the baselines' long labels.
+`deepdiff_study.report.load`). What stays here is the wording of the page: the baselines' long labels and
+the words for what a simple model chose.
 A name nothing defines is shown as it is recorded, never an error.
 """
 
@@ -13,8 +14,13 @@ from deepdiff.variants import VARIANTS
 
 REFERENCE_VARIANT = "raw_d"  # the variant every other one is compared against (the paper's simplest)
 REFERENCE_BASELINE = "svr2"  # Table 3's reference: the two-layer SVR (Cheng & Gerstein 2012)
-# The page's words for the baselines of `deepdiff.baselines.BASELINE_NAMES` (another one shows its name).
-BASELINE_LABELS = {"linear": "linear regression", "svr": "SVR (one layer)", "svr2": "SVR (two layers)"}
+BEST_SIMPLE = "best_simple"  # the other reference: the pair's best simple model (deepdiff.baselines.BEST_SIMPLE)
+# The page's words for the baselines of `deepdiff.baselines.ALL_BASELINES` (another one shows its name).
+BASELINE_LABELS = {"linear": "linear regression", "svr": "SVR (one layer)", "svr2": "SVR (two layers)",
+                   "ridge": "ridge (tuned)", "rbf_svr": "RBF SVR (tuned)", "gboost": "gradient boosting (tuned)",
+                   BEST_SIMPLE: "best simple model"}
+MODEL_LABELS = {"ridge": "ridge regression", "rbf_svr": "RBF SVR", "gboost": "gradient boosting"}  # a simple model
+FEATURE_LABELS = {"bins": "pooled bins", "regions": "region sums"}  # a simple model's feature form
 
 
 def text(value: object) -> str | None:
@@ -31,6 +37,15 @@ def variant_label(variant: str) -> str:
 def baseline_label(baseline: str) -> str:
     """``SVR (two layers)`` for svr2; a baseline without words here: its name."""
     return BASELINE_LABELS.get(baseline, baseline)
+
+
+def choice_label(model: object, transform: object, features: object, choice: object) -> str:
+    """``ridge regression on log1p region sums (alpha=100)``: what a simple model chose; "" when unrecorded."""
+    if not text(model):
+        return ""
+    inputs = " ".join(filter(None, [text(transform), FEATURE_LABELS.get(text(features) or "", text(features))]))
+    return (f"{MODEL_LABELS.get(model, model)}{' on ' + inputs if inputs else ''}"
+            f"{' (' + choice + ')' if text(choice) else ''}")
 
 
 def cell_label(epigenome: str, cell_type: str | None) -> str:

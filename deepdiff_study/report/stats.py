@@ -1,14 +1,20 @@
 """The report's numbers: pure functions of the `Study`'s DataFrames (no MLflow, no files, no figures).
+Each reads the grid cells' test PCC as `deepdiff_study.report.seeds.with_seeds` left it: the mean over
+seeds where there are replicates; a variant's grid cell is still chosen by the search's valid PCC.
 
 - `table3`: the paper's Table 3: test PCC of each variant's best grid cell per pair (by valid PCC)
-  relative to the pair's two-layer SVR, in percent (100 * (pcc - pcc_svr2) / |pcc_svr2|), with mean and median;
+  relative to the pair's two-layer SVR, in percent (100 * (pcc - pcc_svr2) / |pcc_svr2|), with mean and
+  median, and with seeds the sd over them in the same unit;
+- `against_baselines`: each variant's best grid cell per pair against the two-layer SVR and the best simple
+  model: test PCC (mean, sd, min, max over seeds), the differences, and on which side every seed lies;
 - `axes_table`: which axis of the grid matters: the mean paired difference in best test PCC for variant
   (vs raw_d), aux mode (classification - regression) and margin (vs 2, the published one, or the
-  smallest), with a seeded percentile-bootstrap 95% interval and a Wilcoxon p-value when n >= 5;
-- `cost_table`: trials, pruned, failed, trial-seconds, best test PCC and PCC per trial-hour per grid cell;
-- `replicate_runs`, `replicate_table`, `replicate_tests`: over the recorded replicate runs, per grid cell
-  the mean and sd of test PCC over seeds; per variant a paired Wilcoxon test against raw_d and against
-  the two-layer SVR, over pairs when >= 2 pairs have both, else over the seeds of the one pair.
+  smallest), with a seeded percentile-bootstrap 95% interval and a Wilcoxon p-value when n >= 5; over
+  pairs, or over the seeds of one pair when only one pair is matched and seeds exist;
+- `cost_table`: per grid cell trials, pruned, failed, warm starts, trial-hours, best valid and test PCC,
+  and the trials and trial-hours its search took to reach its best valid PCC (`deepdiff_study.search_cost`).
+
+The sentences the page says about these numbers are `deepdiff_study.report.words`.
 """
 
 from __future__ import annotations
@@ -21,7 +27,13 @@ import pandas as pd
 
 from deepdiff.variants import VARIANTS
 from deepdiff_study.records import NOT_APPLICABLE, TrialStatus
-from deepdiff_study.report.names import REFERENCE_BASELINE, REFERENCE_VARIANT, baseline_label, variant_label
+from deepdiff_study.report.names import (
+    BEST_SIMPLE,
+    REFERENCE_BASELINE,
+    REFERENCE_VARIANT,
+    variant_label,
+)
+from deepdiff_study.search_cost import search_cost, total_trial_hours
 
 if TYPE_CHECKING:
     from deepdiff_study.report.load import Study
@@ -49,9 +61,9 @@ def variants_in(names: Any) -> list[str]:
     return [v for v in VARIANTS if v in present]
 
 
-def reference_scores(baselines: pd.DataFrame) -> dict[int, float]:
-    """pair -> test PCC of its two-layer SVR (the reference of Table 3)."""
-    return {int(r.pair): float(r.test_pcc) for r in baselines.itertuples() if r.baseline == REFERENCE_BASELINE}
+def reference_scores(baselines: pd.DataFrame, baseline: str = REFERENCE_BASELINE) -> dict[int, float]:
+    """pair -> test PCC of its `baseline` run (default the two-layer SVR, the reference of Table 3)."""
+    return {int(r.pair): float(r.test_pcc) for r in baselines.itertuples() if r.baseline == baseline}
 
 
 def relative_percent(pcc: float, reference: float) -> float:
@@ -61,30 +73,85 @@ def relative_percent(pcc: float, reference: float) -> float:
     return 100.0 * (pcc - reference) / abs(reference)
 
 
+def has_seeds(cells: pd.DataFrame) -> bool:
+    """Whether any grid cell's test PCC is a mean over two or more seeds (`seeds.with_seeds`)."""
+    return "seeds" in cells.columns and bool((cells["seeds"] > 1).any())
+
+
 def table3(study: Study) -> pd.DataFrame:
-    """One row per variant: relative test PCC (%) vs the pair's svr2, a column per pair, then mean and median."""
+    """One row per variant: relative test PCC (%) vs the pair's svr2, a column per pair, then mean and median.
+    With seeds (`seeds.with_seeds`): of the mean over seeds, and a column ``pair N sd`` after each pair's:
+    the sd over seeds in the same unit (100 * sd / |svr2|)."""
     best = variant_best(study.cells)
     svr2 = reference_scores(study.baselines)
     pairs = list(study.pairs["pair"])
+    seeded = has_seeds(best)
     rows = []
     for variant in variants_in(best["variant"]):
         row: dict[str, Any] = {"variant": variant}
         values = []
         for pair in pairs:
             hit = best[(best["pair"] == pair) & (best["variant"] == variant)]
-            value = relative_percent(float(hit["best_test_pcc"].iloc[0]), svr2.get(pair, math.nan)) if len(hit) else math.nan
+            reference = svr2.get(pair, math.nan)
+            value = relative_percent(float(hit["best_test_pcc"].iloc[0]), reference) if len(hit) else math.nan
             row[f"pair {pair}"] = value
+            if seeded:
+                sd = float(hit["test_sd"].iloc[0]) if len(hit) else math.nan
+                row[f"pair {pair} sd"] = 100.0 * sd / abs(reference) if math.isfinite(reference) and reference else math.nan
             values.append(value)
         finite = [v for v in values if math.isfinite(v)]
         row["mean"] = float(np.mean(finite)) if finite else math.nan
         row["median"] = float(np.median(finite)) if finite else math.nan
         rows.append(row)
-    return pd.DataFrame(rows, columns=["variant", *[f"pair {p}" for p in pairs], "mean", "median"])
+    columns = [c for p in pairs for c in ([f"pair {p}", f"pair {p} sd"] if seeded else [f"pair {p}"])]
+    return pd.DataFrame(rows, columns=["variant", *columns, "mean", "median"])
+
+
+# ---- against both baselines -----------------------------------------------------------------------------
+
+AGAINST_COLUMNS = ["pair", "variant", "grid_cell", "test_pcc", "test_sd", "test_min", "test_max", "seeds",
+                   "svr2_pcc", "vs_svr2", "svr2_side", "simple_pcc", "vs_simple", "simple_side"]
+
+
+def side(low: float, high: float, mean: float, seeds: int, reference: float) -> str:
+    """Where a variant's test PCC lies against a baseline's: with seeds, "above" / "below" when every seed
+    is (min above or max below the reference), "both sides" otherwise; a single run: "above" / "below" /
+    "equal"; "" without a reference."""
+    if not (math.isfinite(reference) and math.isfinite(mean)):
+        return ""
+    if seeds > 1:
+        return "above" if low > reference else "below" if high < reference else "both sides"
+    return "above" if mean > reference else "below" if mean < reference else "equal"
+
+
+def against_baselines(study: Study) -> pd.DataFrame:
+    """Per (pair, variant): its best grid cell by valid PCC, its test PCC (mean, sd, min, max over seeds, and
+    how many; a single run: seeds 1), the pair's two-layer SVR and best simple model, the differences
+    (variant - baseline) and `side` of each."""
+    best = variant_best(study.cells)
+    svr2, simple = reference_scores(study.baselines), reference_scores(study.baselines, BEST_SIMPLE)
+    rows = []
+    for r in best.itertuples():
+        pcc = float(r.best_test_pcc)
+        low, high = (float(getattr(r, "test_min", pcc)), float(getattr(r, "test_max", pcc)))
+        seeds = int(getattr(r, "seeds", 1))
+        row = {"pair": int(r.pair), "variant": r.variant, "grid_cell": r.grid_cell, "test_pcc": pcc,
+               "test_sd": float(getattr(r, "test_sd", math.nan)), "test_min": low, "test_max": high, "seeds": seeds}
+        for name, scores in (("svr2", svr2), ("simple", simple)):
+            reference = scores.get(int(r.pair), math.nan)
+            row |= {f"{name}_pcc": reference, f"vs_{name}": pcc - reference,
+                    f"{name}_side": side(low, high, pcc, seeds, reference)}
+        rows.append(row)
+    frame = pd.DataFrame(rows, columns=AGAINST_COLUMNS)
+    order = {v: i for i, v in enumerate(VARIANTS)}
+    return frame.sort_values(["pair", "variant"], key=lambda c: c.map(order) if c.name == "variant" else c,
+                             kind="stable").reset_index(drop=True)
 
 
 # ---- which axis matters ---------------------------------------------------------------------------------
 
-def bootstrap_interval(diffs: np.ndarray, *, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED) -> tuple[float, float]:
+def bootstrap_interval(diffs: np.ndarray, *, resamples: int = BOOTSTRAP_RESAMPLES,
+                       seed: int = BOOTSTRAP_SEED) -> tuple[float, float]:
     """95% percentile-bootstrap interval of the mean of `diffs` (NaN, NaN when n < 2)."""
     if len(diffs) < 2:
         return math.nan, math.nan
@@ -105,14 +172,22 @@ def wilcoxon_p(diffs: np.ndarray, min_n: int = WILCOXON_MIN_N) -> float | str:
     return float(wilcoxon(diffs).pvalue)
 
 
-def _paired(cells: pd.DataFrame, key: list[str], column: str, a: Any, b: Any) -> tuple[np.ndarray, list[str]]:
-    """best_test_pcc(column == a) - best_test_pcc(column == b) over rows matching on `key`."""
-    left = cells[cells[column] == a].set_index(key)["best_test_pcc"]
-    right = cells[cells[column] == b].set_index(key)["best_test_pcc"]
+def _paired(cells: pd.DataFrame, key: list[str], column: str, a: Any, b: Any) -> tuple[np.ndarray, list[str], str]:
+    """best_test_pcc(column == a) - best_test_pcc(column == b) over rows matching on `key`, their labels and
+    what they are over ("grid cells"). When only one pair of rows matches and both have seeds in common
+    (`seeds.with_seeds`), the differences are over those seeds instead (matched by seed value)."""
+    left = cells[cells[column] == a].set_index(key)
+    right = cells[cells[column] == b].set_index(key)
     both = left.index.intersection(right.index)
-    diffs = (left.loc[both] - right.loc[both]).astype(float)
+    diffs = (left.loc[both, "best_test_pcc"] - right.loc[both, "best_test_pcc"]).astype(float)
     diffs = diffs[np.isfinite(diffs)]
-    return diffs.to_numpy(), [_key_label(key, i) for i in diffs.index]
+    labels = [_key_label(key, i) for i in diffs.index]
+    if len(diffs) == 1 and "seed_test_pccs" in cells.columns:
+        mine, other = left.loc[diffs.index[0], "seed_test_pccs"], right.loc[diffs.index[0], "seed_test_pccs"]
+        common = sorted(set(mine) & set(other))
+        if len(common) >= 2:
+            return np.array([mine[s] - other[s] for s in common]), labels, f"seeds of {labels[0]}"
+    return diffs.to_numpy(), labels, "grid cells"
 
 
 def _key_label(key: list[str], value: Any) -> str:
@@ -129,35 +204,42 @@ def _key_label(key: list[str], value: Any) -> str:
     return " ".join(parts)
 
 
-def _fmt(x: float) -> str:
+def fmt(x: float) -> str:
+    """A difference in PCC as the page writes it: signed, 3 places."""
     return f"{x:+.3f}"
 
 
-def axis_row(axis: str, comparison: str, diffs: np.ndarray, matched: list[str]) -> dict[str, Any]:
-    """One row of `axes_table`: n, mean difference, interval, p-value and the page's sentence."""
+def axis_row(axis: str, comparison: str, diffs: np.ndarray, matched: list[str], over: str = "grid cells") -> dict[str, Any]:
+    """One row of `axes_table`: n (over what), mean difference, interval, p-value and the row's sentence."""
     n = len(diffs)
     low, high = bootstrap_interval(diffs)
     p = wilcoxon_p(diffs)
     mean = float(diffs.mean()) if n else math.nan
+    unit = "" if over == "grid cells" else f" {over}"
     if n == 0:
         sentence = f"{comparison}: no matching grid cells to compare."
     elif n < 2:
-        sentence = f"{comparison}: {_fmt(mean)} test PCC (n=1, interval undefined): too few to tell."
+        sentence = f"{comparison}: {fmt(mean)} test PCC (n=1, interval undefined): too few to tell."
     else:
         first = comparison.split(" vs ")[0]
         verdict = ("no clear effect" if low <= 0 <= high
                    else f"{first} {'higher' if low > 0 else 'lower'} (the interval excludes 0)")
         if n < WILCOXON_MIN_N:
             verdict += f"; only {n} comparisons, a hint at most"
-        sentence = f"{comparison}: {_fmt(mean)} test PCC (95% interval {_fmt(low)} to {_fmt(high)}, n={n}): {verdict}."
+        sentence = f"{comparison}: {fmt(mean)} test PCC (95% interval {fmt(low)} to {fmt(high)}, n={n}{unit}): {verdict}."
     if isinstance(p, float):
         sentence = sentence[:-1] + f" (Wilcoxon p={p:.3g})."
-    return {"axis": axis, "comparison": comparison, "n": n, "mean_diff": mean, "ci_low": low, "ci_high": high,
-            "wilcoxon_p": p, "matched_on": "; ".join(matched), "sentence": sentence}
+    return {"axis": axis, "comparison": comparison, "n": n, "over": over, "mean_diff": mean, "ci_low": low,
+            "ci_high": high, "wilcoxon_p": p, "matched_on": "; ".join(matched), "sentence": sentence}
+
+
+AXES_COLUMNS = ["axis", "comparison", "n", "over", "mean_diff", "ci_low", "ci_high", "wilcoxon_p", "matched_on",
+                "sentence"]
 
 
 def axes_table(study: Study) -> pd.DataFrame:
-    """Mean paired differences in best test PCC along each axis of the grid (see the module docstring)."""
+    """Mean paired differences in best test PCC (means over seeds where there are seeds) along each axis of
+    the grid (see the module docstring)."""
     cells = study.cells.copy()
     cells["aux_key"] = cells["aux_mode"].fillna(NOT_APPLICABLE)
     cells["margin_key"] = cells["margin"].fillna(-1.0)
@@ -165,134 +247,52 @@ def axes_table(study: Study) -> pd.DataFrame:
     best = variant_best(cells)
     if REFERENCE_VARIANT in set(best["variant"]):
         for variant in [v for v in variants_in(best["variant"]) if v != REFERENCE_VARIANT]:
-            diffs, matched = _paired(best, ["pair"], "variant", variant, REFERENCE_VARIANT)
             rows.append(axis_row("variant", f"{variant_label(variant)} vs {variant_label(REFERENCE_VARIANT)}",
-                                 diffs, matched))
+                                 *_paired(best, ["pair"], "variant", variant, REFERENCE_VARIANT)))
     modes = set(cells["aux_mode"].dropna())
     if {"classification", "regression"} <= modes:
-        diffs, matched = _paired(cells, ["pair", "variant", "margin_key"], "aux_mode", "classification", "regression")
-        rows.append(axis_row("aux_mode", "Classification vs regression", diffs, matched))
+        rows.append(axis_row("aux_mode", "Classification vs regression", *_paired(
+            cells, ["pair", "variant", "margin_key"], "aux_mode", "classification", "regression")))
     margins = sorted(set(cells["margin"].dropna()))
     if len(margins) >= 2:
         ref = PUBLISHED_MARGIN if PUBLISHED_MARGIN in margins else margins[0]
         for margin in [m for m in margins if m != ref]:
-            diffs, matched = _paired(cells, ["pair", "variant", "aux_key"], "margin", margin, ref)
-            rows.append(axis_row("margin", f"Margin {margin:g} vs {ref:g}", diffs, matched))
-    return pd.DataFrame(rows, columns=["axis", "comparison", "n", "mean_diff", "ci_low", "ci_high", "wilcoxon_p",
-                                       "matched_on", "sentence"])
+            rows.append(axis_row("margin", f"Margin {margin:g} vs {ref:g}",
+                                 *_paired(cells, ["pair", "variant", "aux_key"], "margin", margin, ref)))
+    return pd.DataFrame(rows, columns=AXES_COLUMNS)
 
 
 # ---- cost -------------------------------------------------------------------------------------------------
 
+COST_COLUMNS = ["grid_cell", "variant", "pair", "trials", "pruned", "failed", "warm_starts", "trial_hours",
+                "best_valid_pcc", "best_test_pcc", "trials_to_best", "hours_to_best", "best_from"]
+
+
 def cost_table(study: Study) -> pd.DataFrame:
-    """Per grid cell: trials, pruned, failed, summed trial-seconds, best test PCC and PCC per trial-hour."""
+    """Per grid cell: trials (pruned, failed, warm starts among them), trial-hours (training time summed over
+    its trials), its best valid PCC and the search's test PCC of that trial, and what its search took to
+    reach that best valid PCC: trials (in the order they started) and trial-hours up to and including the
+    first trial that reached it, and that trial's warm-start source ("" when the grid cell's own)."""
+    trials = study.trials.rename(columns={"start_time": "order"})
+    spent = search_cost(trials).set_index("grid_cell") if len(trials) else None
     rows = []
     for cell in study.cells.itertuples():
         mine = study.trials[study.trials["grid_cell"] == cell.grid_cell]
-        seconds = float(mine["seconds"].sum())
-        pcc = float(cell.best_test_pcc)
+        found = spent.loc[cell.grid_cell] if spent is not None and cell.grid_cell in spent.index else None
         rows.append({
             "grid_cell": cell.grid_cell, "variant": cell.variant, "pair": cell.pair, "trials": len(mine),
             "pruned": int((mine["status"] == TrialStatus.PRUNED).sum()),
             "failed": int((mine["status"] == TrialStatus.FAILED).sum()),
-            "trial_seconds": seconds, "best_test_pcc": pcc,
-            "pcc_per_trial_hour": pcc / (seconds / 3600.0) if seconds > 0 and math.isfinite(pcc) else math.nan,
+            "warm_starts": 0 if found is None else int(found["warm_starts"]),
+            "trial_hours": float(mine["seconds"].sum()) / 3600.0, "best_valid_pcc": float(cell.best_valid_pcc),
+            "best_test_pcc": float(getattr(cell, "search_test_pcc", cell.best_test_pcc)),
+            "trials_to_best": math.nan if found is None else found["trials_to_target"],
+            "hours_to_best": math.nan if found is None else found["hours_to_target"],
+            "best_from": "" if found is None else found["target_reached_by"],
         })
-    return pd.DataFrame(rows, columns=["grid_cell", "variant", "pair", "trials", "pruned", "failed", "trial_seconds",
-                                       "best_test_pcc", "pcc_per_trial_hour"])
+    return pd.DataFrame(rows, columns=COST_COLUMNS)
 
 
-# ---- replicates over seeds ----------------------------------------------------------------------------------
-
-def replicate_runs(study: Study) -> pd.DataFrame:
-    """The completed replicate runs that count: those of each grid cell's current best trial (tag
-    ``replicate_of``), one per (grid cell, seed), with a finite test PCC."""
-    reps = study.replicates[study.replicates["status"] == TrialStatus.COMPLETED]
-    keep = [reps[(reps["grid_cell"] == cell.grid_cell) & (reps["replicate_of"] == cell.run_id)].drop_duplicates(
-        "seed", keep="first") for cell in study.cells.itertuples()]
-    rows = pd.concat(keep) if keep else reps.iloc[0:0]
-    return rows[np.isfinite(rows["best_test_pcc"].astype(float))].sort_values(["grid_cell", "seed"])
-
-
-def replicate_table(study: Study, runs: pd.DataFrame) -> pd.DataFrame:
-    """Per grid cell: seeds, n, mean and sample sd (ddof 1) of the replicates' test PCC, and the study's one run."""
-    rows = []
-    for cell in study.cells.itertuples():
-        mine = runs[runs["grid_cell"] == cell.grid_cell]
-        if mine.empty:
-            continue
-        pccs = mine["best_test_pcc"].astype(float).to_numpy()
-        rows.append({"grid_cell": cell.grid_cell, "variant": cell.variant, "pair": cell.pair,
-                     "aux_mode": cell.aux_mode, "margin": cell.margin,
-                     "seeds": " ".join(str(s) for s in mine["seed"]), "n": len(pccs), "mean_test_pcc": float(pccs.mean()),
-                     "sd_test_pcc": float(pccs.std(ddof=1)) if len(pccs) > 1 else math.nan,
-                     "study_test_pcc": float(cell.best_test_pcc)})
-    return pd.DataFrame(rows, columns=["grid_cell", "variant", "pair", "aux_mode", "margin", "seeds", "n",
-                                       "mean_test_pcc", "sd_test_pcc", "study_test_pcc"])
-
-
-def smallest_wilcoxon_p(n: int) -> float:
-    """The smallest two-sided exact Wilcoxon signed-rank p-value n nonzero differences can give: 2 / 2**n."""
-    return 2.0 ** (1 - n)
-
-
-def replicate_test_row(comparison: str, against: str, over: str, diffs: np.ndarray) -> dict[str, Any]:
-    """One row of `replicate_tests`: n, mean difference, the Wilcoxon p-value and what it can show."""
-    n = len(diffs)
-    mean = float(diffs.mean()) if n else math.nan
-    p = wilcoxon_p(diffs, min_n=2)
-    if n == 0:
-        sentence = f"{comparison} vs {against}: nothing to compare (no replicates of both)."
-    else:
-        sentence = f"{comparison} vs {against}, over {n} {over}: mean difference {_fmt(mean)} test PCC"
-        if isinstance(p, float):
-            sentence += f", Wilcoxon signed-rank p={p:.3g}"
-            if smallest_wilcoxon_p(n) >= 0.05:
-                sentence += (f"; with n={n} no p below {smallest_wilcoxon_p(n):.3g} is possible, so this cannot show "
-                             "a difference at the 5% level")
-            elif p < 0.05:
-                sentence += f": {comparison} {'higher' if mean > 0 else 'lower'} at the 5% level"
-            else:
-                sentence += ": no difference shown at the 5% level"
-        else:
-            sentence += f" (no test: {p})"
-        sentence += "."
-    return {"comparison": comparison, "against": against, "over": over, "n": n, "mean_diff": mean,
-            "wilcoxon_p": p, "sentence": sentence}
-
-
-def replicate_tests(study: Study, runs: pd.DataFrame) -> pd.DataFrame:
-    """Each variant (its best grid cell per pair, as in Table 3) against raw_d and against the two-layer SVR:
-    paired differences in test PCC over pairs (pair means over seeds) when >= 2 pairs have both, else over
-    the seeds of the one pair (matched by seed value against raw_d; against the SVR's one score)."""
-    best = variant_best(study.cells)
-    cell_of = {(int(r.pair), r.variant): r.grid_cell for r in best.itertuples()}
-    by_cell = {key: group.set_index("seed")["best_test_pcc"].astype(float) for key, group in runs.groupby("grid_cell")}
-    svr2 = reference_scores(study.baselines)
-    pairs = sorted({p for p, _ in cell_of})
-    rows = []
-    for variant in variants_in(v for _, v in cell_of):
-        label = variant_label(variant)
-        references = [] if variant == REFERENCE_VARIANT else [(variant_label(REFERENCE_VARIANT), REFERENCE_VARIANT)]
-        for against, ref in [*references, (baseline_label(REFERENCE_BASELINE), None)]:
-            per_pair = {}
-            for pair in pairs:
-                mine = by_cell.get(cell_of.get((pair, variant)))
-                other = by_cell.get(cell_of.get((pair, ref))) if ref else None
-                if mine is None or (ref and other is None) or (not ref and not math.isfinite(svr2.get(pair, math.nan))):
-                    continue
-                per_pair[pair] = (mine, other if ref else svr2[pair])
-            if len(per_pair) >= 2:
-                diffs = np.array([m.mean() - (o.mean() if ref else o) for m, o in per_pair.values()])
-                rows.append(replicate_test_row(label, against, "pairs (means over seeds)", diffs))
-            elif per_pair:
-                pair, (mine, other) = next(iter(per_pair.items()))
-                if ref:
-                    seeds = mine.index.intersection(other.index)
-                    diffs = (mine.loc[seeds] - other.loc[seeds]).to_numpy()
-                else:
-                    diffs = (mine - other).to_numpy()
-                rows.append(replicate_test_row(label, against, f"seeds of pair {pair}", diffs))
-            else:
-                rows.append(replicate_test_row(label, against, "pairs", np.array([])))
-    return pd.DataFrame(rows, columns=["comparison", "against", "over", "n", "mean_diff", "wilcoxon_p", "sentence"])
+def study_trial_hours(study: Study) -> float:
+    """The study's trial-hours: the training time of all its trials, summed."""
+    return total_trial_hours(study.trials) if len(study.trials) else 0.0

@@ -8,14 +8,16 @@ from pathlib import Path
 from deepdiff.errors import ConfigError
 from deepdiff_study.records import Kind, Tag, open_store
 from deepdiff_study.report.attention import attention_section
-from deepdiff_study.report.figures import plot_aux_mode, plot_by_variant, plot_margin
+from deepdiff_study.report.figures import plot_aux_mode, plot_by_variant, plot_importance, plot_margin
 from deepdiff_study.report.importance import importance_table
 from deepdiff_study.report.load import Study, load_study
-from deepdiff_study.report.page import markdown_table, write_html
-from deepdiff_study.report.stats import axes_table, cost_table, replicate_runs, replicate_table, replicate_tests, table3
+from deepdiff_study.report.page import Tables, markdown_table, write_html
+from deepdiff_study.report.seeds import replicate_runs, replicate_table, replicate_tests, with_seeds
+from deepdiff_study.report.stats import against_baselines, axes_table, cost_table, study_trial_hours, table3
 
-REPORT_FILES = ("index.html", "table3.csv", "table3.md", "axes.csv", "importance.csv", "cost.csv",
-                "test_pcc_by_variant.png", "aux_mode.png", "margin.png")  # always written
+REPORT_FILES = ("index.html", "against_baselines.csv", "table3.csv", "table3.md", "axes.csv", "importance.csv",
+                "cost.csv", "test_pcc_by_variant.png", "aux_mode.png", "margin.png")  # always written
+IMPORTANCE_FIGURE = "importance.png"  # when a grid cell has enough trials for importances
 REPLICATE_FILES = ("replicates.csv", "replicate_tests.csv")  # when replicate runs are recorded
 
 
@@ -29,32 +31,43 @@ def check_out(out: Path) -> None:
         raise ConfigError(f"--out {out}: cannot create it ({err.strerror})") from None
 
 
-def write_files(study: Study, out: Path, *, attention_pair: int | None = None) -> list[str]:
-    """Write every report file of `study` into the folder `out`; returns their names."""
-    t3 = table3(study)
-    axes = axes_table(study)
+def compute(study: Study) -> Tables:
+    """Every table of the page from `study` (already `seeds.with_seeds`)."""
     importance, notes = importance_table(study)
-    cost = cost_table(study)
+    runs = replicate_runs(study)
+    replicates = None if runs.empty else (replicate_table(study, runs), replicate_tests(study, runs))
+    return Tables(table3=table3(study), against=against_baselines(study), axes=axes_table(study),
+                  importance=importance, importance_notes=notes, cost=cost_table(study),
+                  trial_hours=study_trial_hours(study), replicates=replicates)
+
+
+def write_files(study: Study, out: Path, *, attention_pair: int | None = None) -> list[str]:
+    """Write every report file of `study` into the folder `out`; returns their names. Every test PCC is the
+    mean over seeds where the study has replicates (`seeds.with_seeds`)."""
+    study = with_seeds(study)
+    tables = compute(study)
     written = list(REPORT_FILES)
-    t3.to_csv(out / "table3.csv", index=False)
+    tables.against.to_csv(out / "against_baselines.csv", index=False)
+    tables.table3.to_csv(out / "table3.csv", index=False)
     (out / "table3.md").write_text(
-        "Relative test PCC (%) of each variant's best grid cell vs the pair's two-layer SVR\n\n" + markdown_table(t3))
-    axes.to_csv(out / "axes.csv", index=False)
-    importance.to_csv(out / "importance.csv", index=False)
-    cost.to_csv(out / "cost.csv", index=False)
+        "Relative test PCC (%) of each variant's best grid cell vs the pair's two-layer SVR\n\n"
+        + markdown_table(tables.table3))
+    tables.axes.to_csv(out / "axes.csv", index=False)
+    tables.importance.to_csv(out / "importance.csv", index=False)
+    tables.cost.to_csv(out / "cost.csv", index=False)
     plot_by_variant(study, out / "test_pcc_by_variant.png")
     plot_aux_mode(study, out / "aux_mode.png")
     plot_margin(study, out / "margin.png")
-    runs = replicate_runs(study)
-    replicates = None
-    if not runs.empty:
-        replicates = (replicate_table(study, runs), replicate_tests(study, runs))
-        replicates[0].to_csv(out / "replicates.csv", index=False)
-        replicates[1].to_csv(out / "replicate_tests.csv", index=False)
+    if not tables.importance.empty:
+        plot_importance(tables.importance, out / IMPORTANCE_FIGURE)
+        written.append(IMPORTANCE_FIGURE)
+    if tables.replicates is not None:
+        tables.replicates[0].to_csv(out / "replicates.csv", index=False)
+        tables.replicates[1].to_csv(out / "replicate_tests.csv", index=False)
         written += REPLICATE_FILES
     attention = attention_section(study, out, attention_pair)
     written += attention.files
-    write_html(study, out, t3, axes, importance, cost, [*study.notes, *notes], attention=attention, replicates=replicates)
+    write_html(study, out, tables, list(study.notes), attention=attention)
     return written
 
 
