@@ -30,10 +30,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from deepdiff.cli_common import Subparsers, add_data_args, choose_threads, load_checked_pair, thread_count
+from deepdiff.cli_results import add_baselines, add_evaluate
 from deepdiff.command import OneLineParser, run_command, say, shell_command
 from deepdiff.config import (
     AUX_FIELDS,
-    INPUT_TRANSFORMS,
     SIAMESE_FIELDS,
     ModelConfig,
     TrainConfig,
@@ -44,61 +45,13 @@ from deepdiff.config import (
 )
 from deepdiff.errors import EXIT_NAN, ConfigError, check_output_dir
 from deepdiff.flags import add_config_flags, flag, given
-from deepdiff.threads import CpuSample, ThreadChoice, apply, decide, decide_again, wait_policy_env
+from deepdiff.threads import CpuSample, apply, decide_again, wait_policy_env
 from deepdiff.tracks import command as tracks_command
 
 PROG = "deepdiff"  # the console script (pyproject.toml): what printed command lines start with
-ATTENTION_FILE = "attention.npz"  # what `deepdiff evaluate --out` writes (with attention.json)
 LARGE_COUNT = 1e6  # raw counts above this are a likelier cause of divergence than the learning rate
 # The parts of a model some variants lack, and the config fields only those parts read.
 OPTIONAL_PARTS = (("auxiliary task", AUX_FIELDS), ("contrastive loss", SIAMESE_FIELDS))
-
-Subparsers = Any  # what `ArgumentParser.add_subparsers` returns (argparse's private _SubParsersAction)
-
-
-def _add_data_args(p: argparse.ArgumentParser, *, required: bool) -> None:
-    p.add_argument("--data", metavar="DIR", required=required, help="folder with CELL.{train,valid,test,expr}.csv")
-    p.add_argument("--pair", nargs=2, metavar=("CELL_A", "CELL_B"), required=required,
-                   help="the two cell types (file prefixes, e.g. Cell1 Cell2 or E123 E003); diff = B - A")
-    p.add_argument("--cache-dir", metavar="DIR",
-                   help="cache of validated pairs (default $XDG_CACHE_HOME/deepdiff-tune or ~/.cache/deepdiff-tune)")
-    p.add_argument("--no-cache", action="store_true", help="always re-read the CSV files")
-    p.add_argument("--strict-genes", action="store_true",
-                   help="refuse genes present in one cell but not the other (default: report and drop them)")
-
-
-def _load(args: argparse.Namespace, data_dir: str, cell_a: str, cell_b: str, *, n_bins: int | None = None):
-    """The validated pair, refused if a split has no PCC (fewer than 2 genes, a constant target)."""
-    from deepdiff.data import N_BINS, check_cell_name, check_trainable, default_cache_dir, load_pair
-
-    for name in (cell_a, cell_b):
-        check_cell_name(name, "--pair")
-    cache = None if args.no_cache else Path(args.cache_dir) if args.cache_dir is not None else default_cache_dir()
-    if args.cache_dir is not None and not args.no_cache:
-        # A cache that cannot be written is only a note (a shared read-only cache still serves); a
-        # --cache-dir that can never be a folder is a mistake in the flag.
-        check_output_dir(cache, "--cache-dir", writable=False)
-    pair = load_pair(data_dir, cell_a, cell_b, cache_dir=cache, n_bins=n_bins or N_BINS,
-                     unpaired="error" if args.strict_genes else "drop", progress=say)
-    for note in pair.notes:
-        say(f"note: {note}")
-    check_trainable(pair, data_dir)
-    return pair
-
-
-def _threads(args: argparse.Namespace, requested: int) -> ThreadChoice:
-    """Set torch's threads (`deepdiff.threads`): `requested`, or automatic (0), measuring the other processes'
-    use of the CPUs since the command started (`args.started`); notes a choice of fewer than usable."""
-    choice = decide(requested, os.environ, getattr(args, "started", None))
-    apply(choice)
-    if choice.note():
-        say(f"note: {choice.note()}")
-    return choice
-
-
-def _count(threads: int) -> str:
-    return f"{threads} thread{'s' * (threads > 1)}"
-
 
 def _note_unused_flags(args: argparse.Namespace, variant: str, *configs: type) -> None:
     """One note for config flags given that `variant` does not read (e.g. --margin for a non-siamese variant)."""
@@ -163,12 +116,12 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 def add_prepare(sub: Subparsers) -> None:
     p = sub.add_parser("prepare", help="validate a pair and cache it (Arrow IPC)")
-    _add_data_args(p, required=True)
+    add_data_args(p, required=True)
     p.set_defaults(handler=cmd_prepare)
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
-    pair = _load(args, args.data, *args.pair)
+    pair = load_checked_pair(args, args.data, *args.pair)
     for name in ("train", "valid", "test"):
         split = pair.split(name)
         print(f"{name}: {len(split)} genes, x {tuple(split.x_a.shape)}")
@@ -182,7 +135,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 def add_train(sub: Subparsers) -> None:
     p = sub.add_parser("train", help="train one model and print its PCC")
-    _add_data_args(p, required=False)
+    add_data_args(p, required=False)
     p.add_argument("--config", metavar="FILE", help="a config file (e.g. OUT/config.yaml); flags override it")
     add_config_flags(p, ModelConfig, TrainConfig, no_default=("variant",))
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
@@ -264,7 +217,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     _note_unused_flags(args, model_cfg.variant, ModelConfig, TrainConfig)
     device = pick_device(args.device)
     dtype = autocast_dtype(device, train_cfg.precision)
-    # The threads are this command's to set (`_threads`), not part of what a checkpoint trains: fit() and the
+    # The threads are this command's to set (`choose_threads`), not part of what a checkpoint trains: fit() and the
     # checkpoints see the default, so a --resume may use other --threads (config.yaml keeps the user's).
     trained_cfg = dataclasses.replace(train_cfg, threads=TrainConfig().threads)
     # Everything that can refuse the run is checked before anything in --out is written.
@@ -277,7 +230,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     elif args.resume:
         say(f"note: {run.path} holds no {LAST_CHECKPOINT} to resume; starting a new run there")
     _ensure_data(data, args.config)
-    pair = _load(args, data["dir"], data["cell_a"], data["cell_b"], n_bins=model_cfg.n_bins)
+    pair = load_checked_pair(args, data["dir"], data["cell_a"], data["cell_b"], n_bins=model_cfg.n_bins)
     if run is not None:
         # What the run folder records of the data: the resume of this run must train on the same.
         trained_on = {**data, "dir": str(Path(data["dir"]).resolve()), "fingerprint": pair.fingerprint()}
@@ -287,9 +240,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         run.start(model_cfg, train_cfg, trained_on)
         if run.resume_from is not None:
             say(f"resuming {run.path} after epoch {run.done}")
-    threads = _threads(args, train_cfg.threads)
+    threads = choose_threads(args, train_cfg.threads)
     say(f"training {model_cfg.variant} on {pair.cell_a} -> {pair.cell_b} ({len(pair.train)} train genes) on {device}"
-        f"{f' with {_count(threads.threads)}' if device.type == 'cpu' else ''}, {precision_label(dtype)}")
+        f"{f' with {thread_count(threads.threads)}' if device.type == 'cpu' else ''}, {precision_label(dtype)}")
 
     bar = tqdm(total=None, unit="batch", file=sys.stderr, dynamic_ncols=True, disable=None, leave=False)
     epochs_label = f"/{train_cfg.epochs}"
@@ -315,7 +268,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                 again = decide_again(threads, os.environ)
                 if again.threads != threads.threads:
                     apply(again)
-                    tqdm.write(f"note: {_count(again.threads)} from epoch {result.epoch + 1}: other processes kept "
+                    tqdm.write(f"note: {thread_count(again.threads)} from epoch {result.epoch + 1}: other processes kept "
                                f"{again.busy_elsewhere:.1f} of {again.usable} usable CPUs busy in epoch {result.epoch}", file=sys.stderr)
                 threads = again
             interrupt.check()
@@ -357,165 +310,6 @@ def cmd_describe(args: argparse.Namespace) -> int:
         for key, module in getattr(model, group).items():
             print(f"  {group}.{key}: {count_parameters(module):,}")
     print(f"trainable parameters: {count_parameters(model)}")
-    return 0
-
-
-# ---------------------------------------------------------------------------------------------------
-# deepdiff baselines
-
-
-def _baseline_groups() -> dict[str, tuple[str, ...]]:
-    """Names --baselines accepts for several baselines at once (`deepdiff.baselines` names the rest)."""
-    from deepdiff.baselines import ALL_BASELINES, BEST_SIMPLE, PAPER_BASELINES, SIMPLE_MODELS
-
-    return {"all": ALL_BASELINES, "paper": PAPER_BASELINES, "simple": (*SIMPLE_MODELS, BEST_SIMPLE)}
-
-
-def add_baselines(sub: Subparsers) -> None:
-    p = sub.add_parser("baselines", help="fit the paper's baselines (linear regression, one- and two-layer SVR) and "
-                                         "the strongest simple models (ridge, RBF SVR, gradient boosting)")
-    _add_data_args(p, required=True)
-    p.add_argument("--baselines", metavar="NAMES", default="all",
-                   help="comma-separated: linear, svr, svr2 (the paper's), ridge, rbf_svr, gboost (simple models "
-                        "choosing transform, features and hyperparameters on the valid genes), best_simple (the one "
-                        "of those with the best valid PCC); or paper, simple, all (default all)")
-    p.add_argument("--input-transform", choices=INPUT_TRANSFORMS, default="raw",
-                   help="the paper's baselines: applied to the counts as for the deep models (default raw); the "
-                        "simple models choose their own")
-    p.add_argument("--seed", type=int, default=0, help="cross-validation folds, SVR subsample, boosting")
-    p.add_argument("--max-train-genes", type=int, default=2000,
-                   help="the SVRs fit on a random subset of at most this many training genes (default 2000)")
-    p.add_argument("--jobs", type=int, default=1, help="the paper's baselines: processes for cross-validation (default 1)")
-    p.add_argument("--threads", type=int, default=0, metavar="N",
-                   help="the simple models: threads of scikit-learn's native pools, chosen as train's --threads "
-                        "(default 0: one per usable CPU that other processes leave free)")
-    p.set_defaults(handler=cmd_baselines)
-
-
-def baseline_names(given: str) -> list[str]:
-    """The baselines --baselines names, in `deepdiff.baselines.ALL_BASELINES` order; a `ConfigError` otherwise."""
-    from deepdiff.baselines import ALL_BASELINES
-
-    groups = _baseline_groups()
-    names = [name.strip() for name in given.split(",") if name.strip()]
-    if not names or any(name not in ALL_BASELINES and name not in groups for name in names):
-        raise ConfigError(f"--baselines {given!r}: expected a comma-separated subset of {','.join(ALL_BASELINES)} "
-                          f"(or {', '.join(groups)})")
-    chosen = {member for name in names for member in groups.get(name, (name,))}
-    return [name for name in ALL_BASELINES if name in chosen]
-
-
-def cmd_baselines(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
-    from deepdiff.baselines import (
-        BEST_SIMPLE, PAPER_BASELINES, SIMPLE_MODELS, best_of, candidate_count, run_baseline, run_simple_model,
-    )
-
-    names = baseline_names(args.baselines)
-    if not 0 <= args.seed < 2**32:  # scikit-learn's folds and numpy's legacy seeding
-        raise ConfigError(f"--seed {args.seed}: expected an integer in [0, 2**32)")
-    if args.jobs == 0:
-        raise ConfigError("--jobs 0: expected a number of processes >= 1 (or -1 for every core)")
-    if args.threads < 0:
-        raise ConfigError(f"--threads {args.threads}: expected an integer >= 0 (0 = automatic)")
-    pair = _load(args, args.data, *args.pair)
-    for name in [n for n in names if n in PAPER_BASELINES]:
-        say(f"fitting {name} on {pair.cell_a} -> {pair.cell_b} ({len(pair.train)} train genes)")
-        result = run_baseline(name, pair, input_transform=args.input_transform, seed=args.seed,
-                              max_train_genes=args.max_train_genes, n_jobs=args.jobs)
-        print(result.line(), flush=True)
-    # best_simple is the best of every simple model: each is fitted once, whichever lines are asked for
-    models = list(SIMPLE_MODELS) if BEST_SIMPLE in names else [n for n in names if n in SIMPLE_MODELS]
-    if not models:
-        return 0
-    threads = _threads(args, args.threads).threads  # libgomp waits passively (`main`): no spinning at barriers
-    say(f"fitting {', '.join(models)} on {pair.cell_a} -> {pair.cell_b} with {_count(threads)}: "
-        f"{candidate_count(models)} candidates (transform x features x hyperparameters), each fitted on the train "
-        "genes and scored on the valid genes")
-    results = []
-    with tqdm(total=candidate_count(models), unit="candidate", file=sys.stderr, dynamic_ncols=True, disable=None,
-              leave=False) as bar:
-        for model in models:
-            results.append(run_simple_model(model, pair, seed=args.seed, max_train_genes=args.max_train_genes,
-                                            threads=threads, progress=lambda candidate: bar.update()))
-            if model in names:
-                tqdm.write(results[-1].line(), file=sys.stdout)
-                sys.stdout.flush()
-    if BEST_SIMPLE in names:
-        print(best_of(results).line(BEST_SIMPLE), flush=True)
-    return 0
-
-
-# ---------------------------------------------------------------------------------------------------
-# deepdiff evaluate
-
-
-def add_evaluate(sub: Subparsers) -> None:
-    p = sub.add_parser("evaluate", help="score a saved model (best.pt / last.pt) on a pair; --out writes its attention")
-    p.add_argument("--checkpoint", metavar="FILE", required=True,
-                   help="a checkpoint written by deepdiff train --out (best.pt, last.pt) or a study's model/best.pt")
-    _add_data_args(p, required=True)
-    p.add_argument("--split", choices=("train", "valid", "test"), default="test",
-                   help="the genes whose attention --out writes (default test)")
-    p.add_argument("--out", metavar="DIR", help=f"write {ATTENTION_FILE} (attention, predictions, targets) and "
-                   f"{Path(ATTENTION_FILE).stem}.json (what each array is) here")
-    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
-    p.add_argument("--threads", type=int, default=0, metavar="N",
-                   help=TrainConfig.__dataclass_fields__["threads"].metadata["help"] + " (default 0)")
-    p.set_defaults(handler=cmd_evaluate)
-
-
-def cmd_evaluate(args: argparse.Namespace) -> int:
-    from deepdiff.attention import attention_maps, save_npz
-    from deepdiff.data import MARKS
-    from deepdiff.device import pick_device
-    from deepdiff.errors import DataError
-    from deepdiff.train import check_shapes, evaluate, load_checkpoint, load_model, prepare_split
-
-    if args.threads < 0:
-        raise ConfigError(f"--threads {args.threads}: expected an integer >= 0 (0 = automatic)")
-    checkpoint = Path(args.checkpoint)
-    out = Path(args.out) if args.out else None
-    if out is not None:  # refused before anything is read or written
-        check_output_dir(out, "--out")
-        if (out / ATTENTION_FILE).exists():
-            raise ConfigError(f"--out {out}: already holds {ATTENTION_FILE}; choose another --out (never overwritten)")
-    device = pick_device(args.device)
-    try:
-        model, model_cfg, train_cfg = load_model(checkpoint, device)
-    except ConfigError as err:
-        raise ConfigError(f"--checkpoint {err}") from None
-    epoch = load_checkpoint(checkpoint)["epoch"]
-    try:
-        pair = _load(args, args.data, *args.pair, n_bins=model_cfg.n_bins)
-    except DataError as err:
-        if "bins" not in str(err):
-            raise
-        raise DataError(f"{err} (the model in --checkpoint {checkpoint} reads {model_cfg.n_bins} bins per gene)") from None
-    try:
-        check_shapes(model_cfg, pair)
-    except ConfigError as err:
-        raise ConfigError(f"--checkpoint {checkpoint}: {err}") from None
-    _threads(args, args.threads)
-    say(f"evaluating {model_cfg.variant} (epoch {epoch} of {checkpoint}) on {pair.cell_a} -> {pair.cell_b} on {device}")
-    scores: dict[str, float] = {}
-    for name in ("valid", "test"):
-        split = prepare_split(pair.split(name), train_cfg.input_transform, device)
-        scores[f"{name}_pcc"], scores[f"{name}_mse"] = evaluate(model, split, train_cfg.eval_batch_size)
-    summary = {"variant": model_cfg.variant, "pair": f"{pair.cell_a}-{pair.cell_b}", "epoch": epoch, **scores}
-    if out is not None:
-        maps = attention_maps(model, pair.split(args.split), train_cfg.input_transform, marks=MARKS,
-                              batch_size=train_cfg.eval_batch_size, device=device)
-        out.mkdir(parents=True, exist_ok=True)
-        npz, about = save_npz(maps, out / ATTENTION_FILE, about={
-            "checkpoint": str(checkpoint.resolve()), "data": str(Path(args.data).resolve()), "cell_a": pair.cell_a,
-            "cell_b": pair.cell_b, "split": args.split, "genes": len(maps.gene_ids), "epoch": epoch,
-            "input_transform": train_cfg.input_transform, "model_config": dataclasses.asdict(model_cfg), **scores,
-        })
-        say(f"wrote {npz} and {about}")
-    # PCC and MSE to 6 decimals (deepdiff train prints 4): enough to compare with a study's record.
-    print("result " + " ".join(f"{k}={v:.6f}" if isinstance(v, float) else f"{k}={v}" for k, v in summary.items()))
     return 0
 
 

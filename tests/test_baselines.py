@@ -153,7 +153,7 @@ def test_cli_prints_one_parseable_line_per_baseline(sample_dir, tmp_path, capsys
 
 
 def test_cli_baseline_names_expand_groups_in_one_order():
-    from deepdiff.cli import baseline_names
+    from deepdiff.cli_results import baseline_names
 
     assert baseline_names("all") == ["linear", "svr", "svr2", "ridge", "rbf_svr", "gboost", "best_simple"]
     assert baseline_names("simple") == ["ridge", "rbf_svr", "gboost", "best_simple"]
