@@ -47,6 +47,7 @@ def _level1_outputs_and_grads(encoder, x, dtype):
     return (m, alpha), torch.autograd.grad(loss, [x, *encoder.parameters()])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_grouped_level1_under_autocast_stays_close_to_float32(dtype):
     torch.manual_seed(0)
@@ -115,6 +116,7 @@ def _fit(pair, precision, **train):
     return list(fit(model_cfg, train_cfg, pair, device="cpu"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("precision, dtype", [("bfloat16", torch.bfloat16), ("float16", torch.float16)])
 def test_mixed_precision_training_keeps_the_valid_pcc(small_synthetic_pair, monkeypatch, precision, dtype):
     """fit() in low precision on CPU through the grouped path learns the planted signal as float32 does,
@@ -134,6 +136,7 @@ def test_mixed_precision_training_keeps_the_valid_pcc(small_synthetic_pair, monk
     assert [r.valid_pcc for r in mixed] != [r.valid_pcc for r in reference]  # not float32 under another name
 
 
+@pytest.mark.slow
 def test_float16_scales_the_loss_and_resumes_with_its_scale(small_synthetic_pair, monkeypatch, tmp_path):
     """float16 trains with a GradScaler: its first steps overflow at the initial scale 2**16 and are
     skipped, the scale falls; last.pt keeps the scale, so a resumed run is the uninterrupted one."""
@@ -196,6 +199,7 @@ def test_auto_is_float32_on_cpu_and_mixed_on_cuda(monkeypatch):
         autocast_dtype(CPU, "fp8")
 
 
+@pytest.mark.slow
 def test_configs_and_checkpoints_from_before_the_precision_field_still_load(small_synthetic_pair, tmp_path):
     """A config file or checkpoint without `precision` means the default ("auto", float32 on a CPU, as
     they were trained); resuming one works, also in another precision, and the checkpoints written from
@@ -220,6 +224,7 @@ def test_configs_and_checkpoints_from_before_the_precision_field_still_load(smal
     assert torch.load(last, weights_only=True)[COMPUTE_DTYPE] == "bfloat16"
 
 
+@pytest.mark.slow
 def test_a_resume_that_changes_the_compute_dtype_says_so(small_synthetic_dir, tmp_path, capsys):
     """precision=auto resumed on another kind of device, or another --precision, changes what the steps
     compute in: allowed (a float16 GPU's run may go on on a CPU), and said, with the flag that keeps the

@@ -56,6 +56,7 @@ def _last_result(stdout):
     return match
 
 
+@pytest.mark.slow
 def test_train_writes_its_run_and_ends_with_a_parseable_line(small_synthetic_dir, tmp_path, capsys):
     out = tmp_path / "run"
     code = main(["train", "--data", str(small_synthetic_dir), "--pair", "Cell1", "Cell2", "--variant", "raw_aux_siamese",
@@ -83,6 +84,7 @@ def test_train_writes_its_run_and_ends_with_a_parseable_line(small_synthetic_dir
     assert [r["epoch"] for r in csv.DictReader((out / "metrics.csv").open())] == ["1", "2", "3"]
 
 
+@pytest.mark.slow
 def test_train_on_the_real_sample(sample_dir, tmp_path):
     code, stdout, stderr = _run(["train", "--data", str(sample_dir), "--pair", "Cell1", "Cell2", "--variant", "raw_d",
                                  "--epochs", "1", *SMALL_FLAGS], tmp_path)
@@ -91,6 +93,7 @@ def test_train_on_the_real_sample(sample_dir, tmp_path):
     assert "epoch 1/1" in stderr
 
 
+@pytest.mark.slow
 def test_synth_then_prepare_uses_the_cache(tmp_path):
     code, stdout, _ = _run(["synth", "pair", "--genes", "30", "--seed", "1"], tmp_path)
     assert code == 0 and (tmp_path / "pair" / "Cell2.expr.csv").is_file()
@@ -100,6 +103,7 @@ def test_synth_then_prepare_uses_the_cache(tmp_path):
     assert any((tmp_path / "cache" / "deepdiff-tune").rglob("*.arrow"))
 
 
+@pytest.mark.slow
 def test_describe_prints_the_exact_parameter_count(tmp_path):
     code, stdout, _ = _run(["describe", "--variant", "raw_d"], tmp_path)
     assert code == 0 and stdout.strip().endswith("trainable parameters: 55681")
@@ -118,6 +122,7 @@ def test_describe_prints_the_exact_parameter_count(tmp_path):
         (["synth", "x", "--genes", "1"], "--genes 1"),
     ],
 )
+@pytest.mark.slow
 def test_bad_input_is_one_line_without_traceback(tmp_path, args, message):
     _run(["synth", "pair", "--genes", "30"], tmp_path)
     code, stdout, stderr = _run(args, tmp_path)
@@ -127,6 +132,7 @@ def test_bad_input_is_one_line_without_traceback(tmp_path, args, message):
     assert "Traceback" not in stderr
 
 
+@pytest.mark.slow
 def test_train_on_files_named_by_epigenome(sample_dir, tmp_path):
     # The paper's files are E123.train.csv ... ; the sample's Cell1 is E123 and Cell2 is E003.
     data = tmp_path / "remc"
@@ -434,6 +440,7 @@ def test_flags_a_variant_does_not_use_are_noted(small_synthetic_dir, capsys):
     assert "note: --margin ignored: variant aux has no contrastive loss" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_interrupt_leaves_the_run_consistent(small_synthetic_dir, tmp_path, capsys, monkeypatch):
     """Ctrl-C just after fit() wrote epoch 2's last.pt, before the CLI wrote its metrics row."""
     import signal
@@ -491,6 +498,7 @@ def test_the_printed_resume_command_runs_as_printed(small_synthetic_dir, tmp_pat
     assert not any(tmp_path.rglob("pwned")) and not any(tmp_path.rglob("x"))
 
 
+@pytest.mark.slow
 def test_a_negative_number_reaches_the_validator(tmp_path):
     code, _, stderr = _run(["train", "--data", "d", "--pair", "Cell1", "Cell2", "--variant", "raw_d", "--lr", "-1e-3"], tmp_path)
     assert code == 2 and stderr.splitlines() == ["error: command line: field lr: expected a number > 0, got -0.001"]
@@ -524,6 +532,7 @@ EVALUATE = re.compile(r"^result variant=(\w+) pair=(\S+) epoch=(\d+) valid_pcc=(
                       r"test_pcc=(-?[\d.]+) test_mse=([\d.]+)$")
 
 
+@pytest.mark.slow
 def test_evaluate_reproduces_the_best_epoch_and_writes_attention(small_synthetic_dir, tmp_path, capsys, one_thread):
     import numpy as np
 

@@ -104,6 +104,7 @@ def test_every_environment_variable_used_is_defined(config):
     assert docker_env(config)["DEEPDIFF_BUCKET"].startswith("s3://")
 
 
+@pytest.mark.slow
 def test_mlflow_server_on_loopback_with_a_lasting_store_and_artifacts_in_the_bucket(config):
     from mlflow.cli import server
 

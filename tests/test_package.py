@@ -32,6 +32,7 @@ def test_console_script_runs():
     ("deepdiff-export", "deepdiff_study.export:main", "--experiment"),
     ("deepdiff-report", "deepdiff_study.report:main", "--experiment"),
 ])
+@pytest.mark.slow
 def test_study_console_scripts(script, entry, flag, tmp_path):
     dist = importlib.metadata.distribution("deepdiff-tune")
     assert any(ep.name == script and ep.value == entry for ep in dist.entry_points)

@@ -46,6 +46,7 @@ def test_no_script_module_shadows_stdlib_or_an_installed_package():
             assert spec is None, f"{module} shadows the installed module {name} ({spec.origin})"
 
 
+@pytest.mark.slow
 def test_dry_run_of_the_paper_grid_lists_230_cells(tmp_path):
     proc = run(["--pairs", "all", "--dry-run"], tmp_path)
     assert proc.returncode == 0, proc.stderr
@@ -54,6 +55,7 @@ def test_dry_run_of_the_paper_grid_lists_230_cells(tmp_path):
     assert not any(tmp_path.iterdir()), "a dry run writes nothing"
 
 
+@pytest.mark.slow
 def test_dry_run_of_the_quick_start_covers_every_cell_shape(tmp_path):
     proc = run(["--dry-run"], tmp_path)
     assert proc.returncode == 0, proc.stderr
@@ -64,6 +66,7 @@ def test_dry_run_of_the_quick_start_covers_every_cell_shape(tmp_path):
     assert "syn1A-syn1B" in proc.stdout and "E123" not in proc.stdout  # synthetic data, named as such
 
 
+@pytest.mark.slow
 def test_dry_run_sub_grid_and_flags_over_preset(tmp_path):
     proc = run(["--pairs", "1,E123-E116", "--variants", "raw,aux", "--aux", "regression", "--samples", "3",
                 "--max-epochs", "9", "--dry-run"], tmp_path)
@@ -101,10 +104,12 @@ def test_aux_and_margins_for_variants_that_do_not_use_them_are_noted(tmp_path, c
     assert proc.returncode == 0 and proc.stderr == ""
 
 
+@pytest.mark.slow
 def test_a_bad_flag_in_a_real_process_exits_2_without_traceback(tmp_path):
     assert_one_line_error(run(["--pairs", "0"], tmp_path), "--pairs '0'")
 
 
+@pytest.mark.slow
 def test_bad_grid_file_names_file_and_field(tmp_path):
     grid = write_tiny_grid(tmp_path, "pairs: {1: [E1, E2]}\nvariants: [raw, nope]\n")
     assert_one_line_error(run(["--grid", str(grid), "--dry-run"], tmp_path), str(grid), "section 'aux_modes'")
@@ -112,6 +117,7 @@ def test_bad_grid_file_names_file_and_field(tmp_path):
     assert_one_line_error(run(["--grid", str(grid)], tmp_path), str(grid), "not valid YAML")
 
 
+@pytest.mark.slow
 def test_missing_data_files_are_one_error_before_anything_runs(tmp_path):
     data = tmp_path / "data"
     data.mkdir()
@@ -125,6 +131,7 @@ def test_missing_data_files_are_one_error_before_anything_runs(tmp_path):
     assert_one_line_error(proc, "directory not found")
 
 
+@pytest.mark.slow
 def test_resume_without_a_study_is_an_error(tmp_path):
     assert_one_line_error(run(["--resume", "--storage", str(tmp_path / "r")], tmp_path), "--resume: no study saved in")
 
@@ -150,6 +157,7 @@ def test_numbers_that_would_fail_after_ray_starts_are_refused_first(tmp_path, ar
     assert not any(tmp_path.iterdir()), "nothing is written for a refused flag"
 
 
+@pytest.mark.slow
 def test_dry_run_checks_the_data_as_the_real_start_does(tmp_path):
     assert_one_line_error(run(["--data", str(tmp_path / "nowhere"), "--dry-run"], tmp_path), "directory not found")
     (tmp_path / "only_expr").mkdir()
@@ -162,6 +170,7 @@ def test_dry_run_checks_the_data_as_the_real_start_does(tmp_path):
     ("http://127.0.0.1:9", "the MLflow store does not answer (ConnectionRefusedError", 75),  # the store is down
     ("ftp://somewhere", "expected sqlite:///PATH or http", 2),
 ])
+@pytest.mark.slow
 def test_a_store_that_cannot_be_used_is_one_error_before_ray_starts(tmp_path, uri, fragment, code):
     import time
 
@@ -173,6 +182,7 @@ def test_a_store_that_cannot_be_used_is_one_error_before_ray_starts(tmp_path, ur
     assert "running on Ray" not in proc.stdout
 
 
+@pytest.mark.slow
 def test_two_drivers_on_one_study_the_second_is_refused(tmp_path):
     from deepdiff_study.resume import lock_study
 
@@ -187,6 +197,7 @@ def test_two_drivers_on_one_study_the_second_is_refused(tmp_path):
     assert not (tmp_path / "r" / "busy").exists()
 
 
+@pytest.mark.slow
 def test_two_drivers_on_one_mlflow_experiment_with_different_storage_the_second_is_refused(tmp_path, capsys, monkeypatch):
     from deepdiff_study import driver
     from deepdiff_study.resume import lock_store
@@ -215,6 +226,7 @@ def test_a_study_that_never_started_can_be_started_again(tmp_path):
         resume.check_start(exp_dir, "half", resume=True)
 
 
+@pytest.mark.slow
 def test_export_refuses_a_file_an_earlier_export_and_an_empty_experiment(tmp_path, capsys, monkeypatch):
     from mlflow.tracking import MlflowClient
 
@@ -412,6 +424,7 @@ def test_export_help_imports_no_mlflow():
     assert proc.returncode == 0 and proc.stdout.strip().endswith("[]"), proc.stdout + proc.stderr
 
 
+@pytest.mark.slow
 def test_a_new_store_whose_creation_races_a_reader_is_asked_again(tmp_path, monkeypatch):
     """A script polling mlruns.db from the study's first second once made the store check fail with
     "duplicate column name: step": both ran MLflow's table creation at the same moment."""
@@ -440,6 +453,7 @@ def test_a_new_store_whose_creation_races_a_reader_is_asked_again(tmp_path, monk
         store.check_store(f"sqlite:///{tmp_path / 'm2.db'}")
 
 
+@pytest.mark.slow
 def test_a_full_disk_while_the_driver_writes_its_files_is_one_line(tmp_path, capsys, monkeypatch):
     import errno
     import os

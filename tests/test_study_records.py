@@ -29,6 +29,7 @@ sys.meta_path.insert(0, Blocked())
 
 @pytest.mark.parametrize("module", ["deepdiff_study.records", "deepdiff_study.export", "deepdiff_study.grid",
                                     "deepdiff_study.plan"])
+@pytest.mark.slow
 def test_results_layer_imports_without_ray_optuna_or_torch(module):
     code = BLOCK + f"import {module}\nassert not any(m.split('.')[0] in ('ray', 'optuna', 'torch') for m in sys.modules)"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

@@ -10,6 +10,7 @@ from deepdiff_study.records import Kind, Tag, study_runs
 from deepdiff_study.resume import reconcile
 
 
+@pytest.mark.slow
 def test_reconcile_closes_deletes_and_records_what_tune_knows(tmp_path):
     client = MlflowClient(f"sqlite:///{tmp_path / 'm.db'}")
     exp = client.create_experiment("s")
@@ -36,6 +37,7 @@ def test_reconcile_closes_deletes_and_records_what_tune_knows(tmp_path):
     assert client.get_run(ids["unsaved-ended"]).info.lifecycle_stage == "deleted"  # deleted, not purged
 
 
+@pytest.mark.slow
 def test_the_store_check_rides_out_another_process_creating_the_same_database(tmp_path, monkeypatch):
     """`mlflow ui` or a reader opening a new SQLite file at the same moment as the driver: one of the two
     loses the race to create MLflow's tables; the driver's store check tries again instead of failing."""
@@ -65,6 +67,7 @@ def test_the_store_check_rides_out_another_process_creating_the_same_database(tm
         store.check_store(f"sqlite:///{tmp_path / 'n.db'}")
 
 
+@pytest.mark.slow
 def test_a_study_short_of_trials_is_interrupted_unless_tune_failed_them_before_mlflow_saw_them(tmp_path):
     """After Ctrl-C or SIGTERM Tune marks the trials it stops TERMINATED, so the driver counts from MLflow:
     planned trials not ended there are unfinished (exit 130, --resume), unless Tune failed them unseen."""

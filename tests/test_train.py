@@ -27,6 +27,7 @@ def _fields(result):
     return {k: v for k, v in dataclasses.asdict(result).items() if k != "seconds"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_every_variant_trains_on_the_real_sample(sample_pair, variant):
     aux_mode = "classification" if variant in ("aux", "raw_aux_siamese") else "regression"
@@ -38,6 +39,7 @@ def test_every_variant_trains_on_the_real_sample(sample_pair, variant):
     assert (result.train_siamese_loss > 0) == VARIANTS[variant].siamese
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_every_variant_trains_two_epochs_on_synthetic_data(small_synthetic_pair, variant):
     results = list(fit(ModelConfig(variant=variant, **TINY), TrainConfig(epochs=2, batch_size=16), small_synthetic_pair, device="cpu"))
@@ -45,6 +47,7 @@ def test_every_variant_trains_two_epochs_on_synthetic_data(small_synthetic_pair,
     assert results[-1].status == EpochStatus.COMPLETED
 
 
+@pytest.mark.slow
 def test_a_fixed_seed_gives_the_same_run_on_cpu(small_synthetic_pair):
     cfg = ModelConfig(variant="aux_siamese", **TINY), TrainConfig(epochs=2, batch_size=16, seed=7)
     first = [_fields(r) for r in fit(*cfg, small_synthetic_pair, device="cpu")]
@@ -54,6 +57,7 @@ def test_a_fixed_seed_gives_the_same_run_on_cpu(small_synthetic_pair):
     assert other != first
 
 
+@pytest.mark.slow
 def test_resume_mid_run_reaches_the_same_result(small_synthetic_pair, tmp_path):
     model_cfg, train_cfg = ModelConfig(variant="raw_aux_siamese", dropout=0.5, **TINY), TrainConfig(epochs=3, batch_size=16, seed=3)
     straight = [_fields(r) for r in fit(model_cfg, train_cfg, small_synthetic_pair, device="cpu", checkpoint_dir=tmp_path / "a")]
