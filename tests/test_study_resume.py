@@ -5,7 +5,6 @@ the driver's store check survives another process creating the same new database
 from types import SimpleNamespace
 
 import pytest
-
 from mlflow.tracking import MlflowClient
 
 from deepdiff_study.records import Kind, Tag, study_runs
