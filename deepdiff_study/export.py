@@ -22,6 +22,7 @@ import argparse
 import dataclasses
 import math
 import os
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -159,7 +160,7 @@ def _export(args: argparse.Namespace, uri: str) -> int:
     print(f"\nwrote {len(written)} configs to {Path(args.out) / 'configs'} and "
           f"{Path(args.out) / 'summary.csv'} (+ .parquet)")
     if len(written):
-        print(f"reproduce one:  deepdiff train --config {Path(args.out) / written.iloc[0]} --out run1")
+        print(f"reproduce one:  {shlex.join(['deepdiff', 'train', '--config', str(Path(args.out) / written.iloc[0]), '--out', 'run1'])}")
     return 0
 
 

@@ -4,6 +4,7 @@ everything is and how to look at it, the study report) with the exit status it c
 
 from __future__ import annotations
 
+import shlex
 import sys
 from pathlib import Path
 
@@ -75,11 +76,11 @@ def closing_summary(experiment: str, manifest: StudyManifest, exp_dir, wall: flo
     if mlflow_uri.startswith(("http://", "https://")):  # a tracking server (on a cluster: reached through a tunnel)
         print(f"Look at it:    open {mlflow_uri} (the head's server: `ray attach cluster.yaml -p 5000`, then http://127.0.0.1:5000),")
     else:
-        print(f"Look at it:    mlflow ui --backend-store-uri {mlflow_uri}   then open http://127.0.0.1:5000,")
+        print(f"Look at it:    {shlex.join(['mlflow', 'ui', '--backend-store-uri', mlflow_uri])}   then open http://127.0.0.1:5000,")
     print("               switch to 'Model training' (top left) if MLflow opens its GenAI view, click experiment")
     print(f"               {experiment!r}; tick grid-cell runs and press Compare (params = each one's best trial).")
-    print(f"Export:        python tune/export_best.py --experiment {experiment} --out best_configs"
-          + ("" if mlflow_uri == default_mlflow_uri() else f" --mlflow-uri {mlflow_uri}"))
+    export = ["python", "tune/export_best.py", "--experiment", experiment, "--out", "best_configs"]
+    print(f"Export:        {shlex.join(export + ([] if mlflow_uri == default_mlflow_uri() else ['--mlflow-uri', mlflow_uri]))}")
     write_study_report(mlflow_uri, experiment, exp_dir)
     planned = len(manifest.cells) * manifest.sizes.samples
     unfinished, lost = trial_shortfall(runs, planned, set(tune_errors))
@@ -93,6 +94,10 @@ def closing_summary(experiment: str, manifest: StudyManifest, exp_dir, wall: flo
               file=sys.stderr)
         return EXIT_INCOMPLETE
     return 0
+
+
+def _first_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [""])[0]
 
 
 def report_dir(experiment: str, exp_dir) -> Path:
@@ -109,8 +114,9 @@ def write_study_report(mlflow_uri: str, experiment: str, exp_dir) -> Path | None
 
         index = write_report(mlflow_uri, experiment, out)
     except Exception as err:  # noqa: BLE001
-        print(f"warning: the study report was not written ({type(err).__name__}: {err}); "
-              f"try python ablations/report.py --experiment {experiment} --out {out} --mlflow-uri {mlflow_uri}")
+        again = ["python", "ablations/report.py", "--experiment", experiment, "--out", str(out), "--mlflow-uri", mlflow_uri]
+        print(f"warning: the study report was not written ({type(err).__name__}: {_first_line(err)}); "
+              f"try {shlex.join(again)}")
         return None
     print(f"Report:        {index}  (open it in a browser)")
     return index
