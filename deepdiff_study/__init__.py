@@ -9,6 +9,7 @@ The study layer of the distribution ``deepdiff-tune`` (installed with the ``tune
 In layers that each import only the ones below them:
 
 - `schema`      declared checks of the inputs, `RunSizes`, errors as one line    (pydantic)
+- `untrusted`   names from MLflow checked before they become paths; Tune's saves checked to be yours only
 - `grid`        ablations/paper.yaml -> `GridCell`s, search spaces, cell types  (yaml, schema, deepdiff.config)
 - `store`       the MLflow store checked before a study, store failures recognised (MLflow only)
 - `records`     MLflow names, kinds of run, statuses, the trial-config codec, readers (MLflow only)
