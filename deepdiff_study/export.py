@@ -26,11 +26,11 @@ import argparse
 import dataclasses
 import math
 import os
-import shlex
 import sys
 from pathlib import Path
 from typing import Any
 
+from deepdiff.command import shell_command
 from deepdiff.errors import ConfigError, check_output_dir
 from deepdiff_study.store import DEFAULT_EXPERIMENT, StoreError, default_mlflow_uri, store_failure
 
@@ -167,7 +167,7 @@ def _export(args: argparse.Namespace, uri: str) -> int:
     print(f"\nwrote {len(written)} configs to {Path(args.out) / 'configs'} and "
           f"{Path(args.out) / 'summary.csv'} (+ .parquet)")
     if len(written):
-        print(f"reproduce one:  {shlex.join(['deepdiff', 'train', '--config', str(Path(args.out) / written.iloc[0]), '--out', 'run1'])}")
+        print(f"reproduce one:  {shell_command('deepdiff', 'train', '--config', Path(args.out) / written.iloc[0], '--out', 'run1')}")
     return 0
 
 

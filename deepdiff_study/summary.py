@@ -4,10 +4,10 @@ everything is and how to look at it, the study report) with the exit status it c
 
 from __future__ import annotations
 
-import shlex
 import sys
 from pathlib import Path
 
+from deepdiff.command import shell_command
 from deepdiff.errors import EXIT_INCOMPLETE, EXIT_INTERRUPTED
 from deepdiff_study.grid import GridCell, Pair
 from deepdiff_study.schema import RunSizes
@@ -76,11 +76,11 @@ def closing_summary(experiment: str, manifest: StudyManifest, exp_dir, wall: flo
     if mlflow_uri.startswith(("http://", "https://")):  # a tracking server (on a cluster: reached through a tunnel)
         print(f"Look at it:    open {mlflow_uri} (the head's server: `ray attach cluster.yaml -p 5000`, then http://127.0.0.1:5000),")
     else:
-        print(f"Look at it:    {shlex.join(['mlflow', 'ui', '--backend-store-uri', mlflow_uri])}   then open http://127.0.0.1:5000,")
+        print(f"Look at it:    {shell_command('mlflow', 'ui', '--backend-store-uri', mlflow_uri)}   then open http://127.0.0.1:5000,")
     print("               switch to 'Model training' (top left) if MLflow opens its GenAI view, click experiment")
     print(f"               {experiment!r}; tick grid-cell runs and press Compare (params = each one's best trial).")
     export = ["python", "tune/export_best.py", "--experiment", experiment, "--out", "best_configs"]
-    print(f"Export:        {shlex.join(export + ([] if mlflow_uri == default_mlflow_uri() else ['--mlflow-uri', mlflow_uri]))}")
+    print(f"Export:        {shell_command(*export, *([] if mlflow_uri == default_mlflow_uri() else ['--mlflow-uri', mlflow_uri]))}")
     write_study_report(mlflow_uri, experiment, exp_dir)
     planned = len(manifest.cells) * manifest.sizes.samples
     unfinished, lost = trial_shortfall(runs, planned, set(tune_errors))
@@ -116,7 +116,7 @@ def write_study_report(mlflow_uri: str, experiment: str, exp_dir) -> Path | None
     except Exception as err:  # noqa: BLE001
         again = ["python", "ablations/report.py", "--experiment", experiment, "--out", str(out), "--mlflow-uri", mlflow_uri]
         print(f"warning: the study report was not written ({type(err).__name__}: {_first_line(err)}); "
-              f"try {shlex.join(again)}")
+              f"try {shell_command(*again)}")
         return None
     print(f"Report:        {index}  (open it in a browser)")
     return index

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import shlex
 
-from deepdiff.command import OneLineParser, run_command
+from deepdiff.command import OneLineParser, run_command, shell_command
 from deepdiff.errors import ConfigError
 from deepdiff_study.records import DEFAULT_EXPERIMENT, default_mlflow_uri
 from deepdiff_study.report.write import write_report
@@ -36,7 +35,7 @@ def moved(args: argparse.Namespace) -> str | None:
         return None
     k = args.seeds if args.seeds is not None else "K"
     flag = "--" + given[0].replace("_", "-")
-    command = shlex.join(["deepdiff-ablation", "--replicates", str(k), "--experiment", args.experiment])
+    command = shell_command("deepdiff-ablation", "--replicates", str(k), "--experiment", args.experiment)
     return f"deepdiff-report {flag} moved to the study command: {command} (it retrains, then writes this report)"
 
 
