@@ -9,7 +9,8 @@
 - A new SQLite store is created aside and linked into place whole (`create_sqlite`, under a lock file
   beside the database), so a reader opening it at the same moment (``mlflow ui``, a notebook, a script
   polling it) never races MLflow's schema migration against the study's; a store that another process
-  is creating (or migrating) is waited for, then verified (`_answers`). SQLite stores are switched to
+  is creating (or migrating) is waited for, then verified (`_answers`); a new store such a process left
+  half-made for good (two readers raced each other's migration) and holding no run is built again. SQLite stores are switched to
   write-ahead logging, so a reader never blocks the study's writes.
 - `store_failure`: whether an exception that ended a study came from the store (server gone, disk
   full, read-only or locked database), named by its innermost cause, so the driver can stop with one
@@ -149,7 +150,8 @@ def _answers(tracking_uri: str) -> None:
     path = sqlite_path(tracking_uri)
     deadline = time.monotonic() + (SQLITE_WAIT_S if path is not None else 0.0)
     if path is not None and _migrating(path):  # not a client of its own into another's migration
-        _wait_for_migration(path, deadline)
+        if _wait_for_migration(path, deadline) and _abandoned(path):
+            _replace_abandoned(path)
     while True:
         try:
             with _env(_QUICK_CHECK):
@@ -158,7 +160,8 @@ def _answers(tracking_uri: str) -> None:
         except Exception as err:  # noqa: BLE001 - any failure to reach or open the store is one line
             reason = store_failure(err) or _first_line(err)
             if _raced(err) and time.monotonic() < deadline:
-                _wait_for_migration(path, deadline)
+                if _wait_for_migration(path, deadline) and _abandoned(path):
+                    _replace_abandoned(path)
                 continue
             raise StoreError(f"--mlflow-uri {tracking_uri}: the MLflow store does not answer ({reason}); "
                              + ("another process kept creating it for longer than "
@@ -177,20 +180,55 @@ def _raced(err: BaseException) -> bool:
     return False
 
 
-def _wait_for_migration(path: Path, deadline: float) -> None:
+def _wait_for_migration(path: Path, deadline: float) -> bool:
     """Wait while another process creates or migrates the SQLite store at `path`: until its schema is
-    MLflow's current one, its schema has not changed for `SQLITE_STALL_S`, or `deadline` (monotonic)."""
+    MLflow's current one, its schema has not changed for `SQLITE_STALL_S` (returns True: stalled), or
+    `deadline` (monotonic)."""
     head = _head_revision()
     last, since = None, time.monotonic()
     while time.monotonic() < deadline:
         time.sleep(SQLITE_RETRY_S)
         state = _schema_state(path)
         if state is not None and head is not None and state[0] == head:
-            return
+            return False
         if state != last or state is None:  # changed, or unreadable now (locked: being written)
             last, since = state, time.monotonic()
         elif time.monotonic() - since >= SQLITE_STALL_S:
+            return True
+    return False
+
+
+def _abandoned(path: Path) -> bool:
+    """Whether the SQLite store at `path` is a new one another process left half-made: not at MLflow's
+    current schema, a migration's temporary table left over, and no run in it (nothing to lose)."""
+    state = _schema_state(path)
+    if state is None or not state[1] or state[0] == _head_revision():
+        return False
+    try:
+        with closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=1)) as db:
+            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            return "runs" not in tables or db.execute("SELECT COUNT(*) FROM runs").fetchone()[0] == 0
+    except sqlite3.Error:
+        return False
+
+
+def _replace_abandoned(path: Path) -> None:
+    """Replace a new store left half-made (`_abandoned`: two readers that opened the brand-new file at
+    once raced MLflow's migrations, and the loser's stopped half-way, for good) by a whole one built
+    aside, under the creation lock. Its journal files go with it (they are the half-made one's)."""
+    with _creation_lock(path):
+        if not _abandoned(path):
             return
+        aside = path.with_name(f".{path.name}.new-{os.getpid()}")
+        try:
+            _build(aside)
+            for leftover in ("-journal", "-wal", "-shm"):
+                path.with_name(path.name + leftover).unlink(missing_ok=True)
+            os.replace(aside, path)
+        finally:
+            for leftover in (aside, aside.with_name(aside.name + "-journal")):
+                leftover.unlink(missing_ok=True)
+        _dispose(f"{SQLITE_PREFIX}{path}")
 
 
 def _migrating(path: Path) -> bool:
@@ -234,8 +272,6 @@ def create_sqlite(path: Path) -> None:
     and FAT file systems) gets the store created in place, as MLflow does."""
     if path.exists() and path.stat().st_size > 0:
         return
-    from mlflow.tracking import MlflowClient
-
     with _creation_lock(path):
         if path.exists() and path.stat().st_size > 0:
             return  # created while this process waited for the lock
@@ -244,15 +280,22 @@ def create_sqlite(path: Path) -> None:
         # waits for it); any other failure (no links here, MLflow failing aside): created in place by `_answers`.
         try:
             with suppress(Exception):
-                try:
-                    with _env(_QUICK_CHECK):
-                        MlflowClient(f"{SQLITE_PREFIX}{aside}").search_experiments(max_results=1)
-                finally:
-                    _dispose(f"{SQLITE_PREFIX}{aside}")
+                _build(aside)
                 os.link(aside, path)
         finally:
             for leftover in (aside, aside.with_name(aside.name + "-journal")):
                 leftover.unlink(missing_ok=True)
+
+
+def _build(aside: Path) -> None:
+    """A whole new MLflow store at `aside` (its tables, migrated, the Default experiment), closed."""
+    from mlflow.tracking import MlflowClient
+
+    try:
+        with _env(_QUICK_CHECK):
+            MlflowClient(f"{SQLITE_PREFIX}{aside}").search_experiments(max_results=1)
+    finally:
+        _dispose(f"{SQLITE_PREFIX}{aside}")
 
 
 def _dispose(tracking_uri: str) -> None:
