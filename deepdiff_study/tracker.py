@@ -2,6 +2,15 @@
 needs no locking). What it writes, and the names, are defined in `deepdiff_study.records`; how it
 continues after a restart is told in `deepdiff_study.resume`.
 
+Its writes run in the background, in order (`deepdiff_study.writer`): a Tune hook only snapshots what it
+needs of the trial and returns, so the driver's event loop is not held up by the store (a remote MLflow
+server, an S3 artifact upload of the best model). The first step of a session waits for its reconcile
+(`resume.reconcile`), the end of the experiment for every write; a store failure in a write is raised
+by the next hook, as before. ``background=False`` writes in the hook itself (the benchmark's baseline,
+`benchmarks/bench_tracker.py`). A driver killed outright loses the writes still queued (usually none or
+a few); a resume rebuilds what matters from Tune's state: every ended trial's status, last epoch and
+the grid cells' best trials.
+
 - A grid-cell run per grid cell, created when its first trial starts; after every ended trial its
   best_valid_pcc / best_test_pcc (the best scored trial's), n_<status> counts and best_trial_id; when
   all its planned trials have ended it is FINISHED and gets the best trial's config as params and its
@@ -57,6 +66,7 @@ from deepdiff_study.records import (
 )
 from deepdiff_study import ray_private
 from deepdiff_study.resume import reconcile
+from deepdiff_study.writer import Writer
 
 
 class PicklesSettings:
@@ -81,20 +91,22 @@ class MlflowTracker(PicklesSettings, Callback):
     key -> trials planned for it.
     """
 
-    SETTINGS = ("tracking_uri", "experiment", "grid_cells", "planned", "artifact_location")
+    SETTINGS = ("tracking_uri", "experiment", "grid_cells", "planned", "artifact_location", "background")
 
     def __init__(
         self, tracking_uri: str, experiment: str, grid_cells: dict[str, dict[str, str]], planned: dict[str, int],
-        *, artifact_location: str | None = None,
+        *, artifact_location: str | None = None, background: bool = True,
     ):
         self.tracking_uri = tracking_uri
         self.experiment = experiment
         self.grid_cells = grid_cells
         self.planned = planned
         self.artifact_location = artifact_location
+        self.background = background  # writes on a thread of their own (False: in the hook, on Tune's loop)
         self._reset()
 
     def _reset(self) -> None:
+        self._writer = Writer("mlflow-tracker") if getattr(self, "background", True) else None
         self._client: MlflowClient | None = None
         self._experiment_id: str | None = None
         self._parents: dict[str, str] = {}  # grid cell -> its run id
@@ -138,25 +150,66 @@ class MlflowTracker(PicklesSettings, Callback):
             if status.ended:
                 self._record_end(tags[Tag.GRID_CELL], trial_id, status, run.info.run_id, run.data.metrics)
 
-    # ---- Tune hooks --------------------------------------------------------------------------------
+    # ---- Tune hooks: each hands its write to the writer (what it reads of the trial, read now) ----------
+
+    def _write(self, call, *args) -> None:
+        if self._writer is None:
+            call(*args)
+        else:
+            self._writer.submit(call, *args)
+
+    def flush(self) -> None:
+        """Wait until every write handed over so far is done (raising a store failure of one of them)."""
+        if self._writer is not None:
+            self._writer.flush()
 
     def setup(self, **info) -> None:
-        self.client  # connect (and create the experiment) before the first trial starts
+        self._write(self._connect)  # connect (and create the experiment) before the first trial starts
 
     def on_step_begin(self, iteration: int, trials: list, **info) -> None:
-        self._trial_list = trials
+        self._trial_list = trials  # Tune's own list (it only grows): read by the writer when a model is stored
         if not self._reconciled:
             self._reconciled = True
-            reconcile(self.client, self._experiment_id, trials, finish=self._finish, forget=self._forget)
+            self._write(self._reconcile, list(trials))
+            self.flush()  # once a session, the loop held (the trials unchanged): the record agrees with Tune's
 
     def on_trial_start(self, iteration: int, trials: list, trial, **info) -> None:
+        self._write(self._start, trial)
+
+    def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info) -> None:
+        self._write(self._log_result, trial, dict(result))
+
+    def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
+        self._write(self._finish, trial, *outcome_of(trial), dict(trial.last_result or {}))
+
+    def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
+        self._write(self._finish, trial, TrialStatus.FAILED, error_reason(trial), dict(trial.last_result or {}))
+
+    def on_trial_recover(self, iteration: int, trials: list, trial, **info) -> None:
+        self._write(self._recover, trial, trial.num_failures, error_reason(trial))
+
+    def on_experiment_end(self, trials: list, **info) -> None:
+        self._trial_list = trials
+        self._write(self._end, list(trials))
+        if self._writer is not None:
+            self._writer.close()  # every write done before Tune returns (and the summary reads MLflow)
+
+    # ---- the writes (on the writer's thread) -------------------------------------------------------
+
+    def _connect(self) -> None:
+        self.client  # noqa: B018
+
+    def _reconcile(self, trials: list) -> None:
+        reconcile(self.client, self._experiment_id, trials, finish=self._finish, forget=self._forget)
+
+    def _start(self, trial) -> None:
         if self._has_ended(trial):
             return  # a trial that ended before a restart, handed back by the trainable: keep its record
         run_id = self._child(trial)
         self.client.update_run(run_id, status=RunStatus.RUNNING)
         self.client.set_tag(run_id, Tag.STATUS, TrialStatus.RUNNING)
 
-    def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info) -> None:
+    def _log_result(self, trial, result: dict) -> None:
         epoch = result.get("epoch")
         if not isinstance(epoch, int) or epoch <= self._logged_epoch.get(trial.trial_id, 0):
             return  # not an epoch result, or an epoch repeated after a resume from an older checkpoint
@@ -177,22 +230,13 @@ class MlflowTracker(PicklesSettings, Callback):
         if tags:
             self._dtypes[trial.trial_id] = tags[0].value
 
-    def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
-        self._finish(trial, *outcome_of(trial))
-
-    def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
-        self._finish(trial, TrialStatus.FAILED, error_reason(trial))
-
-    def on_trial_recover(self, iteration: int, trials: list, trial, **info) -> None:
+    def _recover(self, trial, failures: int, reason: str) -> None:
         if self._has_ended(trial):
             return
         run_id = self._child(trial)
-        self.client.log_batch(run_id, tags=[
-            RunTag(Tag.RETRIES, str(trial.num_failures)), RunTag(Tag.LAST_ERROR, error_reason(trial)),
-        ])
+        self.client.log_batch(run_id, tags=[RunTag(Tag.RETRIES, str(failures)), RunTag(Tag.LAST_ERROR, reason)])
 
-    def on_experiment_end(self, trials: list, **info) -> None:
-        self._trial_list = trials
+    def _end(self, trials: list) -> None:
         for key in {grid_cell_of(t.config) for t in trials}:
             if key in self._parents:
                 self._update_parent(key)
@@ -241,13 +285,14 @@ class MlflowTracker(PicklesSettings, Callback):
             "best_epoch": metrics.get("best_epoch"),
         }
 
-    def _finish(self, trial, status: TrialStatus, reason: str) -> None:
+    def _finish(self, trial, status: TrialStatus, reason: str, last: dict | None = None) -> None:
+        """Close a trial's run; `last`: its last result as it was when it ended (default: Tune's now)."""
         self._tune_trials[trial.trial_id] = trial
         if self._has_ended(trial):
             return  # closed already (a resumed study hands back trials that ended before the kill)
         run_id = self._child(trial)
-        last = trial.last_result or {}
-        self.on_trial_result(0, [], trial, last)  # its last epoch, if the run never got it (no-op otherwise)
+        last = (trial.last_result or {}) if last is None else last
+        self._log_result(trial, last)  # its last epoch, if the run never got it (no-op otherwise)
         tags = [
             RunTag(Tag.STATUS, status), RunTag(Tag.STATUS_REASON, reason),
             RunTag(Tag.EPOCH_STATUS, str(last.get("status", EPOCH_ERROR if status is TrialStatus.FAILED else ""))),
