@@ -2,6 +2,7 @@
 (``mlflow ui``, a notebook, a monitoring script; tests/store_race.py plays them) open it too."""
 
 import sqlite3
+from contextlib import closing
 import subprocess
 import sys
 import time
@@ -152,3 +153,26 @@ def test_a_half_made_store_holding_runs_is_never_replaced(tmp_path, monkeypatch)
         store.check_store(f"sqlite:///{db}")
     with sqlite3.connect(db) as con:
         assert con.execute("SELECT COUNT(*) FROM runs").fetchone()[0] == 1
+
+
+@pytest.mark.slow
+def test_a_reader_in_the_middle_of_reading_never_blocks_the_study_s_writes(tmp_path):
+    """An export or a report (or ``mlflow ui``) reading the store while the study writes: with the
+    store in write-ahead logging (`check_store`), the study's commit goes through while the reader's
+    read transaction is open; in SQLite's default journal mode it waited, then failed 'database is locked'."""
+    from mlflow.tracking import MlflowClient
+
+    db = tmp_path / "mlruns.db"
+    uri = f"sqlite:///{db}"
+    store.check_store(uri)
+    client = MlflowClient(uri)
+    run = client.create_run("0")
+    with closing(sqlite3.connect(db, timeout=0.1)) as reader:
+        reader.execute("BEGIN")
+        assert reader.execute("SELECT COUNT(*) FROM runs").fetchone() == (1,)  # a read transaction, held open
+        t0 = time.monotonic()
+        client.log_metric(run.info.run_id, "valid_pcc", 0.5, step=1)
+        client.set_terminated(run.info.run_id)
+        assert time.monotonic() - t0 < 4.0  # not waiting out SQLite's busy timeout
+        assert reader.execute("SELECT COUNT(*) FROM metrics").fetchone() == (0,)  # its snapshot, unchanged
+    assert [m.value for m in client.get_metric_history(run.info.run_id, "valid_pcc")] == [0.5]
