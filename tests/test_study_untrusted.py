@@ -62,6 +62,7 @@ def _store_with_cell(tmp_path, grid_cell: str) -> str:
     return uri
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("hostile", ["../../../escaped", "ABSOLUTE"])
 def test_export_refuses_a_grid_cell_tag_that_is_a_path_and_writes_nothing(tmp_path, capsys, hostile):
     victim = tmp_path / "victim"
@@ -79,12 +80,14 @@ def test_export_refuses_a_grid_cell_tag_that_is_a_path_and_writes_nothing(tmp_pa
     assert victim.read_text() == "precious\n"
 
 
+@pytest.mark.slow
 def test_export_of_a_plain_grid_cell_writes_its_config(tmp_path):
     uri = _store_with_cell(tmp_path, "p1-raw")
     assert export.main(["--experiment", "e", "--out", str(tmp_path / "best"), "--mlflow-uri", uri]) == 0
     assert sorted(p.name for p in (tmp_path / "best" / "configs").iterdir()) == ["p1-raw.yaml"]
 
 
+@pytest.mark.slow
 def test_replicates_refuse_a_grid_cell_tag_that_would_name_a_trial_folder_elsewhere(tmp_path):
     from deepdiff_study.replicates import plan
 
