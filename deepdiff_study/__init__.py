@@ -9,6 +9,7 @@ The study layer of the distribution ``deepdiff-tune`` (installed with the ``tune
 In layers that each import only the ones below them:
 
 - `schema`      declared checks of the inputs, `RunSizes`, errors as one line    (pydantic)
+- `untrusted`   names from MLflow checked before they become paths; Tune's saves checked to be yours only
 - `grid`        ablations/paper.yaml -> `GridCell`s, search spaces, cell types  (yaml, schema, deepdiff.config)
 - `store`       the MLflow store checked before a study, store failures recognised (MLflow only)
 - `records`     MLflow names, kinds of run, statuses, the trial-config codec, readers (MLflow only)
@@ -24,7 +25,8 @@ In layers that each import only the ones below them:
 - `searcher`    per-grid-cell Optuna behind one Tune Searcher                    (Ray, Optuna, plan)
 - `scheduler`   per-grid-cell ASHA behind one Tune scheduler                     (Ray, resume)
 - `trainable`   the Ray trainable around deepdiff.train.fit                      (Ray, torch, resume)
-- `tracker`     the MLflow writer (a Tune callback, on the driver)               (Ray, records, resume)
+- `writer`      ordered background writes: one thread, a bounded queue, drained at exit
+- `tracker`     the MLflow writer (a Tune callback, on the driver; writes via `writer`) (Ray, records, resume, writer)
 - `progress`    the progress lines (a Tune callback)                             (Ray, records)
 - `calibrate`   --dry-run --address: trials at once, measured GPU-/CPU-hours     (Ray at call time, plan)
 - `tuner`       the Ray a study runs on and its one Tuner                        (Ray, searcher, scheduler)

@@ -11,7 +11,11 @@ their grid cell's ``data`` tag names the pair's files (and how to regenerate a s
 the metric ``epoch`` is the last epoch trained. The exported config trains for the epochs the best
 trial trained, so `deepdiff train --config` selects the same best epoch and reports the same PCCs.
 
-Exit status: 0 exported; 2 a bad flag, an earlier export in --out, no such study (nothing written);
+A grid cell's name (an MLflow tag: the store may be shared) becomes a file name only when it is one
+plain name (`deepdiff_study.untrusted.plain_name`); a store holding another is refused, nothing written.
+
+Exit status: 0 exported; 2 a bad flag, an earlier export in --out, no such study, a grid-cell name that is
+not a plain file name (nothing written);
 75 the MLflow store does not answer or failed while it was read (nothing written). ``--help`` imports
 no MLflow (it answers at once).
 """
@@ -26,6 +30,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from deepdiff.command import shell_command
 from deepdiff.errors import ConfigError, check_output_dir
 from deepdiff_study.store import DEFAULT_EXPERIMENT, StoreError, default_mlflow_uri, store_failure
 
@@ -59,13 +64,16 @@ def export_best(tracking_uri: str, experiment: str, out_dir: str | Path, *, over
     import pandas as pd
 
     from deepdiff.config import save_config
-    from deepdiff_study.records import best_trials, decode_params
+    from deepdiff_study.records import Tag, best_trials, decode_params
+    from deepdiff_study.untrusted import plain_name
 
     out = Path(out_dir)
     check_out_dir(out, overwrite=overwrite)
     cells = best_trials(tracking_uri, experiment)
     if not cells:
         raise ConfigError(f"--experiment {experiment!r}: no grid-cell runs in it at {tracking_uri}; nothing to export")
+    for cell in cells:  # each names a file of the export: refused before anything is written
+        plain_name(cell.grid_cell, f"--experiment {experiment!r}: grid-cell tag {Tag.GRID_CELL}")
     created = not out.exists()
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -159,7 +167,7 @@ def _export(args: argparse.Namespace, uri: str) -> int:
     print(f"\nwrote {len(written)} configs to {Path(args.out) / 'configs'} and "
           f"{Path(args.out) / 'summary.csv'} (+ .parquet)")
     if len(written):
-        print(f"reproduce one:  deepdiff train --config {Path(args.out) / written.iloc[0]} --out run1")
+        print(f"reproduce one:  {shell_command('deepdiff', 'train', '--config', Path(args.out) / written.iloc[0], '--out', 'run1')}")
     return 0
 
 

@@ -8,7 +8,8 @@ signal "realistic"), written once under the study's storage and reused by later 
 
 After a study, `recorded_source` finds a pair again from a grid cell's ``data`` tag (the report's
 attention maps and ``--seeds`` replicates): the recorded folder, or a synthetic pair regenerated from its
-recorded settings when that folder is gone.
+recorded settings when that folder is gone. The tags name files and a folder: each must be one plain
+file name (`deepdiff_study.untrusted.plain_name`).
 """
 
 from __future__ import annotations
@@ -21,10 +22,12 @@ from deepdiff.data import FILE_KINDS, PairData, load_pair, pair_files
 from deepdiff.errors import DataError
 from deepdiff.synthetic import ensure_synthetic_pair
 from deepdiff_study.grid import Pair
+from deepdiff_study.untrusted import plain_name
 
 # The synthetic generator the study uses, written into every exported config's data section so that
 # `deepdiff train --config` regenerates the same pair whatever the generator's default becomes.
 SIGNAL = "realistic"
+SYNTHETIC_KEYS = ("genes", "seed", "signal", "imitates")  # a synthetic pair's settings, as `pair_sources` records them
 
 
 @dataclass(frozen=True)
@@ -45,7 +48,7 @@ def pair_sources(pairs: list[Pair], *, data_dir: str | Path | None, synthetic_ro
     root = Path(synthetic_root).resolve()
     return [
         PairSource(p, root / f"pair{p.number}-{p.name}-{SIGNAL}-genes{genes}-seed{seed}",
-                   {"genes": genes, "seed": seed, "signal": SIGNAL, "imitates": p.imitates})
+                   dict(zip(SYNTHETIC_KEYS, (genes, seed, SIGNAL, p.imitates))))
         for p in pairs
     ]
 
@@ -86,7 +89,14 @@ def recorded_source(pair: Pair, data: dict[str, Any], *, regenerate_root: str | 
     settings: the generator's bytes depend only on them, so it is the same pair. Real files that are gone
     are a `DataError` naming what is missing.
     """
+    from deepdiff_study.records import Tag  # MLflow: at call time
+
+    for tag, name in ((Tag.EPIGENOME_A, pair.epigenome_a), (Tag.EPIGENOME_B, pair.epigenome_b)):
+        plain_name(name, f"pair {pair.number}: grid-cell tag {tag}")  # names its files
     source = PairSource(pair, Path(data["dir"]), data.get("synthetic") or None)
+    if source.synthetic is not None and not (isinstance(source.synthetic, dict) and set(source.synthetic) <= set(SYNTHETIC_KEYS)):
+        raise DataError(f"pair {pair.number}: grid-cell tag {Tag.DATA}: 'synthetic' holds {source.synthetic!r}; expected "
+                        f"the generator's settings ({', '.join(SYNTHETIC_KEYS)})")
     if all(f.is_file() for f in source.files()):
         return source
     if source.synthetic is None:
@@ -94,4 +104,5 @@ def recorded_source(pair: Pair, data: dict[str, Any], *, regenerate_root: str | 
         more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
         raise DataError(f"{source.dir}: the data of pair {pair.number} {pair.name} the study trained on is not there "
                         f"(missing {missing[0]}{more}); expected the folder its grid cells' data tag names")
-    return PairSource(pair, Path(regenerate_root).resolve() / source.dir.name, source.synthetic)
+    folder = plain_name(source.dir.name, f"pair {pair.number}: the folder of grid-cell tag {Tag.DATA}")
+    return PairSource(pair, Path(regenerate_root).resolve() / folder, source.synthetic)

@@ -21,7 +21,7 @@ Imports Ray: the command line (`deepdiff_study.driver`) imports this module only
 from __future__ import annotations
 
 import dataclasses
-import pickle
+import json
 import shutil
 import tempfile
 import time
@@ -60,6 +60,7 @@ from deepdiff_study.records import (
 )
 from deepdiff_study.spec import StudySpec
 from deepdiff_study.store import default_mlflow_uri
+from deepdiff_study.untrusted import plain_name
 from deepdiff_study.tracker import PicklesSettings
 
 CELL_TAGS = (*GRID_CELL_TAGS, Tag.IMITATES, Tag.DATA)  # copied from the grid-cell run to its replicates
@@ -95,6 +96,7 @@ def plan(tracking_uri: str, experiment: str, k: int) -> tuple[list[Replicate], i
         best, tags = cell.run, parents[cell.grid_cell].data.tags
         if best is None:
             continue  # no scored trial: no configuration to retrain
+        plain_name(cell.grid_cell, f"--experiment {experiment!r}: grid-cell tag {Tag.GRID_CELL}")  # names trial folders
         model_cfg, train_cfg = decode_params(best.data.params, source=f"MLflow run {best.info.run_id}")
         pair = Pair(cell.pair, cell.epigenome_a, cell.epigenome_b, tags.get(Tag.IMITATES))
         if cell.data:
@@ -125,13 +127,11 @@ class FixedConfigs(Searcher):
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         pass  # nothing is learnt from a result
 
-    def save(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "wb") as fh:
-            pickle.dump(self._todo, fh)
+    def save(self, checkpoint_path: str) -> None:  # JSON, not a pickle: reading it back runs nothing
+        Path(checkpoint_path).write_text(json.dumps(self._todo))
 
     def restore(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "rb") as fh:
-            self._todo = pickle.load(fh)
+        self._todo = json.loads(Path(checkpoint_path).read_text())
 
 
 class ReplicateLogger(PicklesSettings, Callback):

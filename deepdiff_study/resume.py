@@ -17,7 +17,8 @@ The whole story, in the order things happen:
    A folder with ``tuner.pkl`` is a study to resume (a plain rerun is refused so nothing is
    overwritten); a manifest without ``tuner.pkl`` is a study that never started (a plain rerun starts
    it again); ``--resume`` needs a started one. Its saved files are read before Tune is handed them
-   (`check_saved_state`): Tune would silently start a study over from a damaged one. A name that MLflow
+   (`check_saved_state`): Tune would silently start a study over from a damaged one; on local storage
+   the ones Tune unpickles must be this user's alone first (`check_tune_files`): a pickle runs code. A name that MLflow
    already holds runs of cannot start a new study (its runs would mix): choose another name.
 3. **Rebuilding the study** (`restore_tuner`): `Tuner.restore` reloads ``tuner.pkl`` and the
    experiment state; finished and failed trials are kept, unfinished ones continue from their last
@@ -74,6 +75,10 @@ RESULT_FILE = "result.json"  # Tune's per-trial log of every reported result (on
 EXPERIMENT_STATE = "experiment_state-*.json"
 SEARCH_GEN_STATE = "search_gen_state-*.json"  # a pickle, whatever its name says
 SEARCHER_STATE = "searcher-state-*.pkl"
+TRIAL_ERROR = "error.pkl"  # in a trial's folder: the exception it raised, cloudpickled by Tune
+# What Tune unpickles from a study folder on a resume: tuner.pkl, the trials in the experiment state
+# (fields cloudpickled as hex), its search generator's and our searcher's saves (`check_tune_files`).
+UNPICKLED = (TUNER_FILE, EXPERIMENT_STATE, SEARCH_GEN_STATE, SEARCHER_STATE)
 
 
 class StudyState(StrEnum):
@@ -205,6 +210,8 @@ def check_saved_state(storage, name: str) -> None:
     names = [posixpath.basename(i.path) for i in fs.get_file_info(pyarrow.fs.FileSelector(root))
              if i.type == pyarrow.fs.FileType.File]
     shown = str(storage.experiment_dir(name))
+    if storage.fs is None or isinstance(storage.fs, pyarrow.fs.LocalFileSystem):  # who wrote it: local files only
+        check_tune_files(Path(root), names)
     for pattern, load in ((TUNER_FILE, pickle.loads), (EXPERIMENT_STATE, _trial_states), (SEARCH_GEN_STATE, pickle.loads),
                           (SEARCHER_STATE, pickle.loads)):
         saved = sorted(fnmatch.filter(names, pattern))
@@ -217,6 +224,19 @@ def check_saved_state(storage, name: str) -> None:
             older = f"; move it away to resume from the older {saved[-2]}" if len(saved) > 1 else ""
             raise ConfigError(f"{shown}/{saved[-1]}: damaged ({type(err).__name__}); the study cannot be resumed from "
                               f"it and nothing was changed{older}") from None
+
+
+def check_tune_files(exp_dir: Path, names: list[str]) -> None:
+    """Every file of a local study folder that Tune unpickles on a resume (`UNPICKLED`, and each trial
+    folder's pickled error) and the folders holding them: this user's alone (`untrusted.check_private`),
+    checked before anything is read. Tune's pickles run code of whoever wrote them."""
+    import fnmatch
+
+    from deepdiff_study.untrusted import check_private
+
+    saved = [exp_dir / n for n in names if any(fnmatch.fnmatch(n, pattern) for pattern in UNPICKLED)]
+    for path in [*saved, *sorted(exp_dir.glob(f"*/{TRIAL_ERROR}"))]:
+        check_private(path, "--resume")
 
 
 def _trial_states(data: bytes) -> None:

@@ -6,8 +6,12 @@
   not a SQLite database, a folder that cannot be written) is a `ConfigError` before anything else
   runs, never a folder created wherever the URI points or minutes of retries; a store that does not
   answer (a tracking server down, a database that cannot be opened) is a `StoreError` within seconds.
-- SQLite stores are switched to write-ahead logging, so a reader (``mlflow ui``, a script) never
-  blocks the study's writes.
+- A new SQLite store is created aside and linked into place whole (`create_sqlite`, under a lock file
+  beside the database), so a reader opening it at the same moment (``mlflow ui``, a notebook, a script
+  polling it) never races MLflow's schema migration against the study's; a store that another process
+  is creating (or migrating) is waited for, then verified (`_answers`); a new store such a process left
+  half-made for good (two readers raced each other's migration) and holding no run is built again. SQLite stores are switched to
+  write-ahead logging, so a reader never blocks the study's writes.
 - `store_failure`: whether an exception that ended a study came from the store (server gone, disk
   full, read-only or locked database), named by its innermost cause, so the driver can stop with one
   line that says to ``--resume``.
@@ -19,7 +23,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
-from contextlib import contextmanager
+from contextlib import closing, contextmanager, suppress
 from pathlib import Path
 
 from deepdiff.errors import EXIT_STORE, ConfigError, DeepDiffError, path_problem
@@ -36,7 +40,16 @@ _QUICK_CHECK = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIM
 # MLflow logs every SQLAlchemy OperationalError with its traceback (~100 lines) before raising it as
 # an MlflowException; the driver reports that exception as one line, so the log is quieted.
 NOISY_LOGGERS = ("mlflow.store.db.utils",)
-SQLITE_ATTEMPTS = 3  # a new SQLite store: its creation may race a reader's (see `_answers`)
+# A SQLite store that another process is creating or migrating (MLflow does it on first open, with no
+# lock): asked again every SQLITE_RETRY_S while its failure says so (RACE_SIGNS, SQLite's and MLflow's
+# words), for at most SQLITE_WAIT_S (MLflow's ~50 migrations took 6 s on a busy 2-core machine).
+SQLITE_WAIT_S = 60.0
+SQLITE_RETRY_S = 0.5
+# ... and not asked while that process makes progress: only once its schema is MLflow's current one, or
+# has not changed for SQLITE_STALL_S (nobody is migrating it: this process's client may).
+SQLITE_STALL_S = 15.0
+RACE_SIGNS = ("already exists", "duplicate column name", "no such table", "no such column", "database is locked",
+              "out-of-date database schema", "database schema has changed", "Online migration expected to match")
 
 
 def default_mlflow_uri(folder: str | Path | None = None) -> str:
@@ -106,8 +119,11 @@ def check_uri(tracking_uri: str, *, write: bool) -> Path | None:
 
 def check_store(tracking_uri: str) -> None:
     """The store a study writes: a `ConfigError` for a URI that cannot be one, a `StoreError` unless it
-    answers within seconds; then SQLite gets write-ahead logging."""
+    answers within seconds (a new SQLite store: created whole first, `create_sqlite`); then SQLite gets
+    write-ahead logging."""
     path = check_uri(tracking_uri, write=True)
+    if path is not None:
+        create_sqlite(path)
     _answers(tracking_uri)
     if path is not None:
         use_wal(path)
@@ -124,24 +140,197 @@ def check_readable(tracking_uri: str) -> None:
 
 
 def _answers(tracking_uri: str) -> None:
-    """One query within seconds. A new SQLite store is created by the first client that opens it; a
-    reader opening it at the same moment (``mlflow ui``, a script polling it) races that creation
-    ("duplicate column name"), so a SQLite store is asked again a few times before it counts as failed."""
+    """One query within seconds. A SQLite store that another process is creating or migrating at this
+    moment (a reader that opened a new file first: MLflow creates the tables on first open) fails with
+    one of `RACE_SIGNS`; it is asked again until that process is done (at most `SQLITE_WAIT_S`). The
+    query that answers is made by a client that verified the schema is MLflow's current one."""
 
     from mlflow.tracking import MlflowClient
 
-    attempts = SQLITE_ATTEMPTS if sqlite_path(tracking_uri) is not None else 1
-    for attempt in range(1, attempts + 1):
+    path = sqlite_path(tracking_uri)
+    deadline = time.monotonic() + (SQLITE_WAIT_S if path is not None else 0.0)
+    if path is not None and _migrating(path):  # not a client of its own into another's migration
+        if _wait_for_migration(path, deadline) and _abandoned(path):
+            _replace_abandoned(path)
+    while True:
         try:
             with _env(_QUICK_CHECK):
                 MlflowClient(tracking_uri).search_experiments(max_results=1)
             return
-        except Exception as err:  # any failure to reach or open the store is one line
-            if attempt < attempts:
-                time.sleep(1.0)
+        except Exception as err:  # noqa: BLE001 - any failure to reach or open the store is one line
+            reason = store_failure(err) or _first_line(err)
+            if _raced(err) and time.monotonic() < deadline:
+                if _wait_for_migration(path, deadline) and _abandoned(path):
+                    _replace_abandoned(path)
                 continue
-            raise StoreError(f"--mlflow-uri {tracking_uri}: the MLflow store does not answer "
-                             f"({store_failure(err) or _first_line(err)}); start the server or fix the URI") from None
+            raise StoreError(f"--mlflow-uri {tracking_uri}: the MLflow store does not answer ({reason}); "
+                             + ("another process kept creating it for longer than "
+                                f"{SQLITE_WAIT_S:g} s: if none is, remove the new file and rerun" if _raced(err)
+                                else "start the server or fix the URI")) from None
+
+
+def _raced(err: BaseException) -> bool:
+    """Whether `err` (any link of its chain) is a sign of another process creating the store's tables."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if any(sign in str(err) for sign in RACE_SIGNS):
+            return True
+        err = err.__cause__ or err.__context__
+    return False
+
+
+def _wait_for_migration(path: Path, deadline: float) -> bool:
+    """Wait while another process creates or migrates the SQLite store at `path`: until its schema is
+    MLflow's current one, its schema has not changed for `SQLITE_STALL_S` (returns True: stalled), or
+    `deadline` (monotonic)."""
+    head = _head_revision()
+    last, since = None, time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(SQLITE_RETRY_S)
+        state = _schema_state(path)
+        if state is not None and head is not None and state[0] == head:
+            return False
+        if state != last or state is None:  # changed, or unreadable now (locked: being written)
+            last, since = state, time.monotonic()
+        elif time.monotonic() - since >= SQLITE_STALL_S:
+            return True
+    return False
+
+
+def _abandoned(path: Path) -> bool:
+    """Whether the SQLite store at `path` is a new one another process left half-made: not at MLflow's
+    current schema, a migration's temporary table left over, and no run in it (nothing to lose)."""
+    state = _schema_state(path)
+    if state is None or not state[1] or state[0] == _head_revision():
+        return False
+    try:
+        with closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=1)) as db:
+            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            return "runs" not in tables or db.execute("SELECT COUNT(*) FROM runs").fetchone()[0] == 0
+    except sqlite3.Error:
+        return False
+
+
+def _replace_abandoned(path: Path) -> None:
+    """Replace a new store left half-made (`_abandoned`: two readers that opened the brand-new file at
+    once raced MLflow's migrations, and the loser's stopped half-way, for good) by a whole one built
+    aside, under the creation lock. Its journal files go with it (they are the half-made one's)."""
+    with _creation_lock(path):
+        if not _abandoned(path):
+            return
+        aside = path.with_name(f".{path.name}.new-{os.getpid()}")
+        try:
+            _build(aside)
+            for leftover in ("-journal", "-wal", "-shm"):
+                path.with_name(path.name + leftover).unlink(missing_ok=True)
+            os.replace(aside, path)
+        finally:
+            for leftover in (aside, aside.with_name(aside.name + "-journal")):
+                leftover.unlink(missing_ok=True)
+        _dispose(f"{SQLITE_PREFIX}{path}")
+
+
+def _migrating(path: Path) -> bool:
+    """Whether the SQLite store at `path` looks half-way through MLflow's creation: tables but no schema
+    revision yet, or a revision older than this MLflow's with a migration's temporary table."""
+    state = _schema_state(path)
+    if state is None or state[2] == 0:
+        return False
+    revision, temporary, _ = state
+    return revision is None or (bool(temporary) and revision != _head_revision())
+
+
+def _schema_state(path: Path) -> tuple[str | None, tuple[str, ...], int] | None:
+    """(alembic revision, MLflow's temporary migration tables, number of tables) of a SQLite store, read
+    without writing; None when it cannot be read now (locked by a writer, or not there)."""
+    try:
+        with closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=1)) as db:
+            tables = [row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+            revision = (db.execute("SELECT version_num FROM alembic_version").fetchone() or (None,))[0] \
+                if "alembic_version" in tables else None
+    except sqlite3.Error:
+        return None
+    return revision, tuple(sorted(t for t in tables if t.startswith("_alembic_tmp_"))), len(tables)
+
+
+def _head_revision() -> str | None:
+    """The schema revision this MLflow creates (None if MLflow no longer says)."""
+    try:
+        from mlflow.store.db.utils import _get_latest_schema_revision
+
+        return _get_latest_schema_revision()
+    except Exception:  # noqa: BLE001 - a private function of MLflow's: without it, waiting ends on a stall
+        return None
+
+
+def create_sqlite(path: Path) -> None:
+    """A new SQLite store at `path`, built aside (``.<name>.new-<pid>``: MLflow's tables, migrated, the
+    Default experiment) and linked into place only when whole, under the lock ``.<name>.create.lock``
+    beside it (another study, export or report of ours waits for it). A file already there is left as
+    it is (`_answers` waits for whoever is creating it). A folder that cannot hold links (some network
+    and FAT file systems) gets the store created in place, as MLflow does."""
+    if path.exists() and path.stat().st_size > 0:
+        return
+    with _creation_lock(path):
+        if path.exists() and path.stat().st_size > 0:
+            return  # created while this process waited for the lock
+        aside = path.with_name(f".{path.name}.new-{os.getpid()}")
+        # FileExistsError: another process opened the path meanwhile (it creates the tables, `_answers`
+        # waits for it); any other failure (no links here, MLflow failing aside): created in place by `_answers`.
+        try:
+            with suppress(Exception):
+                _build(aside)
+                os.link(aside, path)
+        finally:
+            for leftover in (aside, aside.with_name(aside.name + "-journal")):
+                leftover.unlink(missing_ok=True)
+
+
+def _build(aside: Path) -> None:
+    """A whole new MLflow store at `aside` (its tables, migrated, the Default experiment), closed."""
+    from mlflow.tracking import MlflowClient
+
+    try:
+        with _env(_QUICK_CHECK):
+            MlflowClient(f"{SQLITE_PREFIX}{aside}").search_experiments(max_results=1)
+    finally:
+        _dispose(f"{SQLITE_PREFIX}{aside}")
+
+
+def _dispose(tracking_uri: str) -> None:
+    """Close MLflow's pooled connections to a database (its engines are cached per URI for the process)."""
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    engine = getattr(SqlAlchemyStore, "_engine_map", {}).pop(tracking_uri, None)
+    if engine is not None:
+        engine.dispose()
+
+
+@contextmanager
+def _creation_lock(path: Path):
+    """An exclusive lock on ``.<name>.create.lock`` beside the database, waited for at most `SQLITE_WAIT_S`."""
+    import fcntl
+
+    lock = path.with_name(f".{path.name}.create.lock")
+    try:
+        handle = open(lock, "a+")  # noqa: SIM115 - held until the block ends
+    except OSError as err:
+        raise ConfigError(f"--mlflow-uri {SQLITE_PREFIX}{path}: cannot write {lock.parent} ({err.strerror})") from None
+    deadline = time.monotonic() + SQLITE_WAIT_S
+    try:
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise StoreError(f"--mlflow-uri {SQLITE_PREFIX}{path}: another process has held {lock} for more than "
+                                     f"{SQLITE_WAIT_S:g} s while creating the store; wait for it or stop it") from None
+                time.sleep(0.1)
+        yield
+    finally:
+        handle.close()
 
 
 def use_wal(path: Path) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from deepdiff.command import shell_command
 from deepdiff.errors import EXIT_INCOMPLETE, EXIT_INTERRUPTED
 from deepdiff_study.grid import GridCell, Pair
 from deepdiff_study.schema import RunSizes
@@ -76,11 +77,11 @@ def closing_summary(experiment: str, manifest: StudyManifest, exp_dir, wall: flo
     if mlflow_uri.startswith(("http://", "https://")):  # a tracking server (on a cluster: reached through a tunnel)
         print(f"Look at it:    open {mlflow_uri} (the head's server: `ray attach cluster.yaml -p 5000`, then http://127.0.0.1:5000),")
     else:
-        print(f"Look at it:    mlflow ui --backend-store-uri {mlflow_uri}   then open http://127.0.0.1:5000,")
+        print(f"Look at it:    {shell_command('mlflow', 'ui', '--backend-store-uri', mlflow_uri)}   then open http://127.0.0.1:5000,")
     print("               switch to 'Model training' (top left) if MLflow opens its GenAI view, click experiment")
     print(f"               {experiment!r}; tick grid-cell runs and press Compare (params = each one's best trial).")
-    print(f"Export:        python tune/export_best.py --experiment {experiment} --out best_configs"
-          + ("" if mlflow_uri == default_mlflow_uri() else f" --mlflow-uri {mlflow_uri}"))
+    export = ["python", "tune/export_best.py", "--experiment", experiment, "--out", "best_configs"]
+    print(f"Export:        {shell_command(*export, *([] if mlflow_uri == default_mlflow_uri() else ['--mlflow-uri', mlflow_uri]))}")
     planned = len(manifest.cells) * manifest.sizes.samples
     unfinished, lost = trial_shortfall(runs, planned, set(tune_errors))
     if when_ended is not None and not unfinished:
@@ -98,6 +99,10 @@ def closing_summary(experiment: str, manifest: StudyManifest, exp_dir, wall: flo
     return 0
 
 
+def _first_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [""])[0]
+
+
 def report_dir(experiment: str, exp_dir) -> Path:
     """Where a study's report goes: <study folder>/report, or ./report-<experiment> for a URI storage."""
     return exp_dir / "report" if isinstance(exp_dir, Path) else Path(f"report-{experiment}")
@@ -112,8 +117,9 @@ def write_study_report(mlflow_uri: str, experiment: str, exp_dir) -> Path | None
 
         index = write_report(mlflow_uri, experiment, out)
     except Exception as err:  # noqa: BLE001
-        print(f"warning: the study report was not written ({type(err).__name__}: {err}); "
-              f"try python ablations/report.py --experiment {experiment} --out {out} --mlflow-uri {mlflow_uri}")
+        again = ["python", "ablations/report.py", "--experiment", experiment, "--out", str(out), "--mlflow-uri", mlflow_uri]
+        print(f"warning: the study report was not written ({type(err).__name__}: {_first_line(err)}); "
+              f"try {shell_command(*again)}")
         return None
     print(f"Report:        {index}  (open it in a browser)")
     return index

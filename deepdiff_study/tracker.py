@@ -2,6 +2,15 @@
 needs no locking). What it writes, and the names, are defined in `deepdiff_study.records`; how it
 continues after a restart is told in `deepdiff_study.resume`.
 
+Its writes run in the background, in order (`deepdiff_study.writer`): a Tune hook only snapshots what it
+needs of the trial and returns, so the driver's event loop is not held up by the store (a remote MLflow
+server, an S3 artifact upload of the best model). The first step of a session waits for its reconcile
+(`resume.reconcile`), the end of the experiment for every write; a store failure in a write is raised
+by the next hook, as before. ``background=False`` writes in the hook itself (the benchmark's baseline,
+`benchmarks/bench_tracker.py`). A driver killed outright loses the writes still queued (usually none or
+a few); a resume rebuilds what matters from Tune's state: every ended trial's status, last epoch and
+the grid cells' best trials.
+
 - A grid-cell run per grid cell, created when its first trial starts and ended at its last trial's end
   (its MLflow duration is its trials' span, not the study's); after every ended trial its
   best_valid_pcc / best_test_pcc (the best scored trial's), n_<status> counts and best_trial_id; when
@@ -58,6 +67,7 @@ from deepdiff_study.records import (
 )
 from deepdiff_study import ray_private
 from deepdiff_study.resume import reconcile
+from deepdiff_study.writer import Writer
 
 
 class PicklesSettings:
@@ -75,6 +85,11 @@ class PicklesSettings:
         self._reset()
 
 
+def now_ms() -> int:
+    """The time in MLflow's unit (ms since the epoch)."""
+    return int(time.time() * 1000)
+
+
 class MlflowTracker(PicklesSettings, Callback):
     """A Tune callback writing the study to MLflow; see the module docstring.
 
@@ -82,20 +97,22 @@ class MlflowTracker(PicklesSettings, Callback):
     key -> trials planned for it.
     """
 
-    SETTINGS = ("tracking_uri", "experiment", "grid_cells", "planned", "artifact_location")
+    SETTINGS = ("tracking_uri", "experiment", "grid_cells", "planned", "artifact_location", "background")
 
     def __init__(
         self, tracking_uri: str, experiment: str, grid_cells: dict[str, dict[str, str]], planned: dict[str, int],
-        *, artifact_location: str | None = None,
+        *, artifact_location: str | None = None, background: bool = True,
     ):
         self.tracking_uri = tracking_uri
         self.experiment = experiment
         self.grid_cells = grid_cells
         self.planned = planned
         self.artifact_location = artifact_location
+        self.background = background  # writes on a thread of their own (False: in the hook, on Tune's loop)
         self._reset()
 
     def _reset(self) -> None:
+        self._writer = Writer("mlflow-tracker") if getattr(self, "background", True) else None
         self._client: MlflowClient | None = None
         self._experiment_id: str | None = None
         self._parents: dict[str, str] = {}  # grid cell -> its run id
@@ -140,30 +157,72 @@ class MlflowTracker(PicklesSettings, Callback):
                 self._record_end(tags[Tag.GRID_CELL], trial_id, status, run.info.run_id, run.data.metrics,
                                  run.info.end_time)
 
-    # ---- Tune hooks --------------------------------------------------------------------------------
+    # ---- Tune hooks: each hands its write to the writer (what it reads of the trial, read now) ----------
+
+    def _write(self, call, *args) -> None:
+        if self._writer is None:
+            call(*args)
+        else:
+            self._writer.submit(call, *args)
+
+    def flush(self) -> None:
+        """Wait until every write handed over so far is done (raising a store failure of one of them)."""
+        if self._writer is not None:
+            self._writer.flush()
 
     def setup(self, **info) -> None:
-        self.client  # connect (and create the experiment) before the first trial starts
+        self._write(self._connect)  # connect (and create the experiment) before the first trial starts
 
     def on_step_begin(self, iteration: int, trials: list, **info) -> None:
-        self._trial_list = trials
+        self._trial_list = trials  # Tune's own list (it only grows): read by the writer when a model is stored
         if not self._reconciled:
             self._reconciled = True
-            reconcile(self.client, self._experiment_id, trials, finish=self._finish, forget=self._forget)
+            self._write(self._reconcile, list(trials))
+            self.flush()  # once a session, the loop held (the trials unchanged): the record agrees with Tune's
 
     def on_trial_start(self, iteration: int, trials: list, trial, **info) -> None:
+        self._write(self._start, trial, now_ms())  # times taken here: a backlog of writes does not shift them
+
+    def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info) -> None:
+        self._write(self._log_result, trial, dict(result), now_ms())
+
+    def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
+        self._write(self._finish, trial, *outcome_of(trial), dict(trial.last_result or {}), now_ms())
+
+    def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
+        self._write(self._finish, trial, TrialStatus.FAILED, error_reason(trial), dict(trial.last_result or {}),
+                    now_ms())
+
+    def on_trial_recover(self, iteration: int, trials: list, trial, **info) -> None:
+        self._write(self._recover, trial, trial.num_failures, error_reason(trial))
+
+    def on_experiment_end(self, trials: list, **info) -> None:
+        self._trial_list = trials
+        self._write(self._end, list(trials))
+        if self._writer is not None:
+            self._writer.close()  # every write done before Tune returns (and the summary reads MLflow)
+
+    # ---- the writes (on the writer's thread) -------------------------------------------------------
+
+    def _connect(self) -> None:
+        self.client  # noqa: B018
+
+    def _reconcile(self, trials: list) -> None:
+        reconcile(self.client, self._experiment_id, trials, finish=self._finish, forget=self._forget)
+
+    def _start(self, trial, at: int | None = None) -> None:
         if self._has_ended(trial):
             return  # a trial that ended before a restart, handed back by the trainable: keep its record
-        run_id = self._child(trial)
+        run_id = self._child(trial, at)
         self.client.update_run(run_id, status=RunStatus.RUNNING)
         self.client.set_tag(run_id, Tag.STATUS, TrialStatus.RUNNING)
 
-    def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info) -> None:
+    def _log_result(self, trial, result: dict, at: int | None = None) -> None:
         epoch = result.get("epoch")
         if not isinstance(epoch, int) or epoch <= self._logged_epoch.get(trial.trial_id, 0):
             return  # not an epoch result, or an epoch repeated after a resume from an older checkpoint
-        run_id = self._child(trial)
-        now = int(time.time() * 1000)
+        run_id = self._child(trial, at)
+        now = at or now_ms()
         metrics = [
             Metric(key, float(value), now, epoch) for key, value in result.items()
             if key in EPOCH_METRICS and isinstance(value, (int, float))
@@ -179,45 +238,37 @@ class MlflowTracker(PicklesSettings, Callback):
         if tags:
             self._dtypes[trial.trial_id] = tags[0].value
 
-    def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
-        self._finish(trial, *outcome_of(trial))
-
-    def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
-        self._finish(trial, TrialStatus.FAILED, error_reason(trial))
-
-    def on_trial_recover(self, iteration: int, trials: list, trial, **info) -> None:
+    def _recover(self, trial, failures: int, reason: str) -> None:
         if self._has_ended(trial):
             return
         run_id = self._child(trial)
-        self.client.log_batch(run_id, tags=[
-            RunTag(Tag.RETRIES, str(trial.num_failures)), RunTag(Tag.LAST_ERROR, error_reason(trial)),
-        ])
+        self.client.log_batch(run_id, tags=[RunTag(Tag.RETRIES, str(failures)), RunTag(Tag.LAST_ERROR, reason)])
 
-    def on_experiment_end(self, trials: list, **info) -> None:
-        self._trial_list = trials
+    def _end(self, trials: list) -> None:
         for key in {grid_cell_of(t.config) for t in trials}:
             if key in self._parents:
                 self._update_parent(key)
 
     # ---- runs --------------------------------------------------------------------------------------
 
-    def _parent(self, key: str) -> str:
+    def _parent(self, key: str, at: int | None = None) -> str:
         if key not in self._parents:
             tags = {**self.grid_cells[key], Tag.KIND: Kind.GRID_CELL, Tag.PLANNED_TRIALS: str(self.planned.get(key, 0))}
-            run = self.client.create_run(self._experiment_id, tags=tags, run_name=key)
+            run = self.client.create_run(self._experiment_id, tags=tags, run_name=key, start_time=at)
             self._parents[key] = run.info.run_id
         return self._parents[key]
 
-    def _child(self, trial) -> str:
+    def _child(self, trial, at: int | None = None) -> str:
         if trial.trial_id in self._children:
             return self._children[trial.trial_id]
         key = grid_cell_of(trial.config)
-        parent = self._parent(key)
+        parent = self._parent(key, at)
         tags = {**self.grid_cells[key], Tag.KIND: Kind.TRIAL, Tag.TRIAL_ID: trial.trial_id, PARENT_TAG: parent,
                 Tag.STATUS: TrialStatus.RUNNING}
         if warm_start_of(trial.config) is not None:
             tags[Tag.WARM_START_FROM] = warm_start_of(trial.config)
-        run = self.client.create_run(self._experiment_id, tags=tags, run_name=f"{key}-{trial.trial_id}")
+        run = self.client.create_run(self._experiment_id, tags=tags, run_name=f"{key}-{trial.trial_id}",
+                                     start_time=at)
         run_id = run.info.run_id
         params = [Param(k, v) for k, v in encode_params(trial.config).items()]
         self.client.log_batch(run_id, params=params, synchronous=True)
@@ -244,19 +295,23 @@ class MlflowTracker(PicklesSettings, Callback):
             "best_epoch": metrics.get("best_epoch"),
         }
 
-    def _finish(self, trial, status: TrialStatus, reason: str) -> None:
+    def _finish(self, trial, status: TrialStatus, reason: str, last: dict | None = None, at: int | None = None) -> None:
+        """Close a trial's run; `last`: its last result as it was when it ended (default: Tune's now); `at`: when
+        it ended, in ms (default now)."""
         self._tune_trials[trial.trial_id] = trial
         if self._has_ended(trial):
             return  # closed already (a resumed study hands back trials that ended before the kill)
         run_id = self._child(trial)
-        last = trial.last_result or {}
-        self.on_trial_result(0, [], trial, last)  # its last epoch, if the run never got it (no-op otherwise)
-        tags = [RunTag(Tag.STATUS, status), RunTag(Tag.STATUS_REASON, reason),
-                RunTag(Tag.EPOCH_STATUS, epoch_status_tag(status, last))]
+        last = (trial.last_result or {}) if last is None else last
+        self._log_result(trial, last, at)  # its last epoch, if the run never got it (no-op otherwise)
+        tags = [
+            RunTag(Tag.STATUS, status), RunTag(Tag.STATUS_REASON, reason),
+            RunTag(Tag.EPOCH_STATUS, epoch_status_tag(status, last)),
+        ]
         if status is TrialStatus.PRUNED:
             tags.append(RunTag(NOTE_TAG, f"Pruned (not a failure): {reason}."))
         self.client.log_batch(run_id, tags=tags)
-        end_time = int(time.time() * 1000)
+        end_time = at or now_ms()
         self.client.set_terminated(run_id, MLFLOW_RUN_STATUS[status], end_time=end_time)
         key = grid_cell_of(trial.config)
         self._record_end(key, trial.trial_id, status, run_id, last, end_time)
@@ -265,7 +320,7 @@ class MlflowTracker(PicklesSettings, Callback):
     def _update_parent(self, key: str) -> None:
         parent = self._parent(key)
         ended = self._ended.get(key, {})
-        now, step = int(time.time() * 1000), len(ended)
+        now, step = now_ms(), len(ended)
         metrics = [Metric(f"n_{s}", float(sum(1 for o in ended.values() if o["status"] is s)), now, step)
                    for s in TrialStatus if s.ended]
         tags = [RunTag(Tag.TRIALS_ENDED, str(step))]

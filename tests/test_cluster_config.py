@@ -109,14 +109,16 @@ def test_mlflow_server_on_loopback_with_a_lasting_store_and_artifacts_in_the_buc
     from mlflow.cli import server
 
     (command,) = [c for c in config["head_start_ray_commands"] if "mlflow server" in c]
-    argv = words(command.split(">", 1)[0])
+    argv = words(command.split("; ")[-1].split(">", 1)[0])
     assert argv[:3] == ["nohup", "mlflow", "server"]
     known = {opt for p in server.params for opt in p.opts}
     flags = dict(zip(argv[3::2], argv[4::2]))
     assert set(flags) <= known, set(flags) - known
     assert flags["--host"] == "127.0.0.1", "never bound to every interface"
-    assert flags["--backend-store-uri"] == "$MLFLOW_BACKEND_STORE_URI"
-    assert docker_env(config)["MLFLOW_BACKEND_STORE_URI"].startswith("postgresql://")
+    assert "--backend-store-uri" not in flags, "the store's URI holds a password: never on a command line"
+    (option,) = [p for p in server.params if "--backend-store-uri" in p.opts]
+    assert option.envvar == "MLFLOW_BACKEND_STORE_URI"  # the server reads it from its environment
+    assert "export MLFLOW_BACKEND_STORE_URI;" in command
     assert flags["--artifacts-destination"].startswith("$DEEPDIFF_BUCKET/")
     assert "psycopg2-binary>=2.9" in words(config["head_setup_commands"][0])  # MLflow's Postgres driver
     # no inbound rule beyond Ray's defaults (SSH + intra-cluster): port 5000 is not open to anyone
@@ -181,3 +183,40 @@ def test_every_study_command_in_the_docs_uses_existing_flags(page):
     for argv in commands:
         flags = {a.split("=")[0] for a in argv if a.startswith("--")}
         assert flags <= known, (page, argv, flags - known)
+
+
+# ---- secrets and permissions ------------------------------------------------------------------------
+
+def test_no_database_password_in_cluster_yaml_only_the_name_of_a_secret_on_the_head(config):
+    text = CLUSTER_YAML.read_text()
+    assert not re.search(r"://[^/\s:@'\"]+:[^@\s'\"]+@", text), "a user:password@ URI"
+    assert ":password@" not in text.lower() and "CHANGE_ME" not in text
+    head_env = dict(o.split(" ", 1)[1].split("=", 1) for o in config["docker"]["head_run_options"] if o.startswith("--env "))
+    every_node_env = dict(o.split(" ", 1)[1].split("=", 1) for o in config["docker"]["run_options"] if o.startswith("--env "))
+    assert "MLFLOW_BACKEND_STORE_URI" not in head_env | every_node_env
+    assert "MLFLOW_DB_SECRET" in head_env and "MLFLOW_DB_SECRET" not in every_node_env  # the name, on the head only
+    worker_commands = config["worker_start_ray_commands"] + config.get("worker_setup_commands", [])
+    assert not any("MLFLOW_DB_SECRET" in c or "MLFLOW_BACKEND_STORE_URI" in c for c in worker_commands)
+
+
+def test_the_head_fetches_the_store_uri_from_the_secret_in_the_shell_that_starts_mlflow(config):
+    (command,) = [c for c in config["head_start_ray_commands"] if "mlflow server" in c]
+    fetch, rest = command.split(" || exit 1; ", 1)
+    assert fetch.startswith('MLFLOW_BACKEND_STORE_URI="$(python -c ') and fetch.endswith(' "$MLFLOW_DB_SECRET")"')
+    argv = words(fetch.removeprefix('MLFLOW_BACKEND_STORE_URI="$(').removesuffix(')"'))
+    assert argv[:2] == ["python", "-c"] and argv[3:] == ["$MLFLOW_DB_SECRET"]
+    code = compile(argv[2], "the secret's fetch", "exec")
+    assert {"get_secret_value", "get_parameter"} <= set(code.co_names)
+    assert rest.startswith("export MLFLOW_BACKEND_STORE_URI; nohup mlflow server ")
+    ray_start = [c for c in config["head_start_ray_commands"] if "ray start" in c]
+    assert ray_start and not any("MLFLOW_BACKEND_STORE_URI" in c for c in ray_start)  # another shell: Ray never sees it
+    assert "boto3>=1.26" in words(config["head_setup_commands"][0])
+
+
+def test_workers_have_their_own_instance_profile_not_the_head_s(config):
+    head = config["available_node_types"]["head.cpu"]["node_config"].get("IamInstanceProfile", {})
+    head_profile = head.get("Arn", head.get("Name", "instance-profile/ray-head-v1"))  # Ray's default for the head
+    worker = config["available_node_types"]["worker.gpu"]["node_config"]["IamInstanceProfile"]["Arn"]
+    assert worker.rsplit("/", 1)[1] != head_profile.rsplit("/", 1)[1]
+    assert worker.rsplit("/", 1)[1] == "deepdiff-tune-worker"
+    assert "deepdiff-tune-worker" in HOW_TO.read_text()  # its bucket-only policy is documented there

@@ -33,3 +33,13 @@ def test_help_says_where_seeds_went_and_flag_errors_are_one_line(capsys):
     assert done.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("error: deepdiff-report: argument --attention-pair") and err.count("\n") == 1
+
+
+def test_the_pointer_s_command_runs_as_printed_with_a_name_that_needs_quoting(tmp_path, capsys):
+    import shlex
+
+    name = "my study $(touch pwned); ls"
+    assert main(["--seeds", "2", "--experiment", name, "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    command = err.split("moved to the study command: ", 1)[1].rsplit(" (it retrains", 1)[0]
+    assert shlex.split(command) == ["deepdiff-ablation", "--replicates", "2", "--experiment", name]

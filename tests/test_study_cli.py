@@ -444,6 +444,7 @@ def test_a_new_store_whose_creation_races_a_reader_is_asked_again(tmp_path, monk
             return super().search_experiments(*args, **kwargs)
 
     monkeypatch.setattr(mlflow.tracking, "MlflowClient", RacedOnce)
+    monkeypatch.setattr(store, "SQLITE_WAIT_S", 1.0)  # a race lasting longer is a failure
     store.check_store(f"sqlite:///{tmp_path / 'm.db'}")
     assert len(calls) == 2
     with pytest.raises(store.StoreError, match=r"does not answer \(OperationalError: duplicate column name: step\)"):

@@ -303,6 +303,7 @@ def test_the_tracker_tags_a_warm_start_with_its_source(plans, tmp_path):
     warm = SimpleNamespace(trial_id="b1", config={**plan.fixed, **plan.published, "lr": 2e-3, Tag.WARM_START_FROM: "p1-raw_d/a2"})
     for trial in (cold, warm):
         tracker.on_trial_start(0, [], trial)
+    tracker.flush()  # the writes run in the background
     client = MlflowClient(uri)
     runs = {r.data.tags[Tag.TRIAL_ID]: r for r in client.search_runs([client.get_experiment_by_name("warm").experiment_id])
             if Tag.TRIAL_ID in r.data.tags}

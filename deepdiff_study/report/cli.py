@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from deepdiff.command import OneLineParser, run_command
+from deepdiff.command import OneLineParser, run_command, shell_command
 from deepdiff.errors import ConfigError
 from deepdiff_study.records import DEFAULT_EXPERIMENT, default_mlflow_uri
 from deepdiff_study.report.write import write_report
@@ -35,8 +35,8 @@ def moved(args: argparse.Namespace) -> str | None:
         return None
     k = args.seeds if args.seeds is not None else "K"
     flag = "--" + given[0].replace("_", "-")
-    return (f"deepdiff-report {flag} moved to the study command: deepdiff-ablation --replicates {k} "
-            f"--experiment {args.experiment} (it retrains, then writes this report)")
+    command = shell_command("deepdiff-ablation", "--replicates", str(k), "--experiment", args.experiment)
+    return f"deepdiff-report {flag} moved to the study command: {command} (it retrains, then writes this report)"
 
 
 def main(argv: list[str] | None = None) -> int:
