@@ -9,7 +9,10 @@ Everything a spec names is checked before anything is written or started: the gr
 storage, the MLflow store, the cluster (`check_places`), then the selection against the grid and the
 data files. `run` returns the command line's exit status (`deepdiff_study.driver` lists them): 0 every
 planned trial recorded, 1 trials Tune never handed to MLflow, 130 interrupted or unfinished; a bad
-input raises a `ConfigError`, the store failing a `StoreError`.
+input raises a `ConfigError`, the store or the storage failing (or the store's file replaced) a
+`StoreError`, no room on the cluster within --wait-timeout a `faults.ClusterError`. Ray dying on this
+machine ends the process with exit 75 and one line (`deepdiff_study.faults.RayWatch`: Ray's own
+client would end it a moment later with exit 1).
 """
 
 from __future__ import annotations
@@ -31,12 +34,13 @@ from deepdiff.errors import (
 from deepdiff_study.grid import Grid, GridCell, Pair, load_grid
 from deepdiff_study.plan import plan_grid_cells
 from deepdiff_study.spec import StudyManifest, StudySpec
-from deepdiff_study.storage import StudyStorage
+from deepdiff_study.storage import StudyStorage, write_faults
 from deepdiff_study.store import default_mlflow_uri
 from deepdiff_study.summary import closing_summary, print_plan
 from deepdiff_study.tuner import make_tuner, quiet_logs, start_ray, trial_gpus, usable_cpus
 
 ADDRESS_TIMEOUT_S = 5  # a Ray head that does not accept a connection this fast is not there
+RESUME = "rerun the same command with --resume"  # what to do after a fault from outside the study
 
 
 # ---- before anything is written ---------------------------------------------------------------------
@@ -116,9 +120,10 @@ def trial_fields(spec: StudySpec) -> dict:
     return {} if spec.precision is None else {"precision": spec.precision}
 
 
-def check_sources(manifest: StudyManifest, storage: StudyStorage) -> list:
+def check_sources(manifest: StudyManifest, storage: StudyStorage, *, resume: bool = False) -> list:
     """The data files and the MLflow store of a study (new or resumed): a missing file or a store that
-    cannot be used is one clear error before anything is written and before Ray or Tune start."""
+    cannot be used is one clear error before anything is written and before Ray or Tune start. A
+    resumed study's SQLite file must be there (a new empty one would hold none of its runs)."""
     from deepdiff_study import pairs as pair_files
     from deepdiff_study import store
 
@@ -126,6 +131,10 @@ def check_sources(manifest: StudyManifest, storage: StudyStorage) -> list:
                                       synthetic_root=storage.local_dir / "synthetic",
                                       genes=manifest.sizes.synthetic_genes, seed=manifest.seed)
     pair_files.check_files(sources)
+    db = store.sqlite_path(manifest.mlflow_uri)
+    if resume and db is not None and not db.exists():
+        raise ConfigError(f"--resume: the study's MLflow database {db} is missing (moved away or deleted); put it back "
+                          "there and resume again (a new one would hold none of the study's runs)")
     store.check_store(manifest.mlflow_uri)
     return sources
 
@@ -193,9 +202,10 @@ def _run(spec: StudySpec, resume: bool, train_fn, held: list) -> int:
             print(f"note: {', '.join(ignored)} ignored with --resume: the study keeps the settings it started with "
                   f"(in {manifest_path})", file=sys.stderr)
         spec = manifest.spec(spec)
-        sources = check_sources(manifest, storage)
+        sources = check_sources(manifest, storage, resume=True)
     held.append(saved.lock_store(manifest.mlflow_uri, experiment))
     mlflow_uri = manifest.mlflow_uri
+    store_file = store.file_identity(mlflow_uri)  # the SQLite file this run writes (`faults`: not replaced)
     pairs = [Pair(*p) for p in manifest.pairs]
     store.apply_http_defaults()
     if not resume:  # checked again under the store's lock: another driver may have started meanwhile
@@ -211,10 +221,12 @@ def _run(spec: StudySpec, resume: bool, train_fn, held: list) -> int:
     start_ray(spec.address)
     import ray
 
-    from deepdiff_study import trainable
+    from deepdiff_study import faults, trainable
     from deepdiff_study.progress import ProgressLine
     from deepdiff_study.tracker import MlflowTracker
 
+    ray_watch = faults.RayWatch.of_this_node(then=f"what ran is saved: {RESUME}").start()
+    held.append(ray_watch)  # closed before Ray shuts down (else its end would read as Ray dying)
     gpus = trial_gpus(spec.gpus_per_trial)
     refs = {number: ray.put(data) for number, data in pair_data.items()}
     del pair_data
@@ -237,7 +249,7 @@ def _run(spec: StudySpec, resume: bool, train_fn, held: list) -> int:
         total = sum(p.samples for p in plans)
         saved.write_manifest(manifest_path, manifest)
         tuner = make_tuner(bound, plans, spec.sizes, seed=spec.seed, storage=storage, name=experiment,
-                           callbacks=[tracker, ProgressLine(total)], max_failures=spec.max_failures,
+                           callbacks=[faults.FaultWatch(), tracker, ProgressLine(total)], max_failures=spec.max_failures,
                            warm_starts=spec.warm_starts)
         print_plan(cells, spec.sizes, spec.preset)
     print(f"\nrunning on Ray ({ray.cluster_resources().get('CPU', 0):g} CPUs, {ray.cluster_resources().get('GPU', 0):g} GPUs; "
@@ -246,11 +258,21 @@ def _run(spec: StudySpec, resume: bool, train_fn, held: list) -> int:
     # saves its state and the closing summary says what is unfinished (Ray's own handler just dies).
     trainable.quiet_interrupts_in_callbacks()
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: signal.raise_signal(signal.SIGINT))
+    check_store = lambda: store.check_same_file(mlflow_uri, store_file, RESUME)  # noqa: E731
+    watched = faults.Session(
+        storage=spec.storage, check_store=check_store, ray=ray_watch, write_faults=write_faults,
+        faults_before=len(write_faults()), then=RESUME,
+        waiting=faults.Waiting(faults.Request(spec.cpus_per_trial, gpus), spec.wait_timeout, "the next trial",
+                               f"what ran is saved: {RESUME} once it has room", never_is_usage=False))
     try:
-        results = tuner.fit()
+        with faults.watching(watched):
+            results = tuner.fit()
     except DeepDiffError:
         raise
     except Exception as err:
+        known = faults.raised_within(err)  # raised by a Tune callback, which Tune wraps in a TuneError
+        if known is not None:
+            raise known from None
         reason = store.store_failure(err)
         if reason is None:
             raise
@@ -258,6 +280,7 @@ def _run(spec: StudySpec, resume: bool, train_fn, held: list) -> int:
                                "is saved: fix the cause and rerun the same command with --resume") from None
     finally:
         signal.signal(signal.SIGTERM, previous)
+    check_store()  # the summary below must not read a store the named file no longer is
     wall = time.monotonic() - started
     # Trials Tune failed; one that never reached MLflow was dropped by Tune before it started (no callback).
     # (After Ctrl-C or SIGTERM Tune marks the trials it stops TERMINATED in memory, so statuses in

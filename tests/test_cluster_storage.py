@@ -39,6 +39,7 @@ def s3():
         client = boto3.client("s3", endpoint_url=f"http://{host}:{port}", aws_access_key_id="testing",
                               aws_secret_access_key="testing", region_name="us-east-1")
         client.create_bucket(Bucket=BUCKET)
+        client.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})  # counts uploads
         yield f"{host}:{port}", client
     finally:
         server.stop()
@@ -52,6 +53,16 @@ def bucket_keys(client, prefix: str) -> list[str]:
         token = page.get("NextContinuationToken")
         if not token:
             return keys
+
+
+def ended_trial_ids(uri: str, experiment: str) -> set[str]:
+    client = MlflowClient(uri)
+    exp_id = client.get_experiment_by_name(experiment).experiment_id
+    return {r.data.tags["trial_id"] for r in study_runs(client, exp_id, Kind.TRIAL)
+            if r.data.tags.get("status") in ("completed", "pruned", "failed")}
+
+
+RERUN_BOUND = 0
 
 
 def test_study_on_s3_resumes_from_the_bucket_alone_after_sigkill(s3, tmp_path):
@@ -69,6 +80,7 @@ def test_study_on_s3_resumes_from_the_bucket_alone_after_sigkill(s3, tmp_path):
                "--mlflow-uri", f"sqlite:///{tmp_path / 'mlruns.db'}"]
     try:
         kill_after_trials(command, 3, "s3study", cwd=tmp_path, env=env)
+        ended_before_kill = ended_trial_ids(f"sqlite:///{tmp_path / 'mlruns.db'}", "s3study")
         stored = bucket_keys(client, "results/s3study/")
         assert "results/s3study/tuner.pkl" in stored and "results/s3study/deepdiff-study.json" in stored, stored
         assert any(Path(ray_tmp).rglob("driver_artifacts")), "Tune's staging folder was under RAY_TMPDIR"
@@ -88,6 +100,14 @@ def test_study_on_s3_resumes_from_the_bucket_alone_after_sigkill(s3, tmp_path):
     children = study_runs(mlflow, exp_id, Kind.TRIAL)
     ids = Counter(r.data.tags["trial_id"] for r in children)
     assert set(ids.values()) == {1}, ids  # never a duplicated trial
+    # Finished work run again: trials MLflow recorded as ended before the kill that the bucket's snapshot
+    # did not hold (their runs deleted by the resume, the work done again under new trial ids).
+    rerun = ended_before_kill - set(ids)
+    uploads = len([v for v in client.list_object_versions(Bucket=BUCKET, Prefix="results/s3study/experiment_state-")
+                   .get("Versions", [])])
+    print(f"ended before the kill: {len(ended_before_kill)}, run again after --resume: {len(rerun)}; "
+          f"snapshot uploads of the first session and the resumed one: {uploads}")
+    assert len(rerun) <= RERUN_BOUND, (sorted(rerun), sorted(ended_before_kill))
     assert all(r.data.tags["status"] in ("completed", "pruned") for r in children), (
         [(r.data.tags["trial_id"], r.data.tags["status"], r.data.tags.get("status_reason")) for r in children], resumed.stdout[-3000:])
     state_key = max(k for k in bucket_keys(client, "results/s3study/") if k.rsplit("/", 1)[-1].startswith("experiment_state-"))
