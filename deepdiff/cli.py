@@ -24,12 +24,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from deepdiff.command import OneLineParser, run_command, say
+from deepdiff.command import OneLineParser, run_command, say, shell_command
 from deepdiff.config import (
     AUX_FIELDS,
     INPUT_TRANSFORMS,
@@ -43,8 +44,10 @@ from deepdiff.config import (
 )
 from deepdiff.errors import EXIT_NAN, ConfigError, check_output_dir
 from deepdiff.flags import add_config_flags, flag, given
+from deepdiff.threads import CpuSample, ThreadChoice, apply, decide, decide_again, wait_policy_env
 from deepdiff.tracks import command as tracks_command
 
+PROG = "deepdiff"  # the console script (pyproject.toml): what printed command lines start with
 ATTENTION_FILE = "attention.npz"  # what `deepdiff evaluate --out` writes (with attention.json)
 LARGE_COUNT = 1e6  # raw counts above this are a likelier cause of divergence than the learning rate
 # The parts of a model some variants lack, and the config fields only those parts read.
@@ -81,6 +84,20 @@ def _load(args: argparse.Namespace, data_dir: str, cell_a: str, cell_b: str, *, 
         say(f"note: {note}")
     check_trainable(pair, data_dir)
     return pair
+
+
+def _threads(args: argparse.Namespace, requested: int) -> ThreadChoice:
+    """Set torch's threads (`deepdiff.threads`): `requested`, or automatic (0), measuring the other processes'
+    use of the CPUs since the command started (`args.started`); notes a choice of fewer than usable."""
+    choice = decide(requested, os.environ, getattr(args, "started", None))
+    apply(choice)
+    if choice.note():
+        say(f"note: {choice.note()}")
+    return choice
+
+
+def _count(threads: int) -> str:
+    return f"{threads} thread{'s' * (threads > 1)}"
 
 
 def _note_unused_flags(args: argparse.Namespace, variant: str, *configs: type) -> None:
@@ -247,8 +264,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     _note_unused_flags(args, model_cfg.variant, ModelConfig, TrainConfig)
     device = pick_device(args.device)
     dtype = autocast_dtype(device, train_cfg.precision)
+    # The threads are this command's to set (`_threads`), not part of what a checkpoint trains: fit() and the
+    # checkpoints see the default, so a --resume may use other --threads (config.yaml keeps the user's).
+    trained_cfg = dataclasses.replace(train_cfg, threads=TrainConfig().threads)
     # Everything that can refuse the run is checked before anything in --out is written.
-    run = RunFolder.open(args.out, model_cfg, train_cfg, resume=args.resume) if args.out else None
+    run = RunFolder.open(args.out, model_cfg, trained_cfg, resume=args.resume) if args.out else None
     if run is not None and run.resume_from is not None:
         before, now = run.trained_in, dtype_name(dtype)
         if before is not None and before != now:
@@ -259,11 +279,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     _ensure_data(data, args.config)
     pair = _load(args, data["dir"], data["cell_a"], data["cell_b"], n_bins=model_cfg.n_bins)
     if run is not None:
-        run.start(model_cfg, train_cfg, {**data, "dir": str(Path(data["dir"]).resolve())})
+        # What the run folder records of the data: the resume of this run must train on the same.
+        trained_on = {**data, "dir": str(Path(data["dir"]).resolve()), "fingerprint": pair.fingerprint()}
+        note = run.check_data(trained_on)
+        if note:
+            say(f"note: {note}")
+        run.start(model_cfg, train_cfg, trained_on)
         if run.resume_from is not None:
             say(f"resuming {run.path} after epoch {run.done}")
-    say(f"training {model_cfg.variant} on {pair.cell_a} -> {pair.cell_b} "
-        f"({len(pair.train)} train genes) on {device}, {precision_label(dtype)}")
+    threads = _threads(args, train_cfg.threads)
+    say(f"training {model_cfg.variant} on {pair.cell_a} -> {pair.cell_b} ({len(pair.train)} train genes) on {device}"
+        f"{f' with {_count(threads.threads)}' if device.type == 'cpu' else ''}, {precision_label(dtype)}")
 
     bar = tqdm(total=None, unit="batch", file=sys.stderr, dynamic_ncols=True, disable=None, leave=False)
     epochs_label = f"/{train_cfg.epochs}"
@@ -276,7 +302,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                 bar.reset(total=total)
             bar.update(1)
 
-        for result in fit(model_cfg, train_cfg, pair, device=device, checkpoint_dir=run.path if run else None,
+        for result in fit(model_cfg, trained_cfg, pair, device=device, checkpoint_dir=run.path if run else None,
                           resume_from=run.resume_from if run else None, on_batch=on_batch):
             bar.set_description(f"epoch {result.epoch + 1}{epochs_label}")
             tqdm.write(
@@ -285,6 +311,13 @@ def cmd_train(args: argparse.Namespace) -> int:
             )
             if run is not None:
                 run.record(result)
+            if not train_cfg.threads and device.type == "cpu":  # automatic: chosen again from the epoch's CPU use
+                again = decide_again(threads, os.environ)
+                if again.threads != threads.threads:
+                    apply(again)
+                    tqdm.write(f"note: {_count(again.threads)} from epoch {result.epoch + 1}: other processes kept "
+                               f"{again.busy_elsewhere:.1f} of {again.usable} usable CPUs busy in epoch {result.epoch}", file=sys.stderr)
+                threads = again
             interrupt.check()
     bar.close()
     summary = {
@@ -379,6 +412,8 @@ def add_evaluate(sub: Subparsers) -> None:
     p.add_argument("--out", metavar="DIR", help=f"write {ATTENTION_FILE} (attention, predictions, targets) and "
                    f"{Path(ATTENTION_FILE).stem}.json (what each array is) here")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
+    p.add_argument("--threads", type=int, default=0, metavar="N",
+                   help=TrainConfig.__dataclass_fields__["threads"].metadata["help"] + " (default 0)")
     p.set_defaults(handler=cmd_evaluate)
 
 
@@ -389,6 +424,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from deepdiff.errors import DataError
     from deepdiff.train import check_shapes, evaluate, load_checkpoint, load_model, prepare_split
 
+    if args.threads < 0:
+        raise ConfigError(f"--threads {args.threads}: expected an integer >= 0 (0 = automatic)")
     checkpoint = Path(args.checkpoint)
     out = Path(args.out) if args.out else None
     if out is not None:  # refused before anything is read or written
@@ -411,6 +448,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         check_shapes(model_cfg, pair)
     except ConfigError as err:
         raise ConfigError(f"--checkpoint {checkpoint}: {err}") from None
+    _threads(args, args.threads)
     say(f"evaluating {model_cfg.variant} (epoch {epoch} of {checkpoint}) on {pair.cell_a} -> {pair.cell_b} on {device}")
     scores: dict[str, float] = {}
     for name in ("valid", "test"):
@@ -440,7 +478,7 @@ SUBCOMMANDS: tuple[Callable[[Subparsers], None], ...] = (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(prog="deepdiff", description=__doc__.split("\n\n")[0])
+    parser = OneLineParser(prog=PROG, description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=OneLineParser)
     for add_parser in SUBCOMMANDS:
         add_parser(sub)
@@ -449,11 +487,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    if "torch" not in sys.modules:  # libgomp reads its wait policy once, when torch loads it (deepdiff.threads)
+        os.environ.update(wait_policy_env(os.environ))
+    started = CpuSample.now()  # the CPUs' use by other processes is measured from here to the threads' choice
     args = build_parser().parse_args(argv)
+    args.started = started
     resumable = getattr(args, "resume", None) is not None and getattr(args, "out", None)  # a run --resume continues
+    # The same command with --resume, quoted for the shell: a path with a space runs as printed.
+    again = shell_command(PROG, *argv, *(() if getattr(args, "resume", False) else ("--resume",)))
     return run_command(
         lambda: args.handler(args),
-        interrupted="interrupted; everything written so far is kept" + (" (continue with --resume)" if resumable else ""),
+        interrupted="interrupted; everything written so far is kept" + (f"; continue with: {again}" if resumable else ""),
         memory_hint="the model or a batch is too large for this machine: lower --level1-hidden, --level2-hidden or --batch-size",
     )
 

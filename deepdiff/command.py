@@ -1,6 +1,7 @@
 """What every command line of the distribution shares (``deepdiff``, ``deepdiff-ablation``,
-``deepdiff-export``, ``deepdiff-report``): a parser whose usage errors are one line, and `run_command`,
-the one wrapper that turns the errors a user can cause into one line on stderr and an exit status.
+``deepdiff-export``, ``deepdiff-report``): a parser whose usage errors are one line, `run_command`,
+the one wrapper that turns the errors a user can cause into one line on stderr and an exit status, and
+`shell_command`, the one way a command line printed for the user to run is spelled.
 
 The exit statuses are the errors' own (`deepdiff.errors`: `EXIT_USAGE` for a `DeepDiffError`, a subclass
 may say otherwise, e.g. the study's `StoreError` is `EXIT_STORE`); a command only says what an
@@ -10,7 +11,9 @@ interruption, a file-system error and (optionally) any other exception it knows 
 from __future__ import annotations
 
 import argparse
+import os
 import re
+import shlex
 import sys
 from collections.abc import Callable
 from typing import Any, NoReturn
@@ -18,6 +21,13 @@ from typing import Any, NoReturn
 from deepdiff.errors import EXIT_INTERRUPTED, EXIT_USAGE, DeepDiffError, os_error_message
 
 _NEGATIVE_NUMBER = re.compile(r"^(?:-(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|-inf|-nan)$", re.IGNORECASE)
+
+
+def shell_command(*argv: str | os.PathLike) -> str:
+    """`argv` as one command line for a POSIX shell, each word quoted where it needs it: a path with a
+    space, a quote or shell syntax (``$``, ``;``, ``*``...) runs as printed. Every command line the
+    project prints for a user to copy (resume hints, "reproduce with ...") is spelled by this."""
+    return shlex.join(os.fspath(word) for word in argv)
 
 
 def say(message: str) -> None:

@@ -74,6 +74,8 @@ class TrainConfig:
     eval_batch_size: int = _field(256, "batch size for evaluation only (results do not depend on it)")
     precision: str = _field("auto", "what training steps compute in: auto = mixed precision on CUDA, float32 on "
                             "CPU (evaluation is always float32)", choices=PRECISIONS)
+    threads: int = _field(0, "torch threads on a CPU; 0 = automatic: one per CPU this process may use that other "
+                          "processes leave free (deepdiff.threads); results do not depend on it beyond float rounding")
 
     def __post_init__(self) -> None:
         _check_positive_int("epochs", self.epochs)
@@ -88,6 +90,8 @@ class TrainConfig:
         for name in ("aux_weight", "gamma"):
             if not _finite(getattr(self, name)) >= 0:
                 raise ConfigError(f"field {name}: expected a number >= 0, got {getattr(self, name)!r}")
+        if not is_int(self.threads) or self.threads < 0:
+            raise ConfigError(f"field threads: expected an integer >= 0 (0 = automatic), got {self.threads!r}")
         if not is_int(self.patience) or self.patience < 0:
             raise ConfigError(f"field patience: expected an integer >= 0, got {self.patience!r}")
         if not is_int(self.seed) or not 0 <= self.seed < 2**63:

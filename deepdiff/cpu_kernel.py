@@ -7,12 +7,19 @@ three inputs), so `deepdiff.model` swaps one for the other by device (`deepdiff.
 - **Build.** At first use the C file shipped in this package is compiled by the machine's C compiler
   (``cc``, else ``gcc`` or ``clang``; ``-O3 -march=native -fopenmp``, about a second; then without
   OpenMP, then without ``-march=native``, if the compiler refuses) into a shared library
-  cached under ``~/.cache/deepdiff-tune/kernels`` (a temporary folder if that cannot be written), named
-  by a hash of the source, the compiler, its flags and the CPU's instruction-set flags, so machines of
-  a cluster that share a home folder each get a build of their own. A build is written to a temporary
-  name and renamed into place, so processes starting together (Ray trial workers) never load half a
-  file. The library is then checked against the torch implementation on small inputs; a build that
-  disagrees is not used.
+  cached under ``~/.cache/deepdiff-tune/kernels`` (else ``deepdiff-tune-kernels-<uid>`` in the temporary
+  folder), named by a hash of the source, the compiler, its flags and the CPU's instruction-set flags,
+  so machines of a cluster that share a home folder each get a build of their own. A build is written
+  to a temporary name and renamed into place, so processes starting together (Ray trial workers) never
+  load half a file. The library is then checked against the torch implementation on small inputs; a
+  build that disagrees is not used.
+- **Trust.** Loading a library runs its code, so a cached one is loaded only from a folder of this user
+  that no one else may write (created 0700; one that exists with another owner, or writable by group
+  or others, is not used) and only if the file, too, is this user's and writable by no one else; and
+  only if it is the file that was built: a sidecar ``<name>.sha256`` written after each build holds its
+  size and sha256, checked before loading, so a truncated or altered library (which killed every run
+  with SIGBUS) is rebuilt instead. With no usable cache folder the kernel is built into a private
+  temporary folder for this process alone.
 - **Fallback.** No compiler, a failed build or a failed check: `available()` is False, `status()` says
   why, and Level I runs through torch ops. Nothing fails.
 - **Threads.** Each phase of the kernel (see `lstm_kernel.c`: training's recurrences over the 2K
@@ -38,6 +45,7 @@ import hashlib
 import os
 import platform
 import shutil
+import stat
 import subprocess
 import tempfile
 import threading
@@ -47,12 +55,15 @@ from pathlib import Path
 import torch
 from torch.autograd.function import once_differentiable
 
+from deepdiff.files import write_atomic
+
 SOURCE = Path(__file__).with_name("lstm_kernel.c")
 FLAGS = ("-O3", "-march=native", "-fPIC", "-shared", "-std=gnu11", "-fno-math-errno")
 PORTABLE_FLAGS = ("-O3", "-fPIC", "-shared", "-std=gnu11", "-fno-math-errno")  # a compiler without -march=native
 # Tried in this order: OpenMP first (the kernel then runs on torch's own OpenMP threads), then without.
 BUILDS = (FLAGS + ("-fopenmp",), FLAGS, PORTABLE_FLAGS + ("-fopenmp",), PORTABLE_FLAGS)
 
+PRIVATE_BUILD = "deepdiff-tune-kernel-"  # prefix of a process's own build folder (no trusted cache folder): removed once loaded
 _load_lock = threading.RLock()  # the self-check runs the kernel while the library is being loaded
 _lock = threading.Lock()  # the workspace and the thread pool
 _lib: ctypes.CDLL | None = None
@@ -81,16 +92,20 @@ def _load() -> ctypes.CDLL | None:
     with _load_lock:
         if _status is None:
             try:
-                path, flags = _build()
-                lib = ctypes.CDLL(str(path))
+                path, flags, notes = _build()
+                try:
+                    lib = ctypes.CDLL(str(path))
+                finally:
+                    if path.parent.name.startswith(PRIVATE_BUILD):  # loaded (or not): no one will use it again
+                        shutil.rmtree(path.parent, ignore_errors=True)
                 _declare(lib)
                 _lib, _status, _openmp, _flags = lib, "checking", bool(lib.dd_openmp()), flags
                 mismatch = _self_check()
                 if mismatch:
                     _lib, _status = None, f"not used: {path} disagrees with the torch implementation ({mismatch})"
                 else:
-                    _status = f"compiled C kernel {path}" + (" (OpenMP: torch's threads)" if _openmp else "")
-            except (OSError, RuntimeError, subprocess.SubprocessError) as err:
+                    _status = "; ".join([f"compiled C kernel {path}" + (" (OpenMP: torch's threads)" if _openmp else ""), *notes])
+            except (OSError, RuntimeError, AttributeError, subprocess.SubprocessError) as err:  # AttributeError: a symbol missing
                 _lib, _status = None, f"not used: {err}"
     return _lib
 
@@ -115,24 +130,102 @@ def _cpu_signature() -> str:
 
 
 def _cache_dirs() -> list[Path]:
-    return [Path.home() / ".cache" / "deepdiff-tune" / "kernels", Path(tempfile.gettempdir()) / "deepdiff-tune-kernels"]
+    """The cache folders tried in order: the user's, then one of this user's own in the temporary folder
+    (never one shared by all users: another user could put a library there first)."""
+    return [Path.home() / ".cache" / "deepdiff-tune" / "kernels",
+            Path(tempfile.gettempdir()) / f"deepdiff-tune-kernels-{_uid()}"]
 
 
-def _build() -> tuple[Path, tuple[str, ...]]:
-    """The cached or new build of the kernel, and the flags it was built with (the first of BUILDS that works)."""
+def _uid() -> int:
+    """The user whose files may be loaded (the process's effective user)."""
+    return os.geteuid()
+
+
+def _untrusted(path: Path, kind: str) -> str | None:
+    """Why `path` (a "folder" or a "file") may hold code another user wrote, or None: it must be a real
+    folder or regular file (not a symlink) of this user, writable by no one else."""
+    try:
+        st = os.lstat(path)
+    except OSError as err:
+        return f"{path}: {err.strerror or err}"
+    if stat.S_ISLNK(st.st_mode):
+        return f"{path} is a symlink"
+    if not (stat.S_ISDIR if kind == "folder" else stat.S_ISREG)(st.st_mode):
+        return f"{path} is not a {'folder' if kind == 'folder' else 'regular file'}"
+    if st.st_uid != _uid():
+        return f"{path} belongs to another user (uid {st.st_uid})"
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return f"{path} is writable by {'group and others' if st.st_mode & stat.S_IWGRP and st.st_mode & stat.S_IWOTH else 'group' if st.st_mode & stat.S_IWGRP else 'others'} (mode {stat.S_IMODE(st.st_mode):o})"
+    return None
+
+
+def _private_folder(folder: Path) -> str | None:
+    """Create `folder` 0700 (its parents as the umask says) unless it exists; None if it is a folder only
+    this user may write, else why it is not used."""
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        folder.mkdir(mode=0o700)
+    except FileExistsError:
+        pass
+    except OSError as err:
+        return f"{folder}: {err.strerror or err}"
+    return _untrusted(folder, "folder")
+
+
+def _sidecar(library: Path) -> Path:
+    return library.with_name(library.name + ".sha256")
+
+
+def _fingerprint(data: bytes) -> str:
+    return f"{hashlib.sha256(data).hexdigest()} {len(data)}\n"
+
+
+def _damaged(library: Path) -> str | None:
+    """Why the cached `library` is not the file its build wrote (truncated, altered, or no sidecar), or None."""
+    sidecar = _sidecar(library)
+    problem = _untrusted(sidecar, "file")
+    if problem is not None:
+        return problem if sidecar.exists() or sidecar.is_symlink() else f"{library} has no {sidecar.name} (size and sha256)"
+    try:
+        expected, data = sidecar.read_text(), library.read_bytes()
+    except (OSError, UnicodeDecodeError) as err:
+        return f"{library}: {getattr(err, 'strerror', None) or err}"
+    if _fingerprint(data) != expected:
+        size = expected.split()[-1] if expected.split() else "?"
+        return f"{library} is not the file built ({len(data)} bytes, {size} built, or another sha256)"
+    return None
+
+
+def _library_key(compiler: str, version: str, flags: tuple[str, ...]) -> str:
+    return hashlib.sha256(b"\0".join([SOURCE.read_bytes(), version.encode(), " ".join(flags).encode(),
+                                      _cpu_signature().encode(), platform.machine().encode()])).hexdigest()[:20]
+
+
+def _build() -> tuple[Path, tuple[str, ...], list[str]]:
+    """The cached or new build of the kernel, the flags it was built with (the first of BUILDS that works)
+    and notes on what was not used (folders and files refused, libraries rebuilt)."""
     compiler = _compiler()
-    source = SOURCE.read_bytes()
     version = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=60).stdout
-    errors = []
+    errors: list[str] = []
+    notes: list[str] = []
+    folders = []
+    for folder in _cache_dirs():
+        problem = _private_folder(folder)
+        if problem is None:
+            folders.append(folder)
+        else:
+            notes.append(f"not used: {problem}")
     for flags in BUILDS:
-        key = hashlib.sha256(b"\0".join([source, version.encode(), " ".join(flags).encode(),
-                                         _cpu_signature().encode(), platform.machine().encode()])).hexdigest()[:20]
-        for folder in _cache_dirs():
+        key = _library_key(compiler, version, flags)
+        # With no cache folder this user alone may write: a private folder for this process (built each time).
+        for folder in folders or [Path(tempfile.mkdtemp(prefix=PRIVATE_BUILD))]:
             path = folder / f"lstm_kernel-{key}.so"
-            if path.is_file():
-                return path, flags
+            if path.exists() or path.is_symlink():
+                problem = _untrusted(path, "file") or _damaged(path)
+                if problem is None:
+                    return path, flags, notes
+                notes.append(f"rebuilt: {problem}")
             try:
-                folder.mkdir(parents=True, exist_ok=True)
                 fd, tmp = tempfile.mkstemp(dir=folder, prefix=".build-", suffix=".so")
                 os.close(fd)
             except OSError as err:
@@ -143,12 +236,16 @@ def _build() -> tuple[Path, tuple[str, ...]]:
                 if done.returncode != 0:
                     errors.append(f"{Path(compiler).name} {' '.join(flags)}: {(done.stderr.strip().splitlines() or ['failed'])[-1]}")
                     break  # the same flags fail in every folder: try the next build
+                # The sidecar first: a library in place always has the sidecar of its build (or of a build
+                # racing it, whose mismatch only costs a rebuild).
+                os.chmod(tmp, 0o755)  # whatever the umask: writable by this user alone
+                os.chmod(write_atomic(_sidecar(path), _fingerprint(Path(tmp).read_bytes())), 0o644)
                 os.replace(tmp, path)
-                return path, flags
+                return path, flags, notes
             finally:
                 if os.path.exists(tmp):
                     os.unlink(tmp)
-    raise RuntimeError("could not build the C kernel: " + "; ".join(errors))
+    raise RuntimeError("could not build the C kernel: " + "; ".join(errors + notes))
 
 
 def profiling_build(omit: int, folder: Path) -> ctypes.CDLL:

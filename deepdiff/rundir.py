@@ -6,7 +6,9 @@
     result.json        the summary and the config, written when the run ends
 
 `RunFolder.open` checks a folder for a new run, or for the run a resume continues, before anything is
-written: a refused run changes nothing. `start` writes config.yaml, `record` an epoch's metrics row,
+written: a refused run changes nothing. config.yaml's data section records the data a run trains on
+(folder, cells and `PairData.fingerprint`); `check_data` refuses a resume on other data (another pair,
+the cells swapped, other contents) before anything is written, and notes data that only moved. `start` writes config.yaml, `record` an epoch's metrics row,
 `finish` result.json; every file is replaced whole (`deepdiff.files.write_atomic`). `DeferredInterrupt`
 holds Ctrl-C back until the epoch's files agree with each other.
 """
@@ -17,13 +19,14 @@ import csv
 import dataclasses
 import io
 import json
+import shlex
 import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from deepdiff.command import say
-from deepdiff.config import ModelConfig, TrainConfig, save_config
+from deepdiff.config import ModelConfig, TrainConfig, load_config, save_config
 from deepdiff.errors import ConfigError, check_output_dir
 from deepdiff.files import write_atomic
 from deepdiff.results import EpochResult
@@ -43,6 +46,7 @@ class RunFolder:
     done: int = 0  # epochs trained before this run (those of `resume_from`)
     trained_in: str | None = None  # what `resume_from`'s steps computed in (`deepdiff.device.dtype_name`), if recorded
     rows: list[dict[str, Any]] = field(default_factory=list)  # metrics.csv so far
+    trained_on: dict[str, Any] | None = None  # the data section of the config.yaml `resume_from` was trained with
 
     @classmethod
     def open(cls, path: str | Path, model_cfg: ModelConfig, train_cfg: TrainConfig, *, resume: bool) -> "RunFolder":
@@ -64,10 +68,41 @@ class RunFolder:
         done = state["epoch"]
         if done >= train_cfg.epochs:
             raise ConfigError(f"{path}: this run already finished {done} epochs; raise --epochs above {done} to train on")
-        return cls(path, last, done, state.get(COMPUTE_DTYPE), _previous_rows(path / METRICS_FILE, done))
+        config = path / CONFIG_FILE
+        trained_on = load_config(config)[2] if config.is_file() else None
+        return cls(path, last, done, state.get(COMPUTE_DTYPE), _previous_rows(path / METRICS_FILE, done), trained_on)
+
+    def check_data(self, data: dict[str, Any]) -> str | None:
+        """On a resume, a `ConfigError` unless `data` (the data section this run records: dir, cell_a, cell_b,
+        fingerprint) is the data the run trained on: the same cells in the same order and the same
+        `PairData.fingerprint`. Returns a note when the same data moved to another folder, or when the
+        run's config.yaml (an older deepdiff's) records no fingerprint to compare; else None."""
+        before = self.trained_on
+        if self.resume_from is None or before is None:
+            return None
+        other = f"{self.path}: cannot resume on other data"
+        fresh = "or choose another --out for a new run"
+        was, now = (before.get("cell_a"), before.get("cell_b")), (data["cell_a"], data["cell_b"])
+        if was != now:
+            raise ConfigError(f"{other}: it trained on {was[0]} -> {was[1]}, now {now[0]} -> {now[1]}; "
+                              f"pass --pair {was[0]} {was[1]} to continue it, {fresh}")
+        moved = before.get("dir") != data["dir"]
+        if "fingerprint" not in before:
+            return (f"{self.path / CONFIG_FILE} records no fingerprint of its data (an older deepdiff wrote it): "
+                    f"not checked that {data['dir']} holds the data it trained on" + (f" in {before.get('dir')}" if moved else ""))
+        if before["fingerprint"] != data["fingerprint"]:
+            where = f"{data['dir']}" if not moved else f"{data['dir']}, not {before.get('dir')} it trained on,"
+            raise ConfigError(f"{other}: {was[0]}/{was[1]} in {where} holds other contents (fingerprint "
+                              f"{data['fingerprint'][:12]}, {before['fingerprint'][:12]} in its {CONFIG_FILE}); pass the "
+                              f"--data it trained on" + (f" (--data {shlex.quote(str(before.get('dir')))})" if moved else "") +
+                              f" to continue it, {fresh}")
+        if moved:
+            return f"{self.path} trained on {before.get('dir')}; it goes on with the same data (same fingerprint) in {data['dir']}"
+        return None
 
     def start(self, model_cfg: ModelConfig, train_cfg: TrainConfig, data: dict[str, Any]) -> None:
-        """Create the folder and write its config.yaml (rewritten on a resume: it may raise the epochs)."""
+        """Create the folder and write its config.yaml (rewritten on a resume: it may raise the epochs; its data
+        section names the data trained on, with its fingerprint, once `check_data` accepted it)."""
         self.path.mkdir(parents=True, exist_ok=True)
         save_config(self.path / CONFIG_FILE, model_cfg, train_cfg, data)
 

@@ -48,7 +48,7 @@ CHECKPOINT_FORMAT = 1
 # Fields of the configs that may differ between a checkpoint and the run resuming it.
 # `precision` changes how steps compute, not what is trained: a run started on a GPU that computes
 # bfloat16 may go on in float32 elsewhere (`deepdiff train` says when a resume changes the dtype).
-RESUMABLE_CHANGES = {"epochs", "patience", "eval_batch_size", "precision"}
+RESUMABLE_CHANGES = {"epochs", "patience", "eval_batch_size", "precision", "threads"}
 COMPUTE_DTYPE = "compute_dtype"  # checkpoint key: `deepdiff.device.dtype_name` of the steps that wrote it
 # What every checkpoint holds (best.pt), and what a resume also reads from last.pt (and, when the
 # checkpoint has it, GRAD_SCALER: the float16 loss scale; older checkpoints, all float32, have none).

@@ -39,7 +39,7 @@ import ray
 import torch
 from ray import tune
 
-from deepdiff import cpu_kernel
+from deepdiff import cpu_kernel, threads
 from deepdiff.data import PairData
 from deepdiff.device import autocast_dtype, dtype_name, pick_device
 from deepdiff.errors import os_error_message
@@ -140,8 +140,11 @@ def checkpoint_due(result: EpochResult, stops: frozenset[int], seconds_since_las
 
 
 def trial_threads(assigned: dict[str, float]) -> int:
-    """torch threads for a trial: the CPUs Ray assigned to it (at least one)."""
-    return max(1, int(assigned.get("CPU", 1)))
+    """torch threads for a trial: `deepdiff.threads`' automatic choice among the CPUs Ray assigned to it,
+    as `deepdiff train` makes it: one per assigned CPU that other processes (another job on a shared node)
+    leave free, measured over a quarter of a second, at least one. Its OpenMP threads wait passively
+    (`WORKER_ENV`)."""
+    return threads.decide(0, {}, usable=max(1, int(assigned.get("CPU", 1)))).threads
 
 
 def release_memory() -> None:
@@ -179,7 +182,9 @@ _FROZEN = False  # gc.freeze() done in this worker
 # Set in every trial worker (tuner.start_ray's runtime_env). Tune runs each trial in a new thread, and
 # glibc gives new threads new malloc arenas (up to 8 per core), each keeping the fragments of the trials
 # that used it: a reused worker grew by ~3 MB a trial even with the release above. Two arenas keep it flat.
-WORKER_ENV = {"MALLOC_ARENA_MAX": "2"}
+# OMP_WAIT_POLICY=PASSIVE (`deepdiff.threads.WAIT_POLICY`, read by libgomp when torch loads it): OpenMP
+# threads that spin waiting took the CPU time of the working ones on a busy node (x2-3 slower).
+WORKER_ENV = {"MALLOC_ARENA_MAX": "2", **threads.WAIT_POLICY}
 
 
 def _pair(number: int, pairs: dict[int, ray.ObjectRef]) -> PairData:

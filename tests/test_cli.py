@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 
 from deepdiff.cli import main
+from deepdiff.config import load_config
+from deepdiff.data import load_pair
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -179,6 +181,37 @@ def test_a_refused_resume_changes_nothing(small_synthetic_dir, tmp_path, capsys,
     assert main(_train(small_synthetic_dir, out, "--variant", "raw_d", "--resume")) == 2
     assert _error_line(capsys) == f"error: {out}: this run already finished 1 epochs; raise --epochs above 1 to train on"
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+@pytest.mark.slow
+def test_a_resume_on_other_data_is_refused_unchanged(small_synthetic_dir, tmp_path, capsys):
+    """--resume with the pair swapped or another folder's contents is refused before anything is written; the
+    same data copied elsewhere goes on, with a note, and config.yaml then names the new folder."""
+    out = tmp_path / "r"
+    assert main(_train(small_synthetic_dir, out, "--variant", "raw_d")) == 0
+    trained_on = load_config(out / "config.yaml")[2]
+    assert trained_on["fingerprint"] == load_pair(small_synthetic_dir, "Cell1", "Cell2").fingerprint()
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    swapped = _train(small_synthetic_dir, out, "--variant", "raw_d", "--epochs", "2", "--resume")
+    swapped[swapped.index("--pair") + 1 : swapped.index("--pair") + 3] = ["Cell2", "Cell1"]
+    assert main(swapped) == 2
+    assert _error_line(capsys) == (f"error: {out}: cannot resume on other data: it trained on Cell1 -> Cell2, now Cell2 -> "
+                                   "Cell1; pass --pair Cell1 Cell2 to continue it, or choose another --out for a new run")
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    other = tmp_path / "other"
+    shutil.copytree(small_synthetic_dir, other)
+    _edit_line(other / "Cell2.test.csv", 5, 1, "7")  # one count of one bin
+    assert main(_train(other, out, "--variant", "raw_d", "--epochs", "2", "--resume")) == 2
+    assert re.fullmatch(rf"error: {re.escape(str(out))}: cannot resume on other data: Cell1/Cell2 in {re.escape(str(other))}, "
+                        rf"not {re.escape(str(small_synthetic_dir))} it trained on, holds other contents \(fingerprint \w{{12}}, "
+                        rf"\w{{12}} in its config.yaml\); pass the --data it trained on \(--data \S+\) to continue it, or "
+                        "choose another --out for a new run", _error_line(capsys))
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    same = tmp_path / "same"
+    shutil.copytree(small_synthetic_dir, same)
+    assert main(_train(same, out, "--variant", "raw_d", "--epochs", "2", "--resume")) == 0
+    assert f"note: {out} trained on {small_synthetic_dir}; it goes on with the same data" in capsys.readouterr().err
+    assert load_config(out / "config.yaml")[2] == {**trained_on, "dir": str(same)}
 
 
 def test_numbers_in_a_config_file(small_synthetic_dir, tmp_path, capsys):
@@ -352,6 +385,44 @@ def test_a_truncated_checkpoint_is_refused_unchanged(small_synthetic_dir, tmp_pa
         assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
 
+class _Planted:
+    """Pickled, it tells the unpickler to call Path.touch(marker): code run by merely reading the file."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return Path.touch, (self.marker,)
+
+
+def test_a_checkpoint_or_config_that_would_run_code_is_refused(small_synthetic_dir, tmp_path, capsys, one_thread):
+    """A best.pt / last.pt from elsewhere holding a pickled object whose unpickling runs code (here: creates a
+    file), and a YAML config with a python/object tag, are one-line errors; the code never runs."""
+    import torch
+
+    out = tmp_path / "r"
+    assert main(_train(small_synthetic_dir, out, "--variant", "raw_d")) == 0
+    marker = tmp_path / "code-ran"
+    state = torch.load(out / "last.pt", weights_only=True)
+    torch.save({**state, "model": {**state["model"], "extra": _Planted(marker)}}, out / "last.pt")
+    torch.save({**state, "epoch": _Planted(marker)}, tmp_path / "best.pt")
+    capsys.readouterr()
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert main(_train(small_synthetic_dir, out, "--variant", "raw_d", "--epochs", "2", "--resume")) == 2
+    assert _error_line(capsys) == f"error: {out / 'last.pt'}: not a readable deepdiff checkpoint (UnpicklingError)"
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "best.pt"), "--data", str(small_synthetic_dir),
+                 "--pair", "Cell1", "Cell2", "--no-cache"]) == 2
+    assert _error_line(capsys) == f"error: --checkpoint {tmp_path / 'best.pt'}: not a readable deepdiff checkpoint (UnpicklingError)"
+    config = tmp_path / "c.yaml"
+    config.write_text(f"model:\n  variant: raw_d\ntrain: !!python/object/apply:pathlib.Path.touch [{str(marker)!r}]\n")
+    assert main(["train", "--config", str(config), "--data", str(small_synthetic_dir), "--pair", "Cell1", "Cell2"]) == 2
+    assert _error_line(capsys) == f"error: {config} line 3: not valid YAML/JSON (ConstructorError)"
+    assert not marker.exists()
+    torch.load(out / "last.pt", weights_only=False)  # the files do run code when read without the allow-list
+    assert marker.exists()
+
+
 def test_flags_a_variant_does_not_use_are_noted(small_synthetic_dir, capsys):
     assert main(_train(small_synthetic_dir, None, "--variant", "raw_d", "--aux", "classification", "--margin", "3")) == 0
     notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note: --")]
@@ -383,6 +454,38 @@ def test_interrupt_leaves_the_run_consistent(small_synthetic_dir, tmp_path, caps
     monkeypatch.setattr(deepdiff.train, "_atomic_save", save)
     assert main(_train(small_synthetic_dir, out, "--variant", "raw_d", "--epochs", "4", "--resume")) == 0
     assert [row["epoch"] for row in csv.DictReader((out / "metrics.csv").open())] == ["1", "2", "3", "4"]
+
+
+@pytest.mark.slow
+def test_the_printed_resume_command_runs_as_printed(small_synthetic_dir, tmp_path, capsys, monkeypatch):
+    """Ctrl-C prints the command that continues the run, quoted for a shell: with a space, a quote and shell
+    syntax in the paths, a shell runs it as printed (and runs nothing else)."""
+    import signal
+
+    import deepdiff.train
+
+    data = tmp_path / "my data; $(touch pwned)"
+    shutil.copytree(small_synthetic_dir, data)
+    out = tmp_path / "it's runs" / "r `x`"
+    save = deepdiff.train._atomic_save
+
+    def save_then_interrupt(state, path):
+        save(state, path)
+        if path.name == "last.pt" and state["epoch"] == 1:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(deepdiff.train, "_atomic_save", save_then_interrupt)
+    monkeypatch.chdir(tmp_path)
+    assert main(_train(data, out, "--variant", "raw_d", "--epochs", "2")) == 130
+    line = _error_line(capsys)
+    assert line.startswith("interrupted; everything written so far is kept; continue with: deepdiff train ")
+    command = line.split("; continue with: ", 1)[1]
+    done = subprocess.run(["sh", "-c", command], capture_output=True, text=True, cwd=tmp_path,
+                          env={"PATH": os.environ["PATH"], "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr
+    assert f"resuming {out} after epoch 1" in done.stderr
+    assert [row["epoch"] for row in csv.DictReader((out / "metrics.csv").open())] == ["1", "2"]
+    assert not any(tmp_path.rglob("pwned")) and not any(tmp_path.rglob("x"))
 
 
 def test_a_negative_number_reaches_the_validator(tmp_path):

@@ -309,6 +309,47 @@ def test_gene_missing_from_expression_file(pair_dir):
     )
 
 
+@pytest.mark.parametrize("decomposed", ["Cell2.valid.csv", "Cell1.expr.csv"])
+def test_gene_ids_are_compared_in_unicode_nfc(tmp_path, decomposed):
+    """The same-looking id composed (NFC) in one file and decomposed (NFD) in another is one gene, and a note
+    names the file whose ids were not in NFC; every other id and every number is as before."""
+    import unicodedata
+
+    composed, nfd = "GÉNE\u00e9", unicodedata.normalize("NFD", "GÉNE\u00e9")
+    assert composed != nfd and unicodedata.normalize("NFC", nfd) == composed
+    directory = tmp_path / "data"
+    directory.mkdir()
+    genes = {**SPLIT_GENES, "valid": ["G3", composed]}
+    write_cell(directory, "Cell1", 0, {**EXPR_A, composed: EXPR_A["G4"]}, genes)
+    write_cell(directory, "Cell2", 3, {**EXPR_B, composed: EXPR_B["G4"]}, genes)
+    path = directory / decomposed
+    path.write_text(path.read_text(encoding="utf-8").replace(composed, nfd), encoding="utf-8")
+    pair = load_pair(directory, "Cell1", "Cell2", unpaired="error")
+    assert pair.valid.gene_ids == ("G3", composed)
+    assert pair.valid.expr_a.tolist() == [EXPR_A["G3"], EXPR_A["G4"]] and pair.valid.expr_b.tolist() == [EXPR_B["G3"], EXPR_B["G4"]]
+    line = 201 if decomposed.endswith("valid.csv") else len(EXPR_A) + 1  # the last line of the expression file
+    assert pair.notes == (f"{path}: 1 gene id(s) not in Unicode NFC, e.g. {composed} ({ascii(composed)}) at line {line} "
+                          "(decomposed there); gene ids are compared in NFC",)
+    reference = tmp_path / "reference"
+    reference.mkdir()
+    write_cell(reference, "Cell1", 0, EXPR_A)
+    write_cell(reference, "Cell2", 3, EXPR_B)
+    expected = load_pair(reference, "Cell1", "Cell2")  # the same files with G4 for the accented id
+    for name in SPLITS:
+        for field in SplitData._tensor_fields():
+            assert torch.equal(getattr(pair.split(name), field), getattr(expected.split(name), field)), (name, field)
+
+
+def test_a_missing_gene_that_looks_like_another_shows_how_it_differs(pair_dir):
+    """An id with a character NFC does not change (a Cyrillic 'А' for a Latin 'A') is another gene: the
+    message shows its escapes, not two identical strings."""
+    path = pair_dir / "Cell1.valid.csv"
+    path.write_text(path.read_text().replace("G4_SYM", "G\u04104_SYM"), encoding="utf-8")
+    assert load_error(pair_dir, unpaired="error") == (
+        f"{path} line 201: gene G\u04104 ('G\\u04104') is not in {pair_dir / 'Cell1.expr.csv'}; expected every gene of "
+        "the histone-mark files in its cell's expression file")
+
+
 @pytest.mark.parametrize("content", ["", "\n\n", HEADER + "\n"])
 def test_empty_split_file(pair_dir, content):
     path = pair_dir / "Cell2.valid.csv"

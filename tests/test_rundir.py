@@ -62,3 +62,33 @@ def test_the_first_ctrl_c_waits_for_check_and_the_second_stops_at_once(capsys):
         with pytest.raises(KeyboardInterrupt):
             os.kill(os.getpid(), signal.SIGINT)
     assert signal.getsignal(signal.SIGINT) is before
+
+
+def _resumed(tmp_path, trained_on):
+    """A RunFolder as `open` returns it for a resume whose config.yaml recorded `trained_on`."""
+    return RunFolder(tmp_path, resume_from=tmp_path / "last.pt", done=1, trained_on=trained_on)
+
+
+def test_a_resume_on_other_data_is_refused_and_moved_data_noted(tmp_path):
+    trained = {"dir": "/d", "cell_a": "A", "cell_b": "B", "fingerprint": "f" * 64}
+    run = _resumed(tmp_path, trained)
+    assert run.check_data(dict(trained)) is None
+    with pytest.raises(ConfigError) as info:
+        run.check_data({**trained, "cell_a": "B", "cell_b": "A"})
+    assert str(info.value) == (f"{tmp_path}: cannot resume on other data: it trained on A -> B, now B -> A; "
+                               "pass --pair A B to continue it, or choose another --out for a new run")
+    with pytest.raises(ConfigError) as info:
+        run.check_data({**trained, "fingerprint": "0" * 64})
+    assert str(info.value) == (f"{tmp_path}: cannot resume on other data: A/B in /d holds other contents (fingerprint "
+                               "000000000000, ffffffffffff in its config.yaml); pass the --data it trained on to continue "
+                               "it, or choose another --out for a new run")
+    with pytest.raises(ConfigError) as info:
+        run.check_data({**trained, "dir": "/my data", "fingerprint": "0" * 64})
+    assert str(info.value).endswith("A/B in /my data, not /d it trained on, holds other contents (fingerprint 000000000000, "
+                                    "ffffffffffff in its config.yaml); pass the --data it trained on (--data /d) to "
+                                    "continue it, or choose another --out for a new run")
+    assert run.check_data({**trained, "dir": "/e"}) == f"{tmp_path} trained on /d; it goes on with the same data (same fingerprint) in /e"
+    older = _resumed(tmp_path, {"dir": "/d", "cell_a": "A", "cell_b": "B"})  # a config.yaml of an older deepdiff
+    assert older.check_data(trained) == (f"{tmp_path / 'config.yaml'} records no fingerprint of its data (an older "
+                                         "deepdiff wrote it): not checked that /d holds the data it trained on")
+    assert RunFolder(tmp_path).check_data({**trained, "cell_a": "C"}) is None  # a new run: nothing to compare

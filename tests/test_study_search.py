@@ -326,11 +326,24 @@ def test_progress_says_so_when_a_trial_ends_without_a_callback():
     assert "2/3 trials ended (0 pruned by ASHA, 1 failed)" in lines[2]
 
 
-def test_a_trial_uses_as_many_torch_threads_as_cpus_ray_gave_it():
-    from deepdiff_study.trainable import trial_threads
+@pytest.mark.parametrize("busy, expected", [(0.0, 4), (10.0, 4), (13.4, 3), (15.9, 1)])
+def test_a_trial_uses_a_torch_thread_per_cpu_ray_gave_it_that_others_leave_free(monkeypatch, busy, expected):
+    """deepdiff.threads' choice, as `deepdiff train`'s: on a 16-CPU node whose other processes keep `busy` CPUs
+    busy, a 4-CPU trial takes at most 4 threads, fewer when fewer are free, at least one."""
+    from deepdiff import threads
+    from deepdiff_study.trainable import WORKER_ENV, trial_threads
 
-    assert trial_threads({"CPU": 1.0}) == 1 and trial_threads({"CPU": 4.0}) == 4
+    def samples():
+        while True:
+            yield threads.CpuSample(0.0, 0.0, 0.0, 16)
+            yield threads.CpuSample(1.0, busy, 0.0, 16)
+
+    sample = samples()
+    monkeypatch.setattr(threads.CpuSample, "now", classmethod(lambda cls, stat=None: next(sample)))
+    monkeypatch.setattr(threads, "usable_cpus", lambda environ: (16, "CPU affinity"))
+    assert trial_threads({"CPU": 4.0}) == expected
     assert trial_threads({"CPU": 0.5, "GPU": 0.25}) == 1 and trial_threads({}) == 1
+    assert WORKER_ENV["OMP_WAIT_POLICY"] == "PASSIVE"
 
 
 # ---- on a real Tune run ---------------------------------------------------------------------------

@@ -29,7 +29,7 @@ from deepdiff.data.parse import MARKS, SPLITS, FILE_KINDS
 from deepdiff.data.pair import PairData, SplitData
 from deepdiff.files import write_atomic
 
-CACHE_FORMAT_VERSION = 2  # bump when parsing, validation or the cache layout changes
+CACHE_FORMAT_VERSION = 3  # bump when parsing, validation or the cache layout changes (3: gene ids in NFC)
 _CACHE_META_KEY = b"deepdiff"
 
 Progress = Callable[[str], None]

@@ -91,16 +91,19 @@ def _build_pair(
 ) -> PairData:
     """Parse, validate and align the eight files (already read into `raw`)."""
     expr = {}
+    notes = []
     for cell in (cell_a, cell_b):
         say(f"reading {paths[cell, 'expr']}")
         expr[cell] = _parse_expr_file(raw[cell, "expr"])
+        notes.append(expr[cell].nfc_note())
     medians = {cell: float(np.median(expr[cell].values)) for cell in (cell_a, cell_b)}
-    splits, notes, kept = {}, [], {}
+    splits, kept = {}, {}
     for name in SPLITS:
         files = {}
         for cell in (cell_a, cell_b):
             started = time.perf_counter()
             files[cell] = _parse_split_file(raw[cell, name], n_bins)
+            notes.append(files[cell].nfc_note())
             say(f"read {paths[cell, name]}: {len(files[cell].gene_ids)} genes in {time.perf_counter() - started:.1f} s")
         values = {cell: _expression_of(files[cell], expr[cell]) for cell in (cell_a, cell_b)}
         idx_a, idx_b, note = _pair_rows(files[cell_a], files[cell_b], unpaired)
@@ -119,4 +122,5 @@ def _build_pair(
     overlap = _split_overlap_note(cell_a, kept)
     if overlap:
         notes.append(overlap)
-    return PairData(cell_a, cell_b, **splits, median_a=medians[cell_a], median_b=medians[cell_b], notes=tuple(notes))
+    return PairData(cell_a, cell_b, **splits, median_a=medians[cell_a], median_b=medians[cell_b],
+                    notes=tuple(note for note in notes if note))

@@ -17,6 +17,8 @@ split's parsed files (`deepdiff.data.parse`) with the expression files and acros
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -25,7 +27,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from deepdiff.data.parse import SPLITS, _ExprFile, _fail, _SplitFile, pair_files
+from deepdiff.data.parse import SPLITS, _ExprFile, _fail, _show_id, _SplitFile, pair_files
 
 SIMILARITY_THRESHOLD = 2.0
 
@@ -153,6 +155,22 @@ class PairData:
         """The same pair with every tensor on `device`."""
         return dataclasses.replace(self, **{name: self.split(name).to(device) for name in SPLITS})
 
+    def fingerprint(self) -> str:
+        """sha256 (hex) of what a model trains on: each split's gene ids, counts of A and B and expression of
+        A and B, and the medians (the classification targets' thresholds), cells in their order (a swapped
+        pair differs). Files that differ only in form (a header line, CRLF, row order of the expression
+        file) give the same fingerprint; a run folder records it (`deepdiff.rundir`) to refuse a resume on
+        other data. About a second per GB of counts."""
+        digest = hashlib.sha256(json.dumps([self.median_a, self.median_b]).encode())
+        for name in SPLITS:
+            split = self.split(name).to("cpu")
+            digest.update(json.dumps([name, split.gene_ids], ensure_ascii=False).encode())
+            for field in ("x_a", "x_b", "expr_a", "expr_b"):
+                tensor = getattr(split, field).contiguous()
+                digest.update(f"{field}{tuple(tensor.shape)}{tensor.dtype}".encode())
+                digest.update(tensor.numpy())
+        return digest.hexdigest()
+
 
 
 def check_trainable(pair: PairData, data_dir: str | Path | None = None) -> None:
@@ -176,7 +194,7 @@ def _expression_of(split: _SplitFile, expr: _ExprFile) -> np.ndarray:
     pos = pd.Index(expr.gene_ids).get_indexer(split.gene_ids)
     if (pos < 0).any():
         i = int(np.argmax(pos < 0))
-        _fail(split.raw.path, f"gene {split.gene_ids[i]} is not in {expr.raw.path}; expected every gene of the "
+        _fail(split.raw.path, f"gene {_show_id(split.gene_ids[i])} is not in {expr.raw.path}; expected every gene of the "
               "histone-mark files in its cell's expression file", line=split.line_of_gene(i))
     return expr.values[pos]
 
@@ -191,10 +209,10 @@ def _pair_rows(a: _SplitFile, b: _SplitFile, unpaired: str) -> tuple[np.ndarray,
         lonely, other = (a, b) if not in_b.all() else (b, a)
         i = int(np.argmax(~in_b)) if lonely is a else int(np.argmax(only_b))
         if unpaired == "error":
-            _fail(lonely.raw.path, f"gene {lonely.gene_ids[i]} is not in {other.raw.path} (unpaired='error'); "
+            _fail(lonely.raw.path, f"gene {_show_id(lonely.gene_ids[i])} is not in {other.raw.path} (unpaired='error'); "
                   "expected both cells to list the same genes in each split", line=lonely.line_of_gene(i))
         count = int((~in_b).sum() + only_b.sum())
-        note = f"{a.raw.path} / {b.raw.path}: {count} genes only in one cell (e.g. {lonely.gene_ids[i]}), dropped"
+        note = f"{a.raw.path} / {b.raw.path}: {count} genes only in one cell (e.g. {_show_id(lonely.gene_ids[i])}), dropped"
     idx_a = np.flatnonzero(in_b)
     if len(idx_a) == 0:
         _fail(f"{a.raw.path} / {b.raw.path}", "no gene in common; expected both cells to share genes in each split")

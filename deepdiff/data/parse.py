@@ -9,7 +9,9 @@ On disk (per cell type ``CELL``, all in one directory; `pair_files` names the ei
 - ``CELL.expr.csv``: no header, ``ENSGID,expression`` for every gene of the cell.
 
 `_read_raw` reads a file's bytes; `_parse_split_file` and `_parse_expr_file` validate and parse them
-(pyarrow + numpy on the fast path). Every problem is a `DataError` with a one-line message naming the
+(pyarrow + numpy on the fast path). Gene ids are compared in Unicode NFC (`_nfc_ids`): the same-looking
+id composed in one file (``é``) and decomposed in another (``e`` + U+0301) is one gene; a file whose ids
+changed says so (`_SplitFile.nfc_note`). Every problem is a `DataError` with a one-line message naming the
 file, the 1-based line (as in a text editor), the field and what was expected (`_fail`); the offending
 row is located only when parsing fails. Names with a leading underscore are private to `deepdiff.data`.
 """
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import csv
 import re
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn, Sequence
@@ -103,6 +106,12 @@ def _fail(
         where += f" line {line}"
     where += f" field {field}" if field else ""
     raise DataError(f"{where}: {message}")
+
+
+def _show_id(gene: str) -> str:
+    """A gene id for a message; one with characters beyond printable ASCII also as escapes, so two ids that
+    look the same on a terminal (a Cyrillic 'А', a zero-width space) show how they differ."""
+    return gene if gene.isascii() and gene.isprintable() else f"{gene} ({ascii(gene)})"
 
 
 def _show(text: str, limit: int = 60) -> str:
@@ -240,7 +249,19 @@ def _check_unique(raw: _RawFile, ids: np.ndarray, rows: np.ndarray, what: str) -
         second = int(np.argmax(dup))
         first = int(np.flatnonzero(ids == ids[second])[0])
         lines = (raw.line_of(int(rows[first])), raw.line_of(int(rows[second])))
-        _fail(raw.path, f"duplicate {what} {ids[second]}; expected each {what} once", line=lines)
+        _fail(raw.path, f"duplicate {what} {_show_id(ids[second])}; expected each {what} once", line=lines)
+
+
+def _nfc_ids(ids: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, int, int]:
+    """(the ids in Unicode NFC as an object array, how many of them that changed, the first changed one's
+    index or -1). Ids all in ASCII (the usual Ensembl ids) are unchanged by NFC and not looked at again."""
+    given = np.asarray(ids.to_pylist(), dtype=object)
+    if pc.all(pc.string_is_ascii(ids)).as_py() is not False:
+        return given, 0, -1
+    # Python's unicodedata: pyarrow's utf8_normalize (25.0) returned decomposed text unchanged.
+    nfc = np.asarray([unicodedata.normalize("NFC", gene) for gene in given], dtype=object)
+    changed = nfc != given
+    return nfc, int(changed.sum()), int(np.argmax(changed)) if changed.any() else -1
 
 
 @dataclass(frozen=True)
@@ -248,18 +269,35 @@ class _SplitFile:
     """One parsed split file of one cell: N genes in file order and their (N, M, T) counts."""
 
     raw: _RawFile
-    gene_ids: np.ndarray  # (N,) object (str)
+    gene_ids: np.ndarray  # (N,) object (str), in Unicode NFC
     x: np.ndarray  # (N, M, T) float32
+    nfc_changed: tuple[int, int] = (0, -1)  # (ids not in NFC in the file, the first one's index) from `_nfc_ids`
 
     def line_of_gene(self, i: int) -> int:
         return self.raw.line_of(i * self.x.shape[2])
+
+    def nfc_note(self) -> str | None:
+        """A note if some gene ids of the file were not in NFC (they were compared in NFC), else None."""
+        return _nfc_note(self.raw.path, self.nfc_changed, self.gene_ids, self.line_of_gene)
 
 
 @dataclass(frozen=True)
 class _ExprFile:
     raw: _RawFile
-    gene_ids: np.ndarray  # (G,) object (str)
+    gene_ids: np.ndarray  # (G,) object (str), in Unicode NFC
     values: np.ndarray  # (G,) float64
+    nfc_changed: tuple[int, int] = (0, -1)  # as `_SplitFile.nfc_changed`
+
+    def nfc_note(self) -> str | None:
+        return _nfc_note(self.raw.path, self.nfc_changed, self.gene_ids, self.raw.line_of)
+
+
+def _nfc_note(path: str, changed: tuple[int, int], gene_ids: np.ndarray, line_of) -> str | None:
+    count, first = changed
+    if not count:
+        return None
+    return (f"{path}: {count} gene id(s) not in Unicode NFC, e.g. {_show_id(gene_ids[first])} at line {line_of(first)} "
+            "(decomposed there); gene ids are compared in NFC")
 
 
 def _parse_split_file(raw: _RawFile, n_bins: int) -> _SplitFile:
@@ -270,14 +308,14 @@ def _parse_split_file(raw: _RawFile, n_bins: int) -> _SplitFile:
     table = _read_table(raw, _HM_FIELDS, "a non-negative count")
     counts = np.column_stack([table.column(i).to_numpy() for i in range(1, len(_HM_FIELDS))])
     _check_values(raw, counts, _HM_FIELDS, "a non-negative count")
-    gene_ids = _check_bins(raw, table.column(0), n_bins)
+    gene_ids, changed, first = _nfc_ids(_check_bins(raw, table.column(0), n_bins))
     _check_unique(raw, gene_ids, np.arange(len(gene_ids)) * n_bins, "gene id")
     x = counts.reshape(len(gene_ids), n_bins, len(MARKS)).transpose(0, 2, 1)
-    return _SplitFile(raw, gene_ids, np.ascontiguousarray(x, dtype=np.float32))
+    return _SplitFile(raw, gene_ids, np.ascontiguousarray(x, dtype=np.float32), (changed, first))
 
 
-def _check_bins(raw: _RawFile, ids: pa.ChunkedArray, n_bins: int) -> np.ndarray:
-    """Rows must be genes of `n_bins` consecutive rows ``GENE_SYMBOL_1`` .. ``GENE_SYMBOL_T``; returns (N,) gene ids.
+def _check_bins(raw: _RawFile, ids: pa.ChunkedArray, n_bins: int) -> pa.Array:
+    """Rows must be genes of `n_bins` consecutive rows ``GENE_SYMBOL_1`` .. ``GENE_SYMBOL_T``; returns the (N,) gene ids.
 
     Fast path: each gene's first row gives its stem (``GENE_SYMBOL_``); every row must equal its block's
     stem + its expected bin number. Only the first failing row is parsed again, for the message.
@@ -300,7 +338,7 @@ def _check_bins(raw: _RawFile, ids: pa.ChunkedArray, n_bins: int) -> np.ndarray:
         span = f"lines {raw.line_of(last)}-{raw.line_of(n - 1)}"
         _fail(raw.path, f"gene {_gene_bin(ids[last].as_py())[0]} ends after {n - last} bins ({span}); expected "
               f"{n_bins} bins numbered 1..{n_bins}", line=raw.line_of(n - 1), field=_ID_FIELD)
-    return np.asarray(pc.struct_field(parts, [0]).to_pylist(), dtype=object)
+    return pc.struct_field(parts, [0])
 
 
 def _gene_bin(text: str | None) -> tuple[str, int] | None:
@@ -339,7 +377,7 @@ def _parse_expr_file(raw: _RawFile) -> _ExprFile:
     table = _read_table(raw, _EXPR_FIELDS, "a non-negative expression value")
     values = table.column(1).to_numpy()
     _check_values(raw, values[:, None], _EXPR_FIELDS, "a non-negative expression value")
-    gene_ids = np.asarray(table.column(0).to_pylist(), dtype=object)
+    gene_ids, changed, first = _nfc_ids(table.column(0))
     _check_unique(raw, gene_ids, np.arange(len(gene_ids)), "gene id")
-    return _ExprFile(raw, gene_ids, values)
+    return _ExprFile(raw, gene_ids, values, (changed, first))
 
