@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -41,7 +42,13 @@ from typing import ClassVar
 
 from ray.tune import Callback
 
-from deepdiff.errors import EXIT_STORE, ConfigError, DeepDiffError, os_error_message
+from deepdiff.errors import (
+    EXIT_INTERRUPTED,
+    EXIT_STORE,
+    ConfigError,
+    DeepDiffError,
+    os_error_message,
+)
 
 POLL_S = 0.25  # how often Ray's processes on this machine are looked at
 REPORT_S = 30.0  # a line at most this often while a wait for the cluster goes on
@@ -180,7 +187,8 @@ def _processes() -> Iterator[tuple[int, list[str]]]:
                 yield int(entry.name), [a.decode(errors="replace") for a in argv if a]
         return
     try:
-        listing = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True, timeout=10).stdout
+        listing = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True, timeout=10,
+                                 check=False).stdout
     except (OSError, subprocess.SubprocessError):
         return
     for line in listing.splitlines():
@@ -229,12 +237,14 @@ def ray_processes() -> dict[str, int]:
 
 
 class RayWatch:
-    """A thread that ends this process with one line and exit 75 when one of `processes` (name -> pid)
-    dies; `then`: what to do next. `close` it before Ray is shut down on purpose."""
+    """A thread that ends this process with one line and exit 75 (130 once `interrupted` is set: Ctrl-C
+    or SIGTERM came first) when one of `processes` (name -> pid) dies; `then`: what to do next. `close`
+    it before Ray is shut down on purpose."""
 
     def __init__(self, processes: dict[str, int], *, then: str):
         self.processes = processes
         self.then = then
+        self.interrupted = threading.Event()  # set by the driver's signal handlers
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="deepdiff-ray-watch", daemon=True)
 
@@ -265,6 +275,10 @@ class RayWatch:
 
     def exit(self, what: str) -> None:
         sys.stdout.flush()
+        if self.interrupted.is_set():  # stopping anyway: Ray went down with the stop
+            print(f"interrupted: Ray's {what} on this machine ended while the study stopped; {self.then}",
+                  file=sys.stderr, flush=True)
+            os._exit(EXIT_INTERRUPTED)
         print(f"error: Ray's {what} on this machine died while the study ran ({DYING}); {self.then}",
               file=sys.stderr, flush=True)
         os._exit(EXIT_STORE)
@@ -285,8 +299,23 @@ class Session:
     waiting: Waiting  # for the next trial when none runs
     ray: RayWatch | None = None
     faults_before: int = 0  # storage write faults recorded before this run
-    write_faults: Callable[[], list[OSError]] = field(default=lambda: [])
+    write_faults: Callable[[], list[OSError]] = field(default=list)
     then: str = "rerun the same command with --resume"
+
+
+def check(s: Session) -> None:
+    """Raise (or, for Ray, end the process) if a fault of the module docstring happened during `s`: also
+    called once Tune has returned (its last snapshot may have failed to be written)."""
+    if s.ray is not None:
+        s.ray.check()
+    faults = s.write_faults()
+    if len(faults) > s.faults_before:
+        from deepdiff_study.store import StoreError
+
+        raise StoreError(f"the study stopped: writing to its storage {s.storage} failed "
+                         f"({os_error_message(faults[s.faults_before])}); what ran is saved: free space or make "
+                         f"it writable, then {s.then}")
+    s.check_store()
 
 
 @contextmanager
@@ -312,20 +341,25 @@ class FaultWatch(Callback):
     def __setstate__(self, state: dict) -> None:
         pass
 
-    def _check(self) -> None:
+    def setup(self, **info) -> None:
+        """Tune has installed its Ctrl-C handler by now: note a Ctrl-C for `RayWatch` before it runs."""
         s = FaultWatch.session
-        if s is None:
+        if s is None or s.ray is None or threading.current_thread() is not threading.main_thread():
             return
-        if s.ray is not None:
-            s.ray.check()
-        faults = s.write_faults()
-        if len(faults) > s.faults_before:
-            from deepdiff_study.store import StoreError
+        tunes = signal.getsignal(signal.SIGINT)
 
-            raise StoreError(f"the study stopped: writing to its storage {s.storage} failed "
-                             f"({os_error_message(faults[s.faults_before])}); what ran is saved: free space or make "
-                             f"it writable, then {s.then}")
-        s.check_store()
+        def interrupted(signum, frame):
+            s.ray.interrupted.set()
+            if callable(tunes):
+                tunes(signum, frame)
+            else:
+                raise KeyboardInterrupt
+
+        signal.signal(signal.SIGINT, interrupted)
+
+    def _check(self) -> None:
+        if FaultWatch.session is not None:
+            check(FaultWatch.session)
 
     def on_step_begin(self, iteration: int, trials: list, **info) -> None:
         self._check()

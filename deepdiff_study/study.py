@@ -23,6 +23,7 @@ import sys
 import time
 from pathlib import Path
 
+from deepdiff.command import shell_command
 from deepdiff.errors import (
     EXIT_INTERRUPTED,
     ConfigError,
@@ -37,10 +38,24 @@ from deepdiff_study.spec import StudyManifest, StudySpec
 from deepdiff_study.storage import StudyStorage, write_faults
 from deepdiff_study.store import default_mlflow_uri
 from deepdiff_study.summary import closing_summary, print_plan
-from deepdiff_study.tuner import make_tuner, quiet_logs, start_ray, trial_gpus, usable_cpus
+from deepdiff_study.tuner import (
+    make_tuner,
+    quiet_logs,
+    start_ray,
+    trial_gpus,
+    usable_cpus,
+)
 
 ADDRESS_TIMEOUT_S = 5  # a Ray head that does not accept a connection this fast is not there
-RESUME = "rerun the same command with --resume"  # what to do after a fault from outside the study
+RESUME = "rerun the same command with --resume"  # what to do after a fault, when the command line is not known
+
+
+def resume_hint(command: list[str] | None) -> str:
+    """What to run after a fault from outside the study: `command` (the words that started it) with
+    --resume, quoted for a POSIX shell (`deepdiff.command.shell_command`), else `RESUME`."""
+    if not command:
+        return RESUME
+    return "rerun " + shell_command(*command, *(() if "--resume" in command else ("--resume",)))
 
 
 # ---- before anything is written ---------------------------------------------------------------------
@@ -155,21 +170,22 @@ def check_name_free(mlflow_uri: str, experiment: str, exp_dir) -> None:
 
 # ---- running ----------------------------------------------------------------------------------------
 
-def run(spec: StudySpec, *, resume: bool = False, train_fn=None) -> int:
+def run(spec: StudySpec, *, resume: bool = False, train_fn=None, command: list[str] | None = None) -> int:
     """The study `spec` describes (or, with `resume`, the one saved under its storage and experiment:
     the settings it started with, this spec's cluster and storage); `train_fn`: the trial function
-    (default `deepdiff_study.trainable.train_trial`). Returns an exit status (module docstring). The
-    study's lock is released when it returns or raises (the same process may run it again)."""
+    (default `deepdiff_study.trainable.train_trial`); `command`: the command line that started it (for
+    the resume command a fault prints). Returns an exit status (module docstring). The study's lock is
+    released when it returns or raises (the same process may run it again)."""
     held: list = []
     try:
-        return _run(spec, resume, train_fn, held)
+        return _run(spec, resume, train_fn, held, resume_hint(command))
     finally:
         for handle in held:
             if handle is not None:
                 handle.close()
 
 
-def _run(spec: StudySpec, resume: bool, train_fn, held: list) -> int:
+def _run(spec: StudySpec, resume: bool, train_fn, held: list, again: str) -> int:
     from deepdiff_study import pairs as pair_files
     from deepdiff_study import records, store
     from deepdiff_study import resume as saved
@@ -214,7 +230,9 @@ def _run(spec: StudySpec, resume: bool, train_fn, held: list) -> int:
     print(f"preparing data for {len(pairs)} pair(s)" + ("" if manifest.data else
           f" (synthetic, {spec.sizes.synthetic_genes} genes each, in {storage.local_dir / 'synthetic'})"), flush=True)
     pair_data = pair_files.load_sources(sources, cache_dir=storage.local_dir / "cache")
-    from deepdiff_study.baseline_runs import study_baselines  # linear, svr, svr2 per pair: once, on the driver
+    from deepdiff_study.baseline_runs import (
+        study_baselines,  # linear, svr, svr2 per pair: once, on the driver
+    )
 
     study_baselines(mlflow_uri, experiment, pairs, pair_data, grid_file=manifest.grid, seed=manifest.seed)
 
@@ -225,7 +243,7 @@ def _run(spec: StudySpec, resume: bool, train_fn, held: list) -> int:
     from deepdiff_study.progress import ProgressLine
     from deepdiff_study.tracker import MlflowTracker
 
-    ray_watch = faults.RayWatch.of_this_node(then=f"what ran is saved: {RESUME}").start()
+    ray_watch = faults.RayWatch.of_this_node(then=f"what ran is saved: {again}").start()
     held.append(ray_watch)  # closed before Ray shuts down (else its end would read as Ray dying)
     gpus = trial_gpus(spec.gpus_per_trial)
     refs = {number: ray.put(data) for number, data in pair_data.items()}
@@ -257,16 +275,21 @@ def _run(spec: StudySpec, resume: bool, train_fn, held: list) -> int:
     # SIGTERM (`ray job stop`, a scheduler ending the job, `kill`) stops the study as Ctrl-C does: Tune
     # saves its state and the closing summary says what is unfinished (Ray's own handler just dies).
     trainable.quiet_interrupts_in_callbacks()
-    previous = signal.signal(signal.SIGTERM, lambda signum, frame: signal.raise_signal(signal.SIGINT))
-    check_store = lambda: store.check_same_file(mlflow_uri, store_file, RESUME)  # noqa: E731
+    def terminated(signum, frame):
+        ray_watch.interrupted.set()
+        signal.raise_signal(signal.SIGINT)
+
+    previous = signal.signal(signal.SIGTERM, terminated)
+    check_store = lambda: store.check_same_file(mlflow_uri, store_file, again)  # noqa: E731
     watched = faults.Session(
         storage=spec.storage, check_store=check_store, ray=ray_watch, write_faults=write_faults,
-        faults_before=len(write_faults()), then=RESUME,
+        faults_before=len(write_faults()), then=again,
         waiting=faults.Waiting(faults.Request(spec.cpus_per_trial, gpus), spec.wait_timeout, "the next trial",
-                               f"what ran is saved: {RESUME} once it has room", never_is_usage=False))
+                               f"what ran is saved: {again} once it has room", never_is_usage=False))
     try:
         with faults.watching(watched):
             results = tuner.fit()
+        faults.check(watched)  # Tune's last snapshot written, the store the same file: else not "finished"
     except DeepDiffError:
         raise
     except Exception as err:
@@ -277,10 +300,9 @@ def _run(spec: StudySpec, resume: bool, train_fn, held: list) -> int:
         if reason is None:
             raise
         raise store.StoreError(f"the study stopped: its MLflow store or storage failed ({reason}); what ran so far "
-                               "is saved: fix the cause and rerun the same command with --resume") from None
+                               f"is saved: fix the cause and {again}") from None
     finally:
         signal.signal(signal.SIGTERM, previous)
-    check_store()  # the summary below must not read a store the named file no longer is
     wall = time.monotonic() - started
     # Trials Tune failed; one that never reached MLflow was dropped by Tune before it started (no callback).
     # (After Ctrl-C or SIGTERM Tune marks the trials it stops TERMINATED in memory, so statuses in
@@ -323,8 +345,13 @@ def estimate_cost(spec: StudySpec, grid: Grid, cells: list[GridCell]) -> None:
 
     gpus = trial_gpus(spec.gpus_per_trial)
     print(f"\ncalibrating on the cluster at {spec.address}: {len({p.cell.variant for p in plans})} variant(s), "
-          f"{calibrate.CALIBRATION_EPOCHS} epochs each (waits for the autoscaler if no node fits a trial yet)", flush=True)
+          f"{calibrate.CALIBRATION_EPOCHS} epochs each (waits up to --wait-timeout {spec.wait_timeout:g} s for room, e.g. "
+          "for the autoscaler if no node fits a trial yet)", flush=True)
+    from deepdiff_study.faults import Request, Waiting
+
+    waiting = Waiting(Request(spec.cpus_per_trial, gpus), spec.wait_timeout, "a calibration task",
+                      "rerun the dry run once the cluster has room (without --address it prints the plan alone)")
     measured = calibrate.calibrate(plans, min(genes, calibrate.CALIBRATION_GENES_MAX), cpus=spec.cpus_per_trial,
-                                   gpus=gpus, seed=spec.seed)
+                                   gpus=gpus, seed=spec.seed, waiting=waiting)
     nodes = [n["Resources"] for n in ray.nodes() if n["Alive"]]
     calibrate.print_estimate(plans, spec.sizes, measured, genes=genes, nodes=nodes, cpus=spec.cpus_per_trial, gpus=gpus)
