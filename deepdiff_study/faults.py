@@ -77,6 +77,12 @@ def raised_within(err: BaseException) -> DeepDiffError | None:
     return None
 
 
+def stopped_on_a_fault() -> None:
+    """The study stops on a fault its one line names: Ray must not print, at exit, the traceback of a
+    trial's result that nobody fetched (the failed trial's, whose error that line already says)."""
+    os.environ["RAY_IGNORE_UNHANDLED_ERRORS"] = "1"
+
+
 def storage_fault_of(reason: str) -> str | None:
     """The message of a `StorageFault` in a trial's error line (`records.error_reason`), else None."""
     found = re.search(rf"{StorageFault.__name__}: (.*)", reason)

@@ -291,10 +291,12 @@ def _run(spec: StudySpec, resume: bool, train_fn, held: list, again: str) -> int
             results = tuner.fit()
         faults.check(watched)  # Tune's last snapshot written, the store the same file: else not "finished"
     except DeepDiffError:
+        faults.stopped_on_a_fault()
         raise
     except Exception as err:
         known = faults.raised_within(err)  # raised by a Tune callback, which Tune wraps in a TuneError
         if known is not None:
+            faults.stopped_on_a_fault()
             raise known from None
         reason = store.store_failure(err)
         if reason is None:

@@ -7,6 +7,7 @@ and nothing is lost or duplicated in MLflow. The pieces themselves are tested fi
 import io
 import os
 import pickle
+import re
 import signal
 import socket
 import sqlite3
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
-from ray_session import TUNE_DIR, ray_session, read_until, write_tiny_grid  # noqa: F401
+from ray_session import TUNE_DIR, by_value, ray_session, read_until, write_tiny_grid  # noqa: F401
 
 from deepdiff.command import shell_command
 from deepdiff.errors import ConfigError
@@ -647,3 +648,62 @@ def test_a_calibration_on_a_cluster_with_no_free_cpus_stops_after_the_wait_timeo
     assert ray.available_resources().get("CPU", 0) == 2
     measured = calibrate.calibrate(plans, 100, cpus=1, gpus=0, waiting=faults.Waiting(faults.Request(1, 0), 60, "x", "y"))
     assert list(measured) == ["raw_d"] and measured["raw_d"].seconds_per_epoch > 0
+
+
+def read_only_storage(config, pairs, ended=None):
+    """The real trainable, its checkpoints copied to a storage that is read-only while a file READ_ONLY
+    lies in the --storage folder: the copy fails with the EROFS the OS raises (injected in the worker)."""
+    import errno
+
+    from ray import tune
+
+    from deepdiff_study import trainable
+
+    marker = Path(tune.get_context().get_storage().storage_fs_path) / "READ_ONLY"  # TrainContext.get_storage
+    real = trainable.tune.report
+
+    def report(metrics, *, checkpoint=None, **kwargs):
+        if checkpoint is not None and marker.exists():
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(marker.parent))
+        return real(metrics, checkpoint=checkpoint, **kwargs)
+
+    trainable.tune.report = report
+    try:
+        trainable.train_trial(config, pairs, ended)
+    finally:
+        trainable.tune.report = real
+
+
+@pytest.mark.slow
+def test_storage_turning_read_only_mid_study_stops_it_and_resume_runs_the_trial_again(ray_session, tmp_path):
+    """It used to record the trials as failed and exit 0, never retried after the fault was cleared."""
+    from deepdiff_study import driver
+    from deepdiff_study.store import StoreError
+
+    by_value(__name__)
+    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    argv = study_command(tmp_path, uri, "read-only", "--variants", "raw_d", "--samples", "4", "--max-epochs", "3",
+                         "--grace-period", "3")[2:]
+    marker = tmp_path / "results" / "READ_ONLY"
+    stop = threading.Event()
+    thread = _after_first_ended_trial(uri, "read-only", marker.touch, stop)
+    try:
+        with pytest.raises(StoreError) as raised:  # `driver.main` prints it as one line and exits 75
+            driver.run(driver.build_parser().parse_args(argv), train_fn=read_only_storage, argv=argv)
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+    assert marker.exists()
+    assert raised.value.exit_status == 75
+    assert re.fullmatch(rf"the study stopped: trial \w+ could not write its checkpoint \(copying it to the study's storage: "
+                        rf"{tmp_path / 'results'}: Read-only file system\); what ran is saved and the trial runs again: free "
+                        rf"space or make the storage writable, then rerun deepdiff-ablation .* --resume", str(raised.value))
+    ids, runs = trial_ids(uri, "read-only")
+    assert not [r for r in runs if r.data.tags.get("status") == "failed"]  # the storage failed, not a trial
+
+    marker.unlink()  # writable again: --resume runs the stopped trial from its last checkpoint
+    assert driver.run(driver.build_parser().parse_args([*argv, "--resume"]), train_fn=read_only_storage) == 0
+    ids, runs = trial_ids(uri, "read-only")
+    assert len(ids) == 4 and set(ids.values()) == {1}, ids
+    trials = [r for r in runs if r.data.tags.get("kind") == "trial"]
+    assert all(r.data.tags["status"] == "completed" for r in trials), [r.data.tags for r in trials]
