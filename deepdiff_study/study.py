@@ -38,13 +38,7 @@ from deepdiff_study.spec import StudyManifest, StudySpec
 from deepdiff_study.storage import StudyStorage, write_faults
 from deepdiff_study.store import default_mlflow_uri
 from deepdiff_study.summary import closing_summary, print_plan
-from deepdiff_study.tuner import (
-    make_tuner,
-    quiet_logs,
-    start_ray,
-    trial_gpus,
-    usable_cpus,
-)
+from deepdiff_study.tuner import make_tuner, quiet_logs, start_ray, trial_gpus, usable_cpus
 
 ADDRESS_TIMEOUT_S = 5  # a Ray head that does not accept a connection this fast is not there
 RESUME = "rerun the same command with --resume"  # what to do after a fault, when the command line is not known
@@ -230,9 +224,7 @@ def _run(spec: StudySpec, resume: bool, train_fn, held: list, again: str) -> int
     print(f"preparing data for {len(pairs)} pair(s)" + ("" if manifest.data else
           f" (synthetic, {spec.sizes.synthetic_genes} genes each, in {storage.local_dir / 'synthetic'})"), flush=True)
     pair_data = pair_files.load_sources(sources, cache_dir=storage.local_dir / "cache")
-    from deepdiff_study.baseline_runs import (
-        study_baselines,  # linear, svr, svr2 per pair: once, on the driver
-    )
+    from deepdiff_study.baseline_runs import study_baselines  # linear, svr, svr2 per pair: once, on the driver
 
     study_baselines(mlflow_uri, experiment, pairs, pair_data, grid_file=manifest.grid, seed=manifest.seed)
 
