@@ -16,6 +16,11 @@
 
 The published setting is the first trial of every grid cell; other trials' batch sizes and hidden
 sizes differ, so the estimate is of the right order, not exact.
+
+Each calibration task runs in a placement group of its own (one trial's resources), so the wait for
+room is seen and bounded: while no group became ready and no task ended, `deepdiff_study.faults.Waiting`
+says what it waits for and gives up after ``--wait-timeout`` (a running cluster with no free CPUs
+used to keep a dry run waiting until it was killed).
 """
 
 from __future__ import annotations
@@ -98,9 +103,12 @@ def _measure(config: dict, data) -> tuple[float, str, tuple[str, ...]]:
     return statistics.mean(laps), str(device), tuple(str(g) for g in ray.get_gpu_ids())
 
 
-def calibrate(plans: list[GridCellPlan], genes: int, *, cpus: float, gpus: float, seed: int = 0) -> dict[str, Measurement]:
-    """One measurement per variant of `plans`, run as Ray tasks with a trial's resources, all at once."""
+def calibrate(plans: list[GridCellPlan], genes: int, *, cpus: float, gpus: float, waiting, seed: int = 0) -> dict[str, Measurement]:
+    """One measurement per variant of `plans`, run as Ray tasks with a trial's resources, all at once;
+    `waiting`: a `deepdiff_study.faults.Waiting` that bounds the wait for room (raises past it)."""
     import ray
+    from ray.util.placement_group import placement_group, remove_placement_group
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
     from deepdiff.data import load_pair
     from deepdiff.synthetic import write_synthetic_pair
@@ -111,10 +119,39 @@ def calibrate(plans: list[GridCellPlan], genes: int, *, cpus: float, gpus: float
     first = {}
     for plan in plans:  # one grid cell per variant: its published setting, run for a few epochs
         first.setdefault(plan.cell.variant, {**plan.fixed, **plan.published, "epochs": CALIBRATION_EPOCHS})
-    task = ray.remote(_measure).options(num_cpus=cpus, num_gpus=gpus, max_retries=0)
-    refs = {variant: task.remote(config, pair) for variant, config in first.items()}
-    results = dict(zip(refs, ray.get(list(refs.values()))))
+    groups = {variant: placement_group([waiting.request.bundle()]) for variant in first}
+    try:
+        refs = {variant: ray.remote(_measure).options(
+            num_cpus=cpus, num_gpus=gpus, max_retries=0,
+            scheduling_strategy=PlacementGroupSchedulingStrategy(groups[variant])).remote(config, pair)
+            for variant, config in first.items()}
+        results = _wait_all(refs, groups, waiting)
+    finally:
+        for group in groups.values():
+            remove_placement_group(group)
     return {variant: Measurement(variant, seconds, genes, device, gpu_ids) for variant, (seconds, device, gpu_ids) in results.items()}
+
+
+def _wait_all(refs: dict, groups: dict, waiting) -> dict:
+    """The tasks' results, each group removed as its task ends (room for the next); `waiting` ticks
+    while nothing happens (no group placed, no task ended) and raises past its bound."""
+    import ray
+    from ray.util.placement_group import remove_placement_group
+
+    events = {groups[v].ready(): ("placed", v) for v in refs} | {ref: ("ended", v) for v, ref in refs.items()}
+    results = {}
+    waiting.reset()
+    while any(kind == "ended" for kind, _ in events.values()):
+        done, _ = ray.wait(list(events), num_returns=1, timeout=1.0)
+        if not done:
+            waiting.tick()
+            continue
+        waiting.reset()
+        kind, variant = events.pop(done[0])
+        if kind == "ended":
+            results[variant] = ray.get(done[0])
+            remove_placement_group(groups[variant])
+    return results
 
 
 def print_estimate(plans: list[GridCellPlan], sizes: RunSizes, measured: dict[str, Measurement], *,

@@ -24,6 +24,7 @@ SIGTERM) or trials left unfinished: rerun the same command with --resume.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import types
 import typing
@@ -99,9 +100,19 @@ def spec_from_flags(args: argparse.Namespace) -> StudySpec:
     return StudySpec(**given, sizes=sizes)
 
 
-def run(args: argparse.Namespace, *, train_fn=None) -> int:
+def invoked_as() -> list[str]:
+    """The words that start this command as it was started: ``python3 tune/run_ablation.py`` or the
+    console script ``deepdiff-ablation`` (also when `main` is called from Python)."""
+    script = sys.argv[0] if sys.argv else ""
+    if os.path.basename(script) == "run_ablation.py":
+        return [os.path.basename(sys.executable) or "python3", script]
+    return ["deepdiff-ablation"]
+
+
+def run(args: argparse.Namespace, *, train_fn=None, argv: list[str] | None = None) -> int:
     """What the parsed flags ask for: a dry run, replicates of a finished study, or the study (resumed
-    with --resume); `train_fn`: the trial function (default `deepdiff_study.trainable.train_trial`)."""
+    with --resume); `train_fn`: the trial function (default `deepdiff_study.trainable.train_trial`);
+    `argv`: the flags as given (for the resume command a fault prints)."""
     spec = spec_from_flags(args)
     if args.replicates is not None:
         return replicate(args, spec, train_fn=train_fn)
@@ -109,7 +120,8 @@ def run(args: argparse.Namespace, *, train_fn=None) -> int:
         raise ConfigError("--replicate-storage: applies only with --replicates K")
     if args.dry_run:
         return study.dry_run(spec)
-    return study.run(spec, resume=args.resume, train_fn=train_fn)
+    command = None if argv is None else [*invoked_as(), *argv]
+    return study.run(spec, resume=args.resume, train_fn=train_fn, command=command)
 
 
 def replicate(args: argparse.Namespace, spec: StudySpec, *, train_fn=None) -> int:
@@ -128,11 +140,12 @@ def replicate(args: argparse.Namespace, spec: StudySpec, *, train_fn=None) -> in
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     again = ("the replicates MLflow holds are not trained again" if args.replicates is not None else
              "with --resume once the study started: its folder holds tuner.pkl")
     return run_command(
-        lambda: run(args),
+        lambda: run(args, argv=argv),
         # the storage failing (disk full, read-only) while the driver writes its files
         os_error=(EXIT_STORE, "; fix it and rerun the same command (with --resume once the study started)"),
         interrupted=f"\ninterrupted; rerun the same command to continue ({again})",

@@ -53,7 +53,7 @@ from deepdiff.errors import ConfigError
 from deepdiff.results import METRIC_NAMES, EpochStatus
 from deepdiff.variants import VARIANTS
 from deepdiff_study.grid import GridCell, Param
-from deepdiff_study.store import DEFAULT_EXPERIMENT, check_readable, default_mlflow_uri  # noqa: F401 (re-exported)
+from deepdiff_study.store import DEFAULT_EXPERIMENT, check_readable, default_mlflow_uri, sqlite_path  # noqa: F401 (re-exported)
 
 NOT_APPLICABLE = "-"
 PARENT_TAG = "mlflow.parentRunId"  # MLflow's own: nests a trial run under its grid-cell run
@@ -328,8 +328,8 @@ def outcome_of(trial) -> tuple[TrialStatus, str]:
 
 def artifact_location(tracking_uri: str) -> str | None:
     """Artifacts beside a local SQLite database (``mlartifacts/``); a tracking server decides its own."""
-    if tracking_uri.startswith("sqlite:///"):
-        return (Path(tracking_uri[len("sqlite:///"):]).resolve().parent / "mlartifacts").as_uri()
+    if (db := sqlite_path(tracking_uri)) is not None:
+        return (db.resolve().parent / "mlartifacts").as_uri()
     return None
 
 

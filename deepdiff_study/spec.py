@@ -72,6 +72,7 @@ Cpus = Annotated[float, Field(strict=True, gt=0, allow_inf_nan=False), expect("c
 Gpus = Annotated[Annotated[float, Field(strict=True, ge=0, allow_inf_nan=False)] | None, expect("gpus"),
                  rule(lambda g: g is None or g <= 1 or float(g).is_integer(), "gpu_share")]
 Failures = Annotated[int, Field(strict=True, ge=0), expect("failures")]
+Seconds = Annotated[float, Field(strict=True, gt=0, allow_inf_nan=False), expect("seconds")]
 Precision = Annotated[Literal[PRECISIONS] | None, expect("one_of", allowed=", ".join(PRECISIONS))]
 Choice = Annotated[Selection | None, expect("selection")]
 MaybePath = Annotated[str | None, expect("text")]
@@ -120,6 +121,10 @@ class StudySpec(Keys):
                                  "GPUs, else 0)", json_schema_extra=flag_meta(CLUSTER))
     max_failures: Failures = Field(1, description="retries of a crashed trial from its last checkpoint (default 1)",
                                    json_schema_extra=flag_meta(CLUSTER))
+    wait_timeout: Seconds = Field(900.0, description="seconds a trial (or a dry run's calibration) may wait for the "
+                                  "cluster to have room for it before the study stops with exit 75 (2 if no node could "
+                                  "ever hold it); a line every 30 s says what it waits for (default 900)",
+                                  json_schema_extra=flag_meta(CLUSTER, metavar="S"))
     precision: Precision = Field(None, description="what every trial's training steps compute in (default auto: "
                                  "bfloat16 or float16 mixed precision on CUDA GPUs, float32 on CPUs); evaluation is "
                                  "float32 always", json_schema_extra=flag_meta(CLUSTER, saved=True))
@@ -174,6 +179,7 @@ FLAGS = Style(lambda loc: flag(str(loc[-1])) if loc else "StudySpec", {
     "gpus": "{where}: expected a finite number >= 0, got {value!r}",
     "gpu_share": "{where} {value:g}: expected a fraction of one GPU or a whole number of GPUs",
     "failures": "{where}: expected a whole number >= 0",
+    "seconds": "{where}: expected a finite number of seconds > 0, got {value!r}",
     "study_name": "{where} {value!r}: expected a study name that is also a folder name (no '/', not empty, '.' or "
                   "'..', no surrounding spaces), e.g. deepdiff-ablation-2",
     "storage": "{where} {value!r}: expected a folder or a URI such as s3://bucket/prefix",
@@ -255,7 +261,7 @@ class StudyManifest(Keys):
 
     def spec(self, given: StudySpec) -> StudySpec:
         """The saved study as a spec, with where it runs now (storage, cluster, retries) taken from `given`."""
-        run_here = ("storage", "experiment", "address", "cpus_per_trial", "gpus_per_trial", "max_failures")
+        run_here = ("storage", "experiment", "address", "cpus_per_trial", "gpus_per_trial", "max_failures", "wait_timeout")
         return StudySpec(grid=self.grid, preset=self.sizes.preset, sizes=RunSizes(**{
             name: getattr(self.sizes, name) for name in RunSizes.model_fields}), seed=self.seed, data=self.data,
             mlflow_uri=self.mlflow_uri, warm_starts=self.warm_starts, **{name: getattr(given, name) for name in run_here})

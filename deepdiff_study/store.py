@@ -16,6 +16,11 @@
   full, read-only or locked database), named by its innermost cause, so the driver can stop with one
   line that says to ``--resume``.
 - `DEFAULT_EXPERIMENT` and `default_mlflow_uri`: where a study goes when no flag says.
+- A SQLite URI's path is read as SQLAlchemy reads it (`sqlite_path`: up to a ``?``, which starts
+  options, with ``%XX`` decoded), so the file checked and printed is the file written; a ``?`` in a
+  given path is refused, and `default_mlflow_uri` quotes the working folder's name. `file_identity` /
+  `check_same_file`: the SQLite file a study writes is the one it started with (not moved away or
+  replaced while it runs).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import sqlite3
 import time
 from contextlib import closing, contextmanager, suppress
 from pathlib import Path
+from urllib.parse import unquote
 
 from deepdiff.errors import EXIT_STORE, ConfigError, DeepDiffError, path_problem
 
@@ -53,8 +59,15 @@ RACE_SIGNS = ("already exists", "duplicate column name", "no such table", "no su
 
 
 def default_mlflow_uri(folder: str | Path | None = None) -> str:
-    """``sqlite:///<folder>/mlruns.db`` with an absolute path (folder: the working directory)."""
-    return f"sqlite:///{(Path(folder or Path.cwd()) / DEFAULT_DB).resolve()}"
+    """``sqlite:///<folder>/mlruns.db`` with an absolute path (folder: the working directory), quoted so
+    that SQLAlchemy opens that file whatever the folder is called (`sqlite_uri`)."""
+    return sqlite_uri((Path(folder or Path.cwd()) / DEFAULT_DB).resolve())
+
+
+def sqlite_uri(path: str | Path) -> str:
+    """The SQLite URI SQLAlchemy reads as `path`: a ``%`` and a ``?`` in it quoted (SQLAlchemy decodes
+    ``%XX`` and starts options at ``?``)."""
+    return SQLITE_PREFIX + str(path).replace("%", "%25").replace("?", "%3F")
 
 
 class StoreError(DeepDiffError):
@@ -64,7 +77,33 @@ class StoreError(DeepDiffError):
 
 
 def sqlite_path(tracking_uri: str) -> Path | None:
-    return Path(tracking_uri[len(SQLITE_PREFIX):]) if tracking_uri.startswith(SQLITE_PREFIX) else None
+    """The file SQLAlchemy opens for a SQLite URI (the path up to a ``?``, ``%XX`` decoded), else None."""
+    if not tracking_uri.startswith(SQLITE_PREFIX):
+        return None
+    return Path(unquote(tracking_uri[len(SQLITE_PREFIX):].partition("?")[0]))
+
+
+def file_identity(tracking_uri: str) -> tuple[int, int] | None:
+    """(device, inode) of a SQLite store's file; None for a server or a file not there."""
+    path = sqlite_path(tracking_uri)
+    try:
+        st = os.stat(path) if path is not None else None
+    except OSError:
+        return None
+    return None if st is None else (st.st_dev, st.st_ino)
+
+
+def check_same_file(tracking_uri: str, identity: tuple[int, int] | None, then: str) -> None:
+    """A `StoreError` if the SQLite file of `tracking_uri` is no longer the file `identity` names (moved
+    away, deleted or replaced while the study ran: its runs are in the file moved away, or gone);
+    `then`: what to do after putting it back."""
+    if identity is None or file_identity(tracking_uri) == identity:
+        return
+    path = sqlite_path(tracking_uri)
+    now = "is missing" if not path.exists() else "is another file now"
+    raise StoreError(f"the study stopped: its MLflow database {path} {now} (moved away, deleted or replaced while the "
+                     f"study ran); the study's runs are in the file it started with: put that one back at {path}, "
+                     f"then {then}")
 
 
 @contextmanager
@@ -93,6 +132,9 @@ def check_uri(tracking_uri: str, *, write: bool) -> Path | None:
         return None
     if str(path) in ("", "."):
         raise ConfigError(f"--mlflow-uri {tracking_uri}: expected a database file after sqlite:///, e.g. sqlite:///mlruns.db")
+    if "?" in tracking_uri:
+        raise ConfigError(f"--mlflow-uri {tracking_uri}: SQLAlchemy reads what follows '?' as connection options, so the "
+                          f"runs would go to {path}; write the '?' of the path as %3F, or choose a path without one")
     folder_problem = path_problem(path.parent, "directory")
     if folder_problem == "directory not found":
         raise ConfigError(f"--mlflow-uri {tracking_uri}: folder {path.parent} does not exist; create it or choose another path")

@@ -9,7 +9,10 @@ Everything a spec names is checked before anything is written or started: the gr
 storage, the MLflow store, the cluster (`check_places`), then the selection against the grid and the
 data files. `run` returns the command line's exit status (`deepdiff_study.driver` lists them): 0 every
 planned trial recorded, 1 trials Tune never handed to MLflow, 130 interrupted or unfinished; a bad
-input raises a `ConfigError`, the store failing a `StoreError`.
+input raises a `ConfigError`, the store or the storage failing (or the store's file replaced) a
+`StoreError`, no room on the cluster within --wait-timeout a `faults.ClusterError`. Ray dying on this
+machine ends the process with exit 75 and one line (`deepdiff_study.faults.RayWatch`: Ray's own
+client would end it a moment later with exit 1).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import sys
 import time
 from pathlib import Path
 
+from deepdiff.command import shell_command
 from deepdiff.errors import (
     EXIT_INTERRUPTED,
     ConfigError,
@@ -31,12 +35,21 @@ from deepdiff.errors import (
 from deepdiff_study.grid import Grid, GridCell, Pair, load_grid
 from deepdiff_study.plan import plan_grid_cells
 from deepdiff_study.spec import StudyManifest, StudySpec
-from deepdiff_study.storage import StudyStorage
+from deepdiff_study.storage import StudyStorage, write_faults
 from deepdiff_study.store import default_mlflow_uri
 from deepdiff_study.summary import closing_summary, print_plan
 from deepdiff_study.tuner import make_tuner, quiet_logs, start_ray, trial_gpus, usable_cpus
 
 ADDRESS_TIMEOUT_S = 5  # a Ray head that does not accept a connection this fast is not there
+RESUME = "rerun the same command with --resume"  # what to do after a fault, when the command line is not known
+
+
+def resume_hint(command: list[str] | None) -> str:
+    """What to run after a fault from outside the study: `command` (the words that started it) with
+    --resume, quoted for a POSIX shell (`deepdiff.command.shell_command`), else `RESUME`."""
+    if not command:
+        return RESUME
+    return "rerun " + shell_command(*command, *(() if "--resume" in command else ("--resume",)))
 
 
 # ---- before anything is written ---------------------------------------------------------------------
@@ -116,9 +129,10 @@ def trial_fields(spec: StudySpec) -> dict:
     return {} if spec.precision is None else {"precision": spec.precision}
 
 
-def check_sources(manifest: StudyManifest, storage: StudyStorage) -> list:
+def check_sources(manifest: StudyManifest, storage: StudyStorage, *, resume: bool = False) -> list:
     """The data files and the MLflow store of a study (new or resumed): a missing file or a store that
-    cannot be used is one clear error before anything is written and before Ray or Tune start."""
+    cannot be used is one clear error before anything is written and before Ray or Tune start. A
+    resumed study's SQLite file must be there (a new empty one would hold none of its runs)."""
     from deepdiff_study import pairs as pair_files
     from deepdiff_study import store
 
@@ -126,6 +140,10 @@ def check_sources(manifest: StudyManifest, storage: StudyStorage) -> list:
                                       synthetic_root=storage.local_dir / "synthetic",
                                       genes=manifest.sizes.synthetic_genes, seed=manifest.seed)
     pair_files.check_files(sources)
+    db = store.sqlite_path(manifest.mlflow_uri)
+    if resume and db is not None and not db.exists():
+        raise ConfigError(f"--resume: the study's MLflow database {db} is missing (moved away or deleted); put it back "
+                          "there and resume again (a new one would hold none of the study's runs)")
     store.check_store(manifest.mlflow_uri)
     return sources
 
@@ -146,21 +164,22 @@ def check_name_free(mlflow_uri: str, experiment: str, exp_dir) -> None:
 
 # ---- running ----------------------------------------------------------------------------------------
 
-def run(spec: StudySpec, *, resume: bool = False, train_fn=None) -> int:
+def run(spec: StudySpec, *, resume: bool = False, train_fn=None, command: list[str] | None = None) -> int:
     """The study `spec` describes (or, with `resume`, the one saved under its storage and experiment:
     the settings it started with, this spec's cluster and storage); `train_fn`: the trial function
-    (default `deepdiff_study.trainable.train_trial`). Returns an exit status (module docstring). The
-    study's lock is released when it returns or raises (the same process may run it again)."""
+    (default `deepdiff_study.trainable.train_trial`); `command`: the command line that started it (for
+    the resume command a fault prints). Returns an exit status (module docstring). The study's lock is
+    released when it returns or raises (the same process may run it again)."""
     held: list = []
     try:
-        return _run(spec, resume, train_fn, held)
+        return _run(spec, resume, train_fn, held, resume_hint(command))
     finally:
         for handle in held:
             if handle is not None:
                 handle.close()
 
 
-def _run(spec: StudySpec, resume: bool, train_fn, held: list) -> int:
+def _run(spec: StudySpec, resume: bool, train_fn, held: list, again: str) -> int:
     from deepdiff_study import pairs as pair_files
     from deepdiff_study import records, store
     from deepdiff_study import resume as saved
@@ -193,9 +212,10 @@ def _run(spec: StudySpec, resume: bool, train_fn, held: list) -> int:
             print(f"note: {', '.join(ignored)} ignored with --resume: the study keeps the settings it started with "
                   f"(in {manifest_path})", file=sys.stderr)
         spec = manifest.spec(spec)
-        sources = check_sources(manifest, storage)
+        sources = check_sources(manifest, storage, resume=True)
     held.append(saved.lock_store(manifest.mlflow_uri, experiment))
     mlflow_uri = manifest.mlflow_uri
+    store_file = store.file_identity(mlflow_uri)  # the SQLite file this run writes (`faults`: not replaced)
     pairs = [Pair(*p) for p in manifest.pairs]
     store.apply_http_defaults()
     if not resume:  # checked again under the store's lock: another driver may have started meanwhile
@@ -211,10 +231,12 @@ def _run(spec: StudySpec, resume: bool, train_fn, held: list) -> int:
     start_ray(spec.address)
     import ray
 
-    from deepdiff_study import trainable
+    from deepdiff_study import faults, trainable
     from deepdiff_study.progress import ProgressLine
     from deepdiff_study.tracker import MlflowTracker
 
+    ray_watch = faults.RayWatch.of_this_node(then=f"what ran is saved: {again}").start()
+    held.append(ray_watch)  # closed before Ray shuts down (else its end would read as Ray dying)
     gpus = trial_gpus(spec.gpus_per_trial)
     refs = {number: ray.put(data) for number, data in pair_data.items()}
     del pair_data
@@ -237,7 +259,7 @@ def _run(spec: StudySpec, resume: bool, train_fn, held: list) -> int:
         total = sum(p.samples for p in plans)
         saved.write_manifest(manifest_path, manifest)
         tuner = make_tuner(bound, plans, spec.sizes, seed=spec.seed, storage=storage, name=experiment,
-                           callbacks=[tracker, ProgressLine(total)], max_failures=spec.max_failures,
+                           callbacks=[faults.FaultWatch(), tracker, ProgressLine(total)], max_failures=spec.max_failures,
                            warm_starts=spec.warm_starts)
         print_plan(cells, spec.sizes, spec.preset)
     print(f"\nrunning on Ray ({ray.cluster_resources().get('CPU', 0):g} CPUs, {ray.cluster_resources().get('GPU', 0):g} GPUs; "
@@ -245,17 +267,34 @@ def _run(spec: StudySpec, resume: bool, train_fn, held: list) -> int:
     # SIGTERM (`ray job stop`, a scheduler ending the job, `kill`) stops the study as Ctrl-C does: Tune
     # saves its state and the closing summary says what is unfinished (Ray's own handler just dies).
     trainable.quiet_interrupts_in_callbacks()
-    previous = signal.signal(signal.SIGTERM, lambda signum, frame: signal.raise_signal(signal.SIGINT))
+    def terminated(signum, frame):
+        ray_watch.interrupted.set()
+        signal.raise_signal(signal.SIGINT)
+
+    previous = signal.signal(signal.SIGTERM, terminated)
+    check_store = lambda: store.check_same_file(mlflow_uri, store_file, again)  # noqa: E731
+    watched = faults.Session(
+        storage=spec.storage, check_store=check_store, ray=ray_watch, write_faults=write_faults,
+        faults_before=len(write_faults()), then=again,
+        waiting=faults.Waiting(faults.Request(spec.cpus_per_trial, gpus), spec.wait_timeout, "the next trial",
+                               f"what ran is saved: {again} once it has room", never_is_usage=False))
     try:
-        results = tuner.fit()
+        with faults.watching(watched):
+            results = tuner.fit()
+        faults.check(watched)  # Tune's last snapshot written, the store the same file: else not "finished"
     except DeepDiffError:
+        faults.stopped_on_a_fault()
         raise
     except Exception as err:
+        known = faults.raised_within(err)  # raised by a Tune callback, which Tune wraps in a TuneError
+        if known is not None:
+            faults.stopped_on_a_fault()
+            raise known from None
         reason = store.store_failure(err)
         if reason is None:
             raise
         raise store.StoreError(f"the study stopped: its MLflow store or storage failed ({reason}); what ran so far "
-                               "is saved: fix the cause and rerun the same command with --resume") from None
+                               f"is saved: fix the cause and {again}") from None
     finally:
         signal.signal(signal.SIGTERM, previous)
     wall = time.monotonic() - started
@@ -303,8 +342,13 @@ def estimate_cost(spec: StudySpec, grid: Grid, cells: list[GridCell]) -> None:
 
     gpus = trial_gpus(spec.gpus_per_trial)
     print(f"\ncalibrating on the cluster at {spec.address}: {len({p.cell.variant for p in plans})} variant(s), "
-          f"{calibrate.CALIBRATION_EPOCHS} epochs each (waits for the autoscaler if no node fits a trial yet)", flush=True)
+          f"{calibrate.CALIBRATION_EPOCHS} epochs each (waits up to --wait-timeout {spec.wait_timeout:g} s for room, e.g. "
+          "for the autoscaler if no node fits a trial yet)", flush=True)
+    from deepdiff_study.faults import Request, Waiting
+
+    waiting = Waiting(Request(spec.cpus_per_trial, gpus), spec.wait_timeout, "a calibration task",
+                      "rerun the dry run once the cluster has room (without --address it prints the plan alone)")
     measured = calibrate.calibrate(plans, min(genes, calibrate.CALIBRATION_GENES_MAX), cpus=spec.cpus_per_trial,
-                                   gpus=gpus, seed=spec.seed)
+                                   gpus=gpus, seed=spec.seed, waiting=waiting)
     nodes = [n["Resources"] for n in ray.nodes() if n["Alive"]]
     calibrate.print_estimate(plans, spec.sizes, measured, genes=genes, nodes=nodes, cpus=spec.cpus_per_trial, gpus=gpus)

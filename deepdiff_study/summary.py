@@ -12,7 +12,7 @@ from deepdiff.errors import EXIT_INCOMPLETE, EXIT_INTERRUPTED
 from deepdiff_study.grid import GridCell, Pair
 from deepdiff_study.schema import RunSizes
 from deepdiff_study.spec import StudyManifest
-from deepdiff_study.store import default_mlflow_uri
+from deepdiff_study.store import default_mlflow_uri, sqlite_path
 
 
 def print_plan(cells: list[GridCell], sizes: RunSizes, preset: str, stream=None) -> None:
@@ -71,7 +71,7 @@ def closing_summary(experiment: str, manifest: StudyManifest, exp_dir, wall: flo
     rows = [t.row() for t in best]
     print(format_table(rows, winners=winners(rows)))
     print("* best grid cell of its variant and pair (by valid PCC)")
-    db = mlflow_uri[len("sqlite:///"):] if mlflow_uri.startswith("sqlite:///") else None
+    db = sqlite_path(mlflow_uri)  # the file SQLAlchemy writes (a quoted '%' or '?' decoded)
     print(f"\nMLflow:        {mlflow_uri}" + (f"  (database file {db})" if db else ""))
     print(f"Tune results:  {exp_dir}  (rerun with --resume to finish an interrupted study)")
     if mlflow_uri.startswith(("http://", "https://")):  # a tracking server (on a cluster: reached through a tunnel)

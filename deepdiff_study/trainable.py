@@ -15,8 +15,12 @@ crash with ``--max-failures``) continues exactly where the checkpoint left off; 
 trained again, to the same results (the checkpoint holds every random state).
 
 A NaN training loss is reported (status "nan") and ends the trial normally: re-running it from its
-checkpoint would diverge again, so it is not a crash to retry; the tracker records it as failed. Any
-other exception propagates: Tune records the trial as errored (and retries it if asked to).
+checkpoint would diverge again, so it is not a crash to retry; the tracker records it as failed. A
+checkpoint that cannot be written (the study's storage or the worker's disk full, read-only, over
+quota: `deepdiff_study.storage.storage_fault`, or any error copying it to the storage) raises
+`deepdiff_study.faults.StorageFault`: the storage failed, not the trial, and the driver stops the
+study so that ``--resume`` runs the trial again. Any other exception propagates: Tune records the
+trial as errored (and retries it if asked to).
 """
 
 from __future__ import annotations
@@ -38,10 +42,13 @@ from ray import tune
 from deepdiff import cpu_kernel, threads
 from deepdiff.data import PairData
 from deepdiff.device import autocast_dtype, dtype_name, pick_device
+from deepdiff.errors import os_error_message
 from deepdiff.results import EpochResult
 from deepdiff.train import fit
+from deepdiff_study.faults import StorageFault
 from deepdiff_study.records import Tag, checkpoint_epochs_of, decode_trial_config, pair_of
 from deepdiff_study.resume import hand_back
+from deepdiff_study.storage import storage_fault
 
 CHECKPOINT_SECONDS = 300.0  # between a trial's checkpoints where it cannot end (the work a crash may cost)
 
@@ -56,6 +63,15 @@ def train_trial(config: dict[str, Any], pairs: dict[int, ray.ObjectRef], ended: 
     if recorded is not None:
         hand_back(recorded, tune.report)
         return
+    try:
+        _train(config, pairs)
+    except OSError as err:
+        if not storage_fault(err):
+            raise
+        raise StorageFault(f"on its worker: {_one_line(os_error_message(err))}") from None
+
+
+def _train(config: dict[str, Any], pairs: dict[int, ray.ObjectRef]) -> None:
     model_cfg, train_cfg = decode_trial_config(config)
     torch.set_num_threads(trial_threads(ray.get_runtime_context().get_assigned_resources()))
     device = pick_device()
@@ -72,7 +88,7 @@ def train_trial(config: dict[str, Any], pairs: dict[int, ray.ObjectRef], ended: 
         for result in fit(model_cfg, train_cfg, data, device=device, checkpoint_dir=workdir, resume_from=resume_from):
             metrics = {**result.metrics(), "status": str(result.status), Tag.COMPUTE_DTYPE: dtype}
             if checkpoint_due(result, stops, time.monotonic() - saved):
-                tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(workdir)))
+                report_with_checkpoint(metrics, workdir)
                 saved = time.monotonic()
             else:
                 tune.report(metrics)
@@ -81,6 +97,19 @@ def train_trial(config: dict[str, Any], pairs: dict[int, ray.ObjectRef], ended: 
         del data
         if RELEASE_MEMORY:
             release_memory()
+
+
+def report_with_checkpoint(metrics: dict[str, Any], workdir: Path) -> None:
+    """`tune.report` with the checkpoint folder, which Tune copies to the study's storage there and then:
+    any error of that copy is the storage failing (`StorageFault`)."""
+    try:
+        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(workdir)))
+    except OSError as err:
+        raise StorageFault(f"copying it to the study's storage: {_one_line(os_error_message(err))}") from None
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())[:300]
 
 
 def quiet_interrupts_in_callbacks() -> None:

@@ -74,11 +74,12 @@ def test_a_size_neither_set_nor_in_the_preset_names_the_flag_and_the_preset(tmp_
     ({"gpus_per_trial": -0.5}, "--gpus-per-trial: expected a finite number >= 0, got -0.5"),
     ({"gpus_per_trial": 2.5}, "--gpus-per-trial 2.5: expected a fraction of one GPU or a whole number of GPUs"),
     ({"max_failures": -1}, "--max-failures: expected a whole number >= 0"),
+    ({"wait_timeout": 0.0}, "--wait-timeout: expected a finite number of seconds > 0, got 0.0"),
     ({"precision": "fp8"}, "--precision 'fp8': expected one of auto, float32, bfloat16, float16"),
     ({"pairs": True}, "--pairs True: expected all or a comma-separated list"),
     ({"speed": 3}, "StudySpec: unknown field 'speed'; expected grid, preset, pairs, variants, aux, margins, data, sizes, "
                    "seed, warm_starts, storage, experiment, mlflow_uri, address, cpus_per_trial, gpus_per_trial, max_failures, "
-                   "precision"),
+                   "wait_timeout, precision"),
     ({"warm_starts": "yes"}, "--warm-starts 'yes': expected true or false"),
 ])
 def test_every_bad_value_is_one_line_naming_its_flag(values, message):
@@ -114,11 +115,13 @@ def test_the_manifest_round_trip_and_back_to_a_spec(tmp_path, grid):
     assert [p.name for p in path.parent.iterdir()] == [resume.MANIFEST]  # no temporary file left
     back = resume.read_manifest(path)
     assert back == manifest
-    here = StudySpec(storage=str(tmp_path), address="auto", cpus_per_trial=2.0, max_failures=3, sizes={"samples": 50})
+    here = StudySpec(storage=str(tmp_path), address="auto", cpus_per_trial=2.0, max_failures=3, wait_timeout=60,
+                     sizes={"samples": 50})
     saved = back.spec(here)
     assert (saved.grid, saved.preset, saved.sizes, saved.seed, saved.data, saved.mlflow_uri) == (
         grid.source, "quick", spec.sizes, 7, None, "sqlite:///m.db")
-    assert (saved.storage, saved.address, saved.cpus_per_trial, saved.max_failures) == (str(tmp_path), "auto", 2.0, 3)
+    assert (saved.storage, saved.address, saved.cpus_per_trial, saved.max_failures, saved.wait_timeout) == (
+        str(tmp_path), "auto", 2.0, 3, 60.0)
 
 
 # Written by the driver before StudySpec (commit c201ec6): json.dumps(manifest, indent=2, sort_keys=True).

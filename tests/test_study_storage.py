@@ -17,7 +17,9 @@ def test_a_folder_stays_a_folder(tmp_path, monkeypatch):
     assert storage.is_local and storage.root == str(tmp_path / "tune_results")
     assert storage.experiment_dir("x") == tmp_path / "tune_results" / "x"
     assert storage.local_dir == tmp_path / "tune_results"
-    assert storage.tune_kwargs() == {"storage_path": str(tmp_path / "tune_results")}
+    kwargs = storage.tune_kwargs()  # Tune writes a local folder through WholeFiles (each file whole or not at all)
+    assert kwargs["storage_path"] == str(tmp_path / "tune_results")
+    assert kwargs["storage_filesystem"].type_name == "py::local-whole-files"
 
 
 def test_a_uri_gives_tune_the_filesystem_and_the_path_without_the_query(tmp_path):
