@@ -175,6 +175,7 @@ def _error_line(capsys):
     return err.strip().splitlines()[-1]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("change", [["--variant", "raw_c"], ["--variant", "raw_d", "--lr", "1e-3"]])
 def test_a_refused_resume_changes_nothing(small_synthetic_dir, tmp_path, capsys, change):
     out = tmp_path / "r"

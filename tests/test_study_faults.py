@@ -459,6 +459,7 @@ print("not ended", flush=True)
     (True, 130, ("interrupted: Ray's raylet (pid {pid}) on this machine ended while the study stopped; what ran is "
                  "saved: rerun x --resume")),
 ])
+@pytest.mark.slow
 def test_ray_dying_ends_the_driver_with_one_line(interrupted, status, line):
     root = str(Path(__file__).resolve().parents[1])
     done = subprocess.run([sys.executable, "-c", WATCHED.format(root=root, interrupted=interrupted)], check=False,

@@ -88,6 +88,7 @@ def test_a_new_store_is_linked_into_place_whole(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == [".mlruns.db.create.lock", "mlruns.db"]
 
 
+@pytest.mark.slow
 def test_a_race_is_asked_again_until_the_other_process_is_done_and_a_broken_store_is_not(tmp_path, monkeypatch):
     """Failures that say another process is creating the tables are asked again (after waiting for it);
     any other failure, or a race lasting past SQLITE_WAIT_S, is one line at once."""
