@@ -66,22 +66,28 @@ def study_command(tmp: Path, uri: str, experiment: str, *extra: str) -> list[str
             "--experiment", experiment, *extra]
 
 
-def trial_workers(root: int) -> list[int]:
-    """Processes below `root` (the driver: its local Ray's raylet starts the workers) running a trial now."""
-    rows = [line.split(None, 2) for line in subprocess.run(["ps", "-eo", "pid=,ppid=,args="], capture_output=True,
-                                                           text=True).stdout.splitlines()]
+def descendants(root: int, column: str) -> dict[int, str]:
+    """Processes below `root` (a driver with its own local Ray: its raylet starts the workers), each with
+    its `ps` column `column` (args: the command line, comm: the program name)."""
+    rows = [line.split(None, 2) for line in subprocess.run(["ps", "-eo", f"pid=,ppid=,{column}="], check=True,
+                                                           capture_output=True, text=True).stdout.splitlines()]
     children: dict[int, list[int]] = {}
-    args = {}
+    text = {}
     for row in rows:
         if len(row) == 3:
             children.setdefault(int(row[1]), []).append(int(row[0]))
-            args[int(row[0])] = row[2]
-    below, todo = [], [root]
+            text[int(row[0])] = row[2]
+    below, todo = {}, [root]
     while todo:
         for child in children.get(todo.pop(), []):
-            below.append(child)
+            below[child] = text.get(child, "")
             todo.append(child)
-    return [pid for pid in below if args.get(pid, "").startswith("ray::ImplicitFunc.train")]
+    return below
+
+
+def trial_workers(root: int) -> list[int]:
+    """Processes below `root` (the driver) running a trial now."""
+    return [pid for pid, args in descendants(root, "args").items() if args.startswith("ray::ImplicitFunc.train")]
 
 
 def trial_ids(uri: str, experiment: str) -> tuple[Counter, list]:
@@ -572,20 +578,7 @@ def test_the_store_file_moved_away_mid_study_stops_it_and_resume_finishes_it_onc
 
 def ray_node_processes(root: int, name: str) -> list[int]:
     """Processes below `root` (a driver that started its own local Ray) whose program is `name`."""
-    rows = [line.split(None, 2) for line in subprocess.run(["ps", "-eo", "pid=,ppid=,comm="], check=True,
-                                                           capture_output=True, text=True).stdout.splitlines()]
-    children: dict[int, list[int]] = {}
-    comm = {}
-    for row in rows:
-        if len(row) == 3:
-            children.setdefault(int(row[1]), []).append(int(row[0]))
-            comm[int(row[0])] = row[2]
-    below, todo = [], [root]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            below.append(child)
-            todo.append(child)
-    return [pid for pid in below if comm.get(pid) == name]
+    return [pid for pid, comm in descendants(root, "comm").items() if comm == name]
 
 
 @pytest.mark.slow
