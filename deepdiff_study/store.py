@@ -28,6 +28,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
+import uuid
 from contextlib import closing, contextmanager, suppress
 from pathlib import Path
 from urllib.parse import unquote
@@ -201,13 +202,14 @@ def _answers(tracking_uri: str) -> None:
             return
         except Exception as err:  # noqa: BLE001 - any failure to reach or open the store is one line
             reason = store_failure(err) or _first_line(err)
-            if _raced(err) and time.monotonic() < deadline:
+            raced = _raced(err) or _unsettled(path)
+            if raced and time.monotonic() < deadline:
                 if _wait_for_migration(path, deadline) and _abandoned(path):
                     _replace_abandoned(path)
                 continue
             raise StoreError(f"--mlflow-uri {tracking_uri}: the MLflow store does not answer ({reason}); "
                              + ("another process kept creating it for longer than "
-                                f"{SQLITE_WAIT_S:g} s: if none is, remove the new file and rerun" if _raced(err)
+                                f"{SQLITE_WAIT_S:g} s: if none is, remove the new file and rerun" if raced
                                 else "start the server or fix the URI")) from None
 
 
@@ -220,6 +222,14 @@ def _raced(err: BaseException) -> bool:
             return True
         err = err.__cause__ or err.__context__
     return False
+
+
+def _unsettled(path: Path | None) -> bool:
+    """Whether the SQLite store at `path` has tables but is not at MLflow's current schema: another
+    process may be migrating it, and any failure now (MLflow's migrations fail in many ways when two
+    run at once: a missing column, a row not found) may be that race, asked again after it."""
+    state = _schema_state(path) if path is not None else None
+    return state is not None and state[2] > 0 and state[0] != _head_revision()
 
 
 def _wait_for_migration(path: Path, deadline: float) -> bool:
@@ -261,9 +271,14 @@ def _replace_abandoned(path: Path) -> None:
     with _creation_lock(path):
         if not _abandoned(path):
             return
-        aside = path.with_name(f".{path.name}.new-{os.getpid()}")
+        aside = _aside(path)
         try:
-            _build(aside)
+            try:
+                _build(aside)
+            except Exception as err:  # noqa: BLE001 - MLflow failing on a file of its own: one line
+                raise StoreError(f"--mlflow-uri {SQLITE_PREFIX}{path}: a new store could not be built beside it to replace "
+                                 f"the half-made one ({store_failure(err) or _first_line(err)}); remove {path} and "
+                                 "rerun") from None
             for leftover in ("-journal", "-wal", "-shm"):
                 path.with_name(path.name + leftover).unlink(missing_ok=True)
             os.replace(aside, path)
@@ -307,7 +322,7 @@ def _head_revision() -> str | None:
 
 
 def create_sqlite(path: Path) -> None:
-    """A new SQLite store at `path`, built aside (``.<name>.new-<pid>``: MLflow's tables, migrated, the
+    """A new SQLite store at `path`, built aside (``.<name>.new-<pid>-<random>``: MLflow's tables, migrated, the
     Default experiment) and linked into place only when whole, under the lock ``.<name>.create.lock``
     beside it (another study, export or report of ours waits for it). A file already there is left as
     it is (`_answers` waits for whoever is creating it). A folder that cannot hold links (some network
@@ -317,7 +332,7 @@ def create_sqlite(path: Path) -> None:
     with _creation_lock(path):
         if path.exists() and path.stat().st_size > 0:
             return  # created while this process waited for the lock
-        aside = path.with_name(f".{path.name}.new-{os.getpid()}")
+        aside = _aside(path)
         # FileExistsError: another process opened the path meanwhile (it creates the tables, `_answers`
         # waits for it); any other failure (no links here, MLflow failing aside): created in place by `_answers`.
         try:
@@ -327,6 +342,13 @@ def create_sqlite(path: Path) -> None:
         finally:
             for leftover in (aside, aside.with_name(aside.name + "-journal")):
                 leftover.unlink(missing_ok=True)
+
+
+def _aside(path: Path) -> Path:
+    """A new file name beside `path` for a store built aside: ``.<name>.new-<pid>-<random>``, never one
+    this process used before (MLflow keeps a store per URI for the process, and would take a second
+    file at a URI it already created tables at for one that has them)."""
+    return path.with_name(f".{path.name}.new-{os.getpid()}-{uuid.uuid4().hex[:8]}")
 
 
 def _build(aside: Path) -> None:

@@ -1,6 +1,7 @@
 """deepdiff_study.store: the study's MLflow store created, waited for and verified while other processes
 (``mlflow ui``, a notebook, a monitoring script; tests/store_race.py plays them) open it too."""
 
+import shutil
 import sqlite3
 from contextlib import closing
 import subprocess
@@ -94,6 +95,9 @@ def test_a_race_is_asked_again_until_the_other_process_is_done_and_a_broken_stor
     any other failure, or a race lasting past SQLITE_WAIT_S, is one line at once."""
     from mlflow.tracking import MlflowClient
 
+    half = tmp_path / "half.db"  # a store with tables, not at MLflow's schema (below)
+    store._build(half)
+    left_half_made(half)
     answers = []
 
     def search(self, *args, **kwargs):
@@ -114,10 +118,24 @@ def test_a_race_is_asked_again_until_the_other_process_is_done_and_a_broken_stor
     with pytest.raises(store.StoreError, match=r"does not answer \(unable to open database file\); "
                                                "start the server or fix the URI"):
         store._answers(uri)
+    # a store with tables, not at MLflow's schema: any failure may be another process's migration
+    # (two migrating at once fail in ways no list of words covers: a KeyError naming a column)
+    waited.clear()
+    answers[:] = [KeyError("dimension_attributes"), "ok"]
+    store._answers(f"sqlite:///{half}")
+    assert waited == [half] * 2 and answers == []
     monkeypatch.setattr(store, "SQLITE_WAIT_S", 0.0)
     answers[:] = [RuntimeError("table logged_models already exists")]
     with pytest.raises(store.StoreError, match="another process kept creating it for longer than 0 s"):
         store._answers(uri)
+
+
+def left_half_made(db: Path) -> None:
+    """Make a whole store at `db` look like what the loser of two readers' migrations left: its
+    revision behind and a temporary table of a migration."""
+    with sqlite3.connect(db) as con:
+        con.execute("UPDATE alembic_version SET version_num = '0584bdc529eb'")
+        con.execute("CREATE TABLE _alembic_tmp_experiments (x INTEGER)")
 
 
 @pytest.mark.slow
@@ -128,13 +146,33 @@ def test_a_new_store_left_half_made_by_a_reader_is_built_again(tmp_path, monkeyp
     db = tmp_path / "mlruns.db"
     store._build(tmp_path / "made.db")  # elsewhere: MLflow caches a store per URI for the process
     (tmp_path / "made.db").rename(db)
-    with sqlite3.connect(db) as con:  # what the loser left
-        con.execute("UPDATE alembic_version SET version_num = '0584bdc529eb'")
-        con.execute("CREATE TABLE _alembic_tmp_experiments (x INTEGER)")
+    left_half_made(db)
     monkeypatch.setattr(store, "SQLITE_STALL_S", 1.0)
     monkeypatch.setattr(store, "SQLITE_WAIT_S", 20.0)
     store.check_store(f"sqlite:///{db}")
     assert schema(db) == (head(), [])
+
+
+@pytest.mark.slow
+def test_a_second_store_built_aside_by_the_same_process_is_whole(tmp_path, monkeypatch):
+    """The study built its new store aside, a reader had opened the path first (the link failed) and
+    left it half-made, so the study built a second one aside to replace it. Both were once built at the
+    same aside name, and MLflow, which keeps a store per URI for the process, took the second file for
+    one with tables: the check stopped with a raw "no such table: experiments". Each build now has
+    a name of its own."""
+    db = tmp_path / "mlruns.db"
+
+    def link(src, dst):  # the reader got there first
+        shutil.copyfile(src, dst)
+        left_half_made(Path(dst))
+        raise FileExistsError(dst)
+
+    monkeypatch.setattr(store.os, "link", link)
+    monkeypatch.setattr(store, "SQLITE_STALL_S", 1.0)
+    monkeypatch.setattr(store, "SQLITE_WAIT_S", 20.0)
+    store.check_store(f"sqlite:///{db}")
+    assert schema(db) == (head(), [])
+    assert not [p.name for p in tmp_path.iterdir() if ".new-" in p.name]
 
 
 @pytest.mark.slow
@@ -145,9 +183,7 @@ def test_a_half_made_store_holding_runs_is_never_replaced(tmp_path, monkeypatch)
     MlflowClient(f"sqlite:///{made}").create_run("0")
     store._dispose(f"sqlite:///{made}")
     made.rename(db)
-    with sqlite3.connect(db) as con:
-        con.execute("UPDATE alembic_version SET version_num = '0584bdc529eb'")
-        con.execute("CREATE TABLE _alembic_tmp_experiments (x INTEGER)")
+    left_half_made(db)
     monkeypatch.setattr(store, "SQLITE_STALL_S", 1.0)
     monkeypatch.setattr(store, "SQLITE_WAIT_S", 4.0)
     with pytest.raises(store.StoreError, match="another process kept creating it for longer than 4 s"):
