@@ -4,7 +4,8 @@ would take at the CPU's multiply-add peak, both measured in the same run.
     python benchmarks/bench_kernel.py [--batches 10,64,256] [--threads 1,2] [--repeats 5] [--channels 15] [--hidden 32]
 
 1. **Peak**: a small C program, built by the kernel's compiler with the kernel's flags, runs 16
-   independent chains of 16-float multiply-adds (the kernel's vector width); one copy per thread at
+   independent chains of vector multiply-adds at the kernel's vector width (16 floats with AVX-512, 8
+   with AVX, else 4: generic vectors wider than the registers are emulated); one copy per thread at
    once, so two threads measure two cores together. Printed as GFLOP/s (2 flops a multiply-add).
    Beside it the same for AVX512-BF16's bfloat16 pair dot products (vdpbf16ps, 4 flops a lane), what a
    lower-precision kernel's products would run on, where the CPU has them.
@@ -23,6 +24,9 @@ would take at the CPU's multiply-add peak, both measured in the same run.
    the time the full kernel loses without it; what no part accounts for is the rest (the loops' own
    loads and stores, the cell update, weight padding). The stand-ins' results are wrong by design:
    only their time is used. `--parts-only` skips 1 and 2.
+4. **Vector widths** (`--widths 4,8,16`): the kernel built at each width (`-DDD_VW`) timed round by
+   round beside this CPU's own build (its registers' width): what a kernel written for another
+   machine's width costs here.
 
 `raw` has K = 15 channels, H = 32, T = 200. Prints the device it ran on; asserts nothing.
 """
@@ -47,7 +51,14 @@ from deepdiff import cpu_kernel  # noqa: E402
 PEAK_SOURCE = r"""
 #include <stdio.h>
 #include <time.h>
-typedef float vf __attribute__((vector_size(64)));
+#if defined(__AVX512F__) /* the kernel's vector width (lstm_kernel.c's VW): the machine's registers */
+#define VW 16
+#elif defined(__AVX__)
+#define VW 8
+#else
+#define VW 4
+#endif
+typedef float vf __attribute__((vector_size(4 * VW)));
 int main(void) {
     volatile float unknown[3] = {0.9999999f, 1e-7f, 1e-3f}; /* values the compiler cannot fold the loop with */
     vf a[16];
@@ -61,9 +72,9 @@ int main(void) {
     clock_gettime(CLOCK_MONOTONIC, &t1);
     float r = 0.0f;
     for (int i = 0; i < 16; i++)
-        for (int j = 0; j < 16; j++) r += a[i][j]; /* every lane of every chain is used */
+        for (int j = 0; j < VW; j++) r += a[i][j]; /* every lane of every chain is used */
     const double s = (t1.tv_sec - t0.tv_sec) + 1e-9 * (t1.tv_nsec - t0.tv_nsec);
-    printf("%.6e %g\n", n * 16 * 16 * 2 / s, r); /* flops per second; r keeps the loop */
+    printf("%.6e %g\n", n * 16 * VW * 2 / s, r); /* flops per second; r keeps the loop */
     return 0;
 }
 """
@@ -108,6 +119,16 @@ def peak_flops(threads: int, source: str = PEAK_SOURCE) -> float:
         subprocess.run([cpu_kernel._compiler(), *flags, "-ffp-contract=fast", "-o", str(exe), str(src)], check=True)
         runs = [subprocess.Popen([str(exe)], stdout=subprocess.PIPE, text=True) for _ in range(threads)]
         return sum(float(run.communicate()[0].split()[0]) for run in runs)
+
+
+def vector_floats() -> int:
+    """Floats per vector of the peak program (and the kernel) on this CPU."""
+    with tempfile.TemporaryDirectory() as tmp:
+        src, exe = Path(tmp) / "width.c", Path(tmp) / "width"
+        src.write_text(PEAK_SOURCE.split("typedef")[0] + "int main(void) { printf(\"%d\\n\", VW); return 0; }\n")
+        flags = [f for f in cpu_kernel.FLAGS if f not in ("-shared", "-fPIC")]
+        subprocess.run([cpu_kernel._compiler(), *flags, "-o", str(exe), str(src)], check=True)
+        return int(subprocess.run([str(exe)], capture_output=True, text=True, check=True).stdout)
 
 
 def product_flops(k: int, hid: int, steps: int) -> tuple[float, float]:
@@ -201,6 +222,38 @@ def profile_parts(batches: list[int], thread_counts: list[int], k: int, hid: int
             torch.set_flush_denormal(False)
 
 
+def compare_widths(widths: list[int], batches: list[int], thread_counts: list[int], k: int, hid: int, steps: int,
+                   repeats: int) -> None:
+    """The kernel built at each vector width (-DDD_VW) beside the machine's own build, round by round."""
+    own = cpu_kernel._load()
+    before = torch.get_num_threads()
+    with tempfile.TemporaryDirectory(prefix="deepdiff-widths-") as tmp:
+        libs = {f"{w} floats": cpu_kernel.profiling_build(0, Path(tmp), vector_width=w) for w in widths}
+        libs[f"this CPU's own ({vector_floats()} floats)"] = own
+        try:
+            for threads in thread_counts:
+                torch.set_num_threads(threads)
+                for n in batches:
+                    inputs = kernel_inputs(n, k, hid, steps)
+                    times: dict[str, list[float]] = {name: [] for name in libs}
+                    for i in range(repeats + 1):  # round by round; the first warms the workspaces up
+                        for name, lib in libs.items():
+                            cpu_kernel._lib = lib
+                            fw, bw = sample(*inputs)
+                            if i:
+                                times[name].append(fw + bw)
+                    cpu_kernel._lib = own
+                    base = statistics.median(times[next(reversed(libs))])
+                    print(f"\n{threads} thread(s), batch {n}: forward + backward, us/gene (medians of {repeats} rounds), "
+                          "x the own build's time")
+                    for name, took in times.items():
+                        med = statistics.median(took)
+                        print(f"  {name:<28} {med * 1e6:>8.0f}  x{med / base:.2f}")
+        finally:
+            cpu_kernel._lib = own
+            torch.set_num_threads(before)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--batches", default="10,64,256")
@@ -213,6 +266,8 @@ def main() -> None:
     parser.add_argument("--parts-only", action="store_true", help="only the parts (3 above)")
     parser.add_argument("--parts-batches", default="10,256")
     parser.add_argument("--parts-threads", default="1")
+    parser.add_argument("--widths", default="", help="comma list of vector widths (4,8,16 floats) to time beside this "
+                        "CPU's own build, at --batches and --threads (4 below); skips 1 and 2")
     args = parser.parse_args()
     if not cpu_kernel.available():
         sys.exit(f"the C kernel is not available here: {cpu_kernel.status()}")
@@ -223,14 +278,17 @@ def main() -> None:
     print(f"device=cpu ({os.cpu_count()} CPUs, {len(os.sched_getaffinity(0))} usable) kernel: {cpu_kernel.status()}")
     print(f"K={k} H={hid} T={steps}: products {fw_flops / 1e6:.1f} MFLOP forward, {bw_flops / 1e6:.1f} MFLOP backward per gene; "
           f"load average {os.getloadavg()[0]:.2f}")
+    if args.widths:
+        compare_widths([int(w) for w in args.widths.split(",")], batches, thread_counts, k, hid, steps, args.repeats)
+        return
     if args.parts_only:
         thread_counts = []
-    before = torch.get_num_threads()
+    before, width = torch.get_num_threads(), vector_floats()
     try:
         for threads in thread_counts:
             peak, bf16 = peak_flops(threads), peak_flops(threads, BF16_PEAK_SOURCE)
             print(f"\n{threads} thread(s): multiply-add peak {peak / 1e9:.0f} GFLOP/s "
-                  f"({peak / 32e9 / threads:.2f} G vector multiply-adds a second per core); bfloat16 pairs "
+                  f"({peak / (2e9 * width) / threads:.2f} G {width}-float multiply-adds a second per core); bfloat16 pairs "
                   + (f"(vdpbf16ps) {bf16 / 1e9:.0f} GFLOP/s, x{bf16 / peak:.2f} float32's" if bf16 else "not on this CPU"))
             print(f"  {'batch':>5} {'fwd us/gene':>12} {'bwd us/gene':>12} {'genes/s':>8} {'fwd % peak':>10} {'bwd % peak':>10} "
                   f"{'products at peak':>17}")

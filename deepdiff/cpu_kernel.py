@@ -248,15 +248,17 @@ def _build() -> tuple[Path, tuple[str, ...], list[str]]:
     raise RuntimeError("could not build the C kernel: " + "; ".join(errors + notes))
 
 
-def profiling_build(omit: int, folder: Path) -> ctypes.CDLL:
+def profiling_build(omit: int, folder: Path, vector_width: int | None = None) -> ctypes.CDLL:
     """The kernel built with -DDD_OMIT=omit into `folder` (lstm_kernel.c: those parts left out, for
     benchmarks/bench_kernel.py --parts to time what each costs; its results are wrong by design), by the
     compiler and flags of this process's build, loaded and declared; never checked, never used here.
-    Swap it in as `_lib` to time it. Needs `available()`."""
+    `vector_width`: floats per vector (-DDD_VW; 4, 8 or 16) instead of the CPU's own, to test or time
+    another machine's code path here. Swap it in as `_lib` to time it. Needs `available()`."""
     if _load() is None:
         raise RuntimeError(f"the C kernel is not available: {status()}")
-    path = Path(folder) / f"lstm_kernel-omit{omit}.so"
-    subprocess.run([_compiler(), *_flags, f"-DDD_OMIT={omit}", "-o", str(path), str(SOURCE)], check=True,
+    width = [] if vector_width is None else [f"-DDD_VW={vector_width}"]
+    path = Path(folder) / f"lstm_kernel-omit{omit}{'' if vector_width is None else f'-vw{vector_width}'}.so"
+    subprocess.run([_compiler(), *_flags, f"-DDD_OMIT={omit}", *width, "-o", str(path), str(SOURCE)], check=True,
                    capture_output=True, timeout=300)
     lib = ctypes.CDLL(str(path))
     _declare(lib)

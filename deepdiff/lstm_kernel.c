@@ -30,7 +30,8 @@
  * attention in one call, keeping the states of one channel at a time. The scratch of a call is
  * dd_*_scratch floats.
  *
- * SIMD: GCC/Clang vector extensions of 16 floats. The hidden units are padded to P, a multiple of 16:
+ * SIMD: GCC/Clang vector extensions of VW floats (16 with AVX-512, 8 with AVX, else 4: the machine's
+ * register width, below). The hidden units are padded to P, a multiple of 16 (a cache line):
  * the padded units have zero weights, so their gates are sigmoid(0) and tanh(0) = 0, their cell and
  * state stay exactly 0, they feed nothing into the real units and get zero gradients; one code path
  * serves every H. With AVX-512 a few steps use its instructions (a reduction tree for sums, scalef for
@@ -52,14 +53,25 @@
 #include <string.h>
 
 #define INLINE static inline __attribute__((always_inline))
+/* Floats per vector: the machine's own vector width (-DDD_VW=n: another, for tests and benchmarks).
+ * Generic vectors wider than the machine's registers are emulated by the compiler with shuffles and
+ * stack traffic: 16-float vectors on an AVX2 CPU ran the kernel ~7x slower than 8-float ones. */
+#if defined(DD_VW)
+#define VW DD_VW
+#elif defined(__AVX512F__)
 #define VW 16
+#elif defined(__AVX__)
+#define VW 8
+#else
+#define VW 4
+#endif
 #define MAX_P 256 /* hidden sizes up to 256 per direction */
 
 typedef float vf __attribute__((vector_size(4 * VW)));
 typedef int32_t vi __attribute__((vector_size(4 * VW)));
 typedef float vfu __attribute__((vector_size(4 * VW), aligned(4), may_alias)); /* unaligned access */
 
-#if defined(__AVX512F__)
+#if defined(__AVX512F__) && VW == 16 /* its intrinsics take 16-float vectors */
 #include <immintrin.h>
 #define DD_AVX512 1
 #endif
@@ -119,8 +131,9 @@ INLINE vf vrecip(vf d) {
 
 INLINE vf vsigmoid(vf x) { return vrecip(1.0f + vexp(-x)); }
 
-/* n rounded up to whole vectors of VW floats (64 bytes, a cache line). */
-INLINE int64_t whole_lines(int64_t n) { return (n + VW - 1) / VW * VW; }
+/* n rounded up to whole cache lines of 16 floats (64 bytes): a whole number of vectors at any VW. */
+#define LINE 16
+INLINE int64_t whole_lines(int64_t n) { return (n + LINE - 1) / LINE * LINE; }
 INLINE int padded(int H) { return (int)whole_lines(H); }
 
 #define PF_AHEAD 8 /* the backward prefetches the saves this many gene-iterations ahead */

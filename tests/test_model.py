@@ -302,6 +302,17 @@ def test_profiling_builds_leave_out_the_parts_they_name(monkeypatch, tmp_path):
         assert not torch.allclose(dw, dw_full), bits
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("width", [4, 8, 16])
+def test_the_kernel_agrees_with_torch_at_every_vector_width(monkeypatch, tmp_path, width):
+    """The kernel is written once for vectors of VW floats, VW the CPU's own width (16 with AVX-512, 8
+    with AVX, 4 elsewhere); a CPU tests only its own width when the kernel loads, so every width is
+    built here and held to the torch implementation (values and gradients, H with and without padding)."""
+    _fused_or_skip("fused")
+    monkeypatch.setattr(cpu_kernel, "_lib", cpu_kernel.profiling_build(0, tmp_path, vector_width=width))
+    assert cpu_kernel._compare() == ""
+
+
 def test_every_threads_scratch_starts_on_a_cache_line():
     """The kernel gives thread i the scratch at i x dd_*_scratch floats of one 64-byte-aligned buffer: the
     sizes must be whole cache lines (16 floats), or every vector of the second thread's part straddles two
