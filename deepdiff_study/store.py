@@ -196,13 +196,14 @@ def _answers(tracking_uri: str) -> None:
         if _wait_for_migration(path, deadline) and _abandoned(path):
             _replace_abandoned(path)
     while True:
+        before = _schema_state(path) if path is not None else None
         try:
             with _env(_QUICK_CHECK):
                 MlflowClient(tracking_uri).search_experiments(max_results=1)
             return
         except Exception as err:  # noqa: BLE001 - any failure to reach or open the store is one line
             reason = store_failure(err) or _first_line(err)
-            raced = _raced(err) or _unsettled(path)
+            raced = _raced(err) or _unsettled(path, before)
             if raced and time.monotonic() < deadline:
                 if _wait_for_migration(path, deadline) and _abandoned(path):
                     _replace_abandoned(path)
@@ -224,12 +225,29 @@ def _raced(err: BaseException) -> bool:
     return False
 
 
-def _unsettled(path: Path | None) -> bool:
-    """Whether the SQLite store at `path` has tables but is not at MLflow's current schema: another
-    process may be migrating it, and any failure now (MLflow's migrations fail in many ways when two
-    run at once: a missing column, a row not found) may be that race, asked again after it."""
-    state = _schema_state(path) if path is not None else None
-    return state is not None and state[2] > 0 and state[0] != _head_revision()
+def _unsettled(path: Path | None, before: tuple | None) -> bool:
+    """Whether the SQLite store at `path` was in another process's hands during an attempt that failed
+    (its `_schema_state` `before` it): a writer holds it now, its schema changed meanwhile, or it has
+    tables but not MLflow's current schema. MLflow's migrations fail in many ways when two run at once
+    (a table or column missing, a row not found, a KeyError naming a column): any failure then may be
+    that race, asked again after it."""
+    if path is None or not path.is_file():
+        return False
+    state = _schema_state(path)
+    if state is None:  # unreadable now: locked by a writer, or not a database at all (that fails at once)
+        return _locked(path)
+    return state != before or (state[2] > 0 and state[0] != _head_revision())
+
+
+def _locked(path: Path) -> bool:
+    """Whether a SQLite file cannot be read now only because a writer holds it (True also when it can
+    be read again: the writer is done)."""
+    try:
+        with closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=1)) as db:
+            db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+    except sqlite3.Error as err:
+        return "locked" in str(err) or "busy" in str(err)
+    return True
 
 
 def _wait_for_migration(path: Path, deadline: float) -> bool:

@@ -102,6 +102,8 @@ def test_a_race_is_asked_again_until_the_other_process_is_done_and_a_broken_stor
 
     def search(self, *args, **kwargs):
         outcome = answers.pop(0)
+        if callable(outcome):  # what another process does during this attempt, then how the attempt fails
+            outcome = outcome()
         if isinstance(outcome, Exception):
             raise outcome
         return []
@@ -124,6 +126,19 @@ def test_a_race_is_asked_again_until_the_other_process_is_done_and_a_broken_stor
     answers[:] = [KeyError("dimension_attributes"), "ok"]
     store._answers(f"sqlite:///{half}")
     assert waited == [half] * 2 and answers == []
+
+    def another_finishes_the_migration():
+        with sqlite3.connect(half) as con:
+            con.execute("UPDATE alembic_version SET version_num = ?", (head(),))
+            con.execute("DROP TABLE _alembic_tmp_experiments")
+        return KeyError("dimension_attributes")
+
+    # ... and so is a failure during which another process brought it to MLflow's schema (CI: a reader's
+    # migration finished while the study's own failed half-way)
+    assert schema(half)[1] == ["_alembic_tmp_experiments"]  # still half-made
+    answers[:] = [another_finishes_the_migration, "ok"]
+    store._answers(f"sqlite:///{half}")
+    assert answers == [] and schema(half) == (head(), [])
     monkeypatch.setattr(store, "SQLITE_WAIT_S", 0.0)
     answers[:] = [RuntimeError("table logged_models already exists")]
     with pytest.raises(store.StoreError, match="another process kept creating it for longer than 0 s"):
