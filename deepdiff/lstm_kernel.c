@@ -55,7 +55,7 @@
 #define INLINE static inline __attribute__((always_inline))
 /* Floats per vector: the machine's own vector width (-DDD_VW=n: another, for tests and benchmarks).
  * Generic vectors wider than the machine's registers are emulated by the compiler with shuffles and
- * stack traffic: 16-float vectors on an AVX2 CPU ran the kernel ~7x slower than 8-float ones. */
+ * stack traffic: 16-float vectors on an AVX2 CPU ran the kernel ~9x slower than 8-float ones. */
 #if defined(DD_VW)
 #define VW DD_VW
 #elif defined(__AVX512F__)
