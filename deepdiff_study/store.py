@@ -243,7 +243,7 @@ def _locked(path: Path) -> bool:
     """Whether a SQLite file cannot be read now only because a writer holds it (True also when it can
     be read again: the writer is done)."""
     try:
-        with closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=1)) as db:
+        with _read_only(path) as db:
             db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
     except sqlite3.Error as err:
         return "locked" in str(err) or "busy" in str(err)
@@ -275,7 +275,7 @@ def _abandoned(path: Path) -> bool:
     if state is None or not state[1] or state[0] == _head_revision():
         return False
     try:
-        with closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=1)) as db:
+        with _read_only(path) as db:
             tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
             return "runs" not in tables or db.execute("SELECT COUNT(*) FROM runs").fetchone()[0] == 0
     except sqlite3.Error:
@@ -320,13 +320,19 @@ def _schema_state(path: Path) -> tuple[str | None, tuple[str, ...], int] | None:
     """(alembic revision, MLflow's temporary migration tables, number of tables) of a SQLite store, read
     without writing; None when it cannot be read now (locked by a writer, or not there)."""
     try:
-        with closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=1)) as db:
+        with _read_only(path) as db:
             tables = [row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
             revision = (db.execute("SELECT version_num FROM alembic_version").fetchone() or (None,))[0] \
                 if "alembic_version" in tables else None
     except sqlite3.Error:
         return None
     return revision, tuple(sorted(t for t in tables if t.startswith("_alembic_tmp_"))), len(tables)
+
+
+def _read_only(path: Path):
+    """A read-only connection to the SQLite file at `path` (waits at most 1 s for a writer), closed after
+    its ``with`` block; reading it never creates or changes the file."""
+    return closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=1))
 
 
 def _head_revision() -> str | None:
