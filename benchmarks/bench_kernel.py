@@ -51,13 +51,7 @@ from deepdiff import cpu_kernel  # noqa: E402
 PEAK_SOURCE = r"""
 #include <stdio.h>
 #include <time.h>
-#if defined(__AVX512F__) /* the kernel's vector width (lstm_kernel.c's VW): the machine's registers */
-#define VW 16
-#elif defined(__AVX__)
-#define VW 8
-#else
-#define VW 4
-#endif
+/* VW: the kernel's vector width (-DVW=, from its dd_vector_width) */
 typedef float vf __attribute__((vector_size(4 * VW)));
 int main(void) {
     volatile float unknown[3] = {0.9999999f, 1e-7f, 1e-3f}; /* values the compiler cannot fold the loop with */
@@ -116,19 +110,15 @@ def peak_flops(threads: int, source: str = PEAK_SOURCE) -> float:
         src, exe = Path(tmp) / "peak.c", Path(tmp) / "peak"
         src.write_text(source)
         flags = [f for f in cpu_kernel.FLAGS if f not in ("-shared", "-fPIC")]
-        subprocess.run([cpu_kernel._compiler(), *flags, "-ffp-contract=fast", "-o", str(exe), str(src)], check=True)
+        subprocess.run([cpu_kernel._compiler(), *flags, "-ffp-contract=fast", f"-DVW={vector_floats()}", "-o", str(exe),
+                        str(src)], check=True)
         runs = [subprocess.Popen([str(exe)], stdout=subprocess.PIPE, text=True) for _ in range(threads)]
         return sum(float(run.communicate()[0].split()[0]) for run in runs)
 
 
 def vector_floats() -> int:
-    """Floats per vector of the peak program (and the kernel) on this CPU."""
-    with tempfile.TemporaryDirectory() as tmp:
-        src, exe = Path(tmp) / "width.c", Path(tmp) / "width"
-        src.write_text(PEAK_SOURCE.split("typedef")[0] + "int main(void) { printf(\"%d\\n\", VW); return 0; }\n")
-        flags = [f for f in cpu_kernel.FLAGS if f not in ("-shared", "-fPIC")]
-        subprocess.run([cpu_kernel._compiler(), *flags, "-o", str(exe), str(src)], check=True)
-        return int(subprocess.run([str(exe)], capture_output=True, text=True, check=True).stdout)
+    """Floats per vector of the kernel this process loaded (the CPU's own width)."""
+    return cpu_kernel._load().dd_vector_width()
 
 
 def product_flops(k: int, hid: int, steps: int) -> tuple[float, float]:

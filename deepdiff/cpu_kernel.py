@@ -272,7 +272,7 @@ def _declare(lib: ctypes.CDLL) -> None:
                        ("dd_attend_scratch", [i, i])):
         fn = getattr(lib, name)
         fn.argtypes, fn.restype = args, i64
-    for name in ("dd_max_hidden", "dd_openmp"):
+    for name in ("dd_max_hidden", "dd_openmp", "dd_vector_width"):
         fn = getattr(lib, name)
         fn.argtypes, fn.restype = [], i
     for name, pointers in (("dd_forward_groups", 7), ("dd_attend", 5), ("dd_infer", 6), ("dd_backward_attend", 8),

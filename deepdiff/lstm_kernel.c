@@ -638,6 +638,7 @@ INLINE void backward_groups(int T, int K, int N, int H, const int P, int g0, int
     }
 
 int dd_max_hidden(void) { return MAX_P; }
+int dd_vector_width(void) { return VW; } /* floats per vector in this build */
 
 /* Floats of each array and of one call's scratch, for H hidden units. */
 int64_t dd_state_floats(int T, int K, int N, int H) { return 2 * (int64_t)K * T * N * padded(H); }
